@@ -1,0 +1,42 @@
+"""DVC stage ``preprocess``: split the ratings, encode ids, build features.
+
+Usage (see dvc.yaml): ``python pipeline/preprocess.py --data DIR --out DIR --summary FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from recommender.config import Params
+from recommender.stage import run_stage
+
+log = logging.getLogger("recommender")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="the ingest stage's folder")
+    parser.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    parser.add_argument("--summary", required=True, help="JSON metrics file for DVC")
+
+
+def body(params: Params, args: argparse.Namespace) -> None:
+    from recommender.preprocess import preprocess, read_interim, write_processed
+
+    dataset = read_interim(args.data)
+    processed = preprocess(
+        dataset, params.preprocess, params.seed, ratings_path=Path(args.data) / "ratings.parquet"
+    )
+    write_processed(processed, args.out, args.summary)
+    log.info("%s split: %s -> %s", params.preprocess.split, processed.summary["rows"], args.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage("preprocess", body, configure, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

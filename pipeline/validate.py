@@ -1,0 +1,34 @@
+"""DVC stage ``validate``: check the canonical tables with the Great Expectations suite.
+
+On success: Data Docs in ``--docs``, the summary (a DVC metric) in ``--summary``. On failure: exit 1
+with each failed expectation on stderr; the last good reports stay and this run's go to
+``validation_failed/`` beside ``--docs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recommender.config import Params
+from recommender.stage import run_stage
+from recommender.telemetry import disable_telemetry
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="folder written by ingest")
+    parser.add_argument("--docs", required=True, help="Data Docs folder to write")
+    parser.add_argument("--summary", required=True, help="summary JSON (a DVC metric)")
+
+
+def body(params: Params, args: argparse.Namespace) -> None:
+    # Imported here so that --help does not pay for the library's imports.
+    from recommender.validation import run_validate
+
+    report = run_validate(args.data, args.docs, args.summary, params.validate_)
+    print(f"validate: OK, {report.evaluated} expectations passed; Data Docs in {args.docs}")
+
+
+if __name__ == "__main__":
+    disable_telemetry()
+    sys.exit(run_stage("validate", body, configure))

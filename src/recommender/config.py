@@ -1,0 +1,181 @@
+"""Typed, strict mirror of ``params.yaml``.
+
+Each DVC stage reads its own section (plus the shared ``seed`` and ``data``). The models forbid
+unknown keys and refuse values of the wrong type, so ``dvc exp run -S train.embeding_dim=64`` (a
+typo) stops the stage with a message naming the key instead of silently training the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recommender.errors import ConfigError
+
+Source = Literal[
+    "synthetic",
+    "movielens-100k",
+    "movielens-1m",
+    "movielens-latest-small",
+    "movielens-25m",
+    "csv",
+]
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RatingScale(Section):
+    """The ratings a dataset allows: ``min``, ``min + step``, ..., ``max``."""
+
+    min: float = 1.0
+    max: float = 5.0
+    step: float = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> RatingScale:
+        if not self.min < self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.step <= 0:
+            raise ValueError(f"step must be positive, got {self.step}")
+        n = (self.max - self.min) / self.step
+        if abs(n - round(n)) > 1e-9:
+            raise ValueError(f"(max - min) / step must be whole, got {n}")
+        return self
+
+    def values(self) -> list[float]:
+        """Every allowed rating, in order."""
+        n = round((self.max - self.min) / self.step)
+        return [round(self.min + i * self.step, 6) for i in range(n + 1)]
+
+
+class DataConfig(Section):
+    """Where the ratings come from (shared by every stage)."""
+
+    source: Source = "synthetic"
+    #: Folder of a MovieLens download or a ratings file for ``csv``; default ``data/raw/<source>/``.
+    path: str | None = None
+    #: Allow downloading a missing MovieLens archive (never happens for ``synthetic`` or ``csv``).
+    download: bool = True
+    #: Override the source's own rating scale (needed for ``csv`` files not on 1-5).
+    rating_scale: RatingScale | None = None
+
+
+class SyntheticConfig(Section):
+    """The seeded MovieLens-like generator used by default (no network, same seed, same bytes)."""
+
+    n_users: int = Field(1000, ge=2)
+    n_items: int = Field(1700, ge=2)
+    n_ratings: int = Field(100_000, ge=1)
+    n_factors: int = Field(8, ge=1)
+    n_genres: int = Field(18, ge=1, le=32)
+    noise_std: float = Field(0.6, ge=0)
+    #: Timestamps are spread between these two dates (UTC).
+    start: str = "2015-01-01"
+    end: str = "2020-12-31"
+
+
+class CsvColumns(Section):
+    """Names of the columns in the user's file, mapped to our canonical names."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    rating: str = "rating"
+    #: ``null`` when the file has no timestamps (they are then all 0).
+    timestamp: str | None = "timestamp"
+
+
+class CsvConfig(Section):
+    """How to read a ratings file the user brings (``data.source: csv``)."""
+
+    test_path: str | None = None
+    items_path: str | None = None
+    sep: str = ","
+    header: bool = True
+    encoding: str = "utf-8"
+    columns: CsvColumns = CsvColumns()
+    id_type: Literal["int", "str"] = "int"
+
+
+class IngestConfig(Section):
+    """Ingest stage."""
+
+    #: What to do with several ratings of one (user, item): ``error`` leaves them for ``validate``
+    #: to reject; the others resolve them here and say how many they merged.
+    duplicates: Literal["error", "keep_first", "keep_last", "mean"] = "error"
+    #: Which ML-100K canonical split (``u1`` ... ``u5``, ``ua``, ``ub``) ``split: given`` uses.
+    ml100k_fold: Literal["u1", "u2", "u3", "u4", "u5", "ua", "ub"] = "u1"
+
+
+class ValidateConfig(Section):
+    """Validate stage: the Great Expectations suite's thresholds."""
+
+    min_ratings: int = Field(1000, ge=1)
+    min_users: int = Field(10, ge=1)
+    min_items: int = Field(10, ge=1)
+    #: Ratings before this date are implausible (MovieLens began in 1995).
+    timestamp_min: str = "1995-01-01"
+    #: ``null``: no later than now (plus a day of clock skew).
+    timestamp_max: str | None = None
+    #: Allow timestamps of 0 (files with no timestamp column).
+    allow_missing_timestamps: bool = False
+
+
+class PreprocessConfig(Section):
+    """Preprocess stage: ID encoding and splits."""
+
+    split: Literal["random", "temporal", "leave_last_n", "given"] = "random"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    #: Carved from train for early stopping and tuning; never the test split.
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    #: For ``split: leave_last_n``: the last n ratings of each user go to test.
+    n_last: int = Field(1, ge=1)
+
+
+class Params(Section):
+    """All of ``params.yaml``."""
+
+    seed: int = 42
+    data: DataConfig = DataConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    csv: CsvConfig = CsvConfig()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping, turning pydantic's report into one readable error."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"  {key}: unknown key (misspelled?)")
+            else:
+                problems.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(problems)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; a missing file means all defaults."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file (run from the project root, or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return parse_params(raw, str(path))

@@ -1,0 +1,111 @@
+"""Data sources, read into the canonical tables of :mod:`recommender.data.schema`.
+
+:func:`load_dataset` is what the ``ingest`` stage calls: it picks the reader for
+``data.source``, applies the rating scale and the ``ingest.duplicates`` policy, and returns a
+:class:`~recommender.data.schema.Dataset`.
+
+Importing this package is cheap (the readers load on first use) and never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recommender.config import Params
+    from recommender.data.schema import Dataset
+
+__all__ = ["load_dataset", "resolve_duplicates"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_duplicates(ratings: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, int]:
+    """Apply ``ingest.duplicates`` to repeated (user, item) pairs.
+
+    Args:
+        ratings: Canonical ratings, in file order.
+        policy: ``error`` leaves them for the ``validate`` stage to reject; ``keep_first`` /
+            ``keep_last`` keep the earliest / latest rating by timestamp (ties: file order);
+            ``mean`` keeps one row with the mean rating and the latest timestamp (and that latest
+            row's ``given_split``).
+
+    Returns:
+        The ratings (first-seen order kept) and how many rows were merged away.
+    """
+    from recommender.data.schema import ITEM, RATING, TIMESTAMP, USER
+
+    pair = [USER, ITEM]
+    n_dup = int(ratings.duplicated(pair).sum())
+    if n_dup == 0:
+        return ratings, 0
+    if policy == "error":
+        log.warning("%d duplicate (user, item) ratings left in place for validate", n_dup)
+        return ratings, 0
+    by_time = ratings.sort_values(TIMESTAMP, kind="stable")
+    if policy in ("keep_first", "keep_last"):
+        keep = "first" if policy == "keep_first" else "last"
+        out = by_time.drop_duplicates(pair, keep=keep).sort_index()
+    elif policy == "mean":
+        latest = by_time.drop_duplicates(pair, keep="last")
+        mean = by_time.groupby(pair, sort=False)[RATING].mean()
+        latest = latest.join(mean.rename("_mean"), on=pair)
+        latest[RATING] = latest.pop("_mean").astype("float64")
+        # Place each merged pair where it first appeared in the file.
+        first_seen = ratings.reset_index().drop_duplicates(pair)[[*pair, "index"]]
+        latest = latest.merge(first_seen, on=pair, how="left")
+        out = latest.sort_values("index", kind="stable").drop(columns="index")
+    else:
+        raise ValueError(f"unknown duplicates policy {policy!r}")
+    out = out.reset_index(drop=True)[list(ratings.columns)]
+    merged = len(ratings) - len(out)
+    log.info("ingest.duplicates=%s: merged %d duplicate (user, item) ratings", policy, merged)
+    return out, merged
+
+
+def load_dataset(params: Params) -> Dataset:
+    """Read ``params.data.source`` into canonical tables.
+
+    Args:
+        params: Reads ``seed``, ``data``, ``synthetic``, ``csv`` and ``ingest``.
+
+    Returns:
+        The dataset, its info carrying the rating scale (``data.rating_scale`` if set, else the
+        source's own) and the number of merged duplicates under ``extra``.
+
+    Raises:
+        DataError: A file is missing or cannot be parsed (the message names file, line, column).
+        ConfigError: The source's settings cannot be met.
+    """
+    from recommender.data.schema import SOURCE_SCALES
+
+    source = params.data.source
+    scale = params.data.rating_scale or SOURCE_SCALES[source]
+    if source == "synthetic":
+        from recommender.data.synthetic import generate
+
+        dataset = generate(params.synthetic, seed=params.seed, scale=scale)
+    elif source == "csv":
+        from recommender.data.csv_source import load_csv
+
+        dataset = load_csv(params.data, params.csv, scale)
+    else:
+        from recommender.data.movielens import load_movielens
+
+        dataset = load_movielens(
+            source,
+            params.data.path,
+            scale,
+            download=params.data.download,
+            fold=params.ingest.ml100k_fold,
+        )
+    ratings, merged = resolve_duplicates(dataset.ratings, params.ingest.duplicates)
+    extra = dict(dataset.info.extra)
+    if merged:
+        extra["duplicates_merged"] = merged
+    info = dataclasses.replace(dataset.info, rating_scale=scale, extra=extra)
+    return dataclasses.replace(dataset, ratings=ratings, info=info)

@@ -1,0 +1,273 @@
+"""A seeded generator of MovieLens-like ratings: the default source, needing no download.
+
+The data has the structure a recommender is meant to find, so that models can be tested on it:
+
+- **Who rates what** is long-tailed: user activity is lognormal, item popularity Zipf-like. Every
+  item has at least one rating and every user about 20 or more (as in MovieLens), and each
+  (user, item) pair occurs once.
+- **Ratings** come from a low-rank model, ``mu + b_user + b_item + <p_user, q_item> + noise``,
+  rounded and clipped to the rating scale (mean about 3.5). Popular items are liked a little more.
+  A factor model therefore beats a bias-only one, by a margin set by ``noise_std``.
+- **Side information** carries signal: an item's genres are thresholded projections of its
+  factors, and a user's age, gender and occupation lean on theirs, so a content-aware model has
+  something to learn.
+
+Same config and seed, same tables (and the same Parquet bytes once written).
+
+Example:
+    >>> from recommender.config import SyntheticConfig
+    >>> ds = generate(SyntheticConfig(n_users=50, n_items=80, n_ratings=2000), seed=0)
+    >>> len(ds.ratings)
+    2000
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recommender.config import RatingScale, SyntheticConfig
+from recommender.data.schema import (
+    ITEM,
+    ITEM_COLUMNS,
+    RATING,
+    RATING_COLUMNS,
+    SOURCE_SCALES,
+    TIMESTAMP,
+    USER,
+    USER_COLUMNS,
+    Dataset,
+    DatasetInfo,
+)
+from recommender.errors import ConfigError
+
+#: MovieLens' genres with roughly their share of ML-100K's items (extra genres get 3%).
+GENRES: dict[str, float] = {
+    "Drama": 0.43, "Comedy": 0.30, "Thriller": 0.15, "Action": 0.15, "Romance": 0.15,
+    "Adventure": 0.08, "Children's": 0.07, "Crime": 0.06, "Sci-Fi": 0.06, "Horror": 0.05,
+    "War": 0.04, "Mystery": 0.035, "Musical": 0.035, "Documentary": 0.03, "Animation": 0.025,
+    "Western": 0.016, "Film-Noir": 0.014, "Fantasy": 0.013,
+}  # fmt: skip
+
+#: ML-100K's occupations with their counts among its 943 users.
+OCCUPATIONS: dict[str, int] = {
+    "student": 196, "other": 105, "educator": 95, "administrator": 79, "engineer": 67,
+    "programmer": 66, "librarian": 51, "writer": 45, "executive": 32, "scientist": 31,
+    "artist": 28, "technician": 27, "marketing": 26, "entertainment": 18, "healthcare": 16,
+    "retired": 14, "lawyer": 12, "salesman": 12, "none": 9, "homemaker": 7, "doctor": 7,
+}  # fmt: skip
+
+#: How many ratings a user gets at least, when the total allows it (MovieLens' own rule).
+MIN_PER_USER = 20
+#: Std of the user x item interaction <p, q>. With noise_std 0.6, a rank-8 ALS beats the bias-only
+#: model by ~0.15 RMSE (0.78 vs 0.93); on ML-100K the gap is smaller (~0.03).
+INTERACTION_STD = 0.8
+GLOBAL_MEAN = 2.9  # observed mean ends near 3.5: selection lifts it
+USER_BIAS_STD, ITEM_BIAS_STD = 0.4, 0.45
+#: Item popularity is Zipf-Mandelbrot, 1 / (rank + offset) ** exponent: a long tail without
+#: every user rating the same few hits.
+POPULARITY_EXPONENT, POPULARITY_OFFSET = 1.3, 10
+#: How strongly taste (<p, q> in units of its std) tilts which items a user rates.
+SELECTION_BIAS = 0.5
+#: Cap on the cells of one user-chunk x items block (bounds memory for large configs).
+_BLOCK = 4_000_000
+
+
+def _per_user_counts(
+    rng: np.random.Generator, activity: np.ndarray, first: np.ndarray, n_items: int, total: int
+) -> np.ndarray:
+    """How many ratings each user gets: at least ``first`` (their share of the one-rating-per-item
+    pass) and ~MIN_PER_USER, the rest in proportion to activity, never more than ``n_items``."""
+    n_users = len(activity)
+    floor = min(MIN_PER_USER, n_items, total // n_users)
+    while np.maximum(first, floor).sum() > total:
+        floor -= 1
+    counts = np.maximum(first, floor)
+    weights = activity / activity.sum()
+    counts = counts + rng.multinomial(total - counts.sum(), weights)
+    while (over := np.maximum(counts - n_items, 0).sum()) > 0:
+        counts = np.minimum(counts, n_items)
+        room = np.where(counts < n_items, weights, 0.0)
+        counts = counts + rng.multinomial(over, room / room.sum())
+    return counts
+
+
+def _sample_pairs(
+    rng: np.random.Generator,
+    counts: np.ndarray,
+    popularity: np.ndarray,
+    first_user: np.ndarray,
+    affinity: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick ``counts[u]`` distinct items per user, weighted by popularity, including the pairs
+    (first_user[i], i) that give every item a rating.
+
+    Weighted sampling without replacement by the Gumbel top-k trick: each user takes the items
+    with the largest ``log(popularity) + Gumbel noise``; forced pairs get +inf so they always win.
+    """
+    n_users, n_items = len(counts), len(popularity)
+    log_pop = np.log(popularity)
+    p, q = affinity
+    chunk = max(1, _BLOCK // n_items)
+    users, items = [], []
+    for lo in range(0, n_users, chunk):
+        hi = min(lo + chunk, n_users)
+        # People mostly rate what they chose to watch: taste tilts the choice (and so the
+        # observed ratings lean positive, as in MovieLens).
+        taste = (p[lo:hi] @ q.T) * (SELECTION_BIAS / INTERACTION_STD)
+        keys = log_pop[None, :] + taste + rng.gumbel(size=(hi - lo, n_items))
+        forced = np.flatnonzero((first_user >= lo) & (first_user < hi))
+        keys[first_user[forced] - lo, forced] = np.inf
+        order = np.argsort(-keys, axis=1, kind="stable")
+        take = np.arange(n_items)[None, :] < counts[lo:hi, None]
+        items.append(order[take])
+        users.append(np.repeat(np.arange(lo, hi), counts[lo:hi]))
+    return np.concatenate(users), np.concatenate(items)
+
+
+def _to_scale(x: np.ndarray, scale: RatingScale) -> np.ndarray:
+    """Map latent ratings made on 1-5 onto ``scale``: stretch, round to its step, clip."""
+    y = scale.min + (x - 1.0) / 4.0 * (scale.max - scale.min)
+    y = scale.min + np.round((y - scale.min) / scale.step) * scale.step
+    return np.clip(np.round(y, 6), scale.min, scale.max)
+
+
+def _genres(rng: np.random.Generator, q: np.ndarray, n_genres: int) -> list[str]:
+    """Genre sets from the item factors: genre g holds the items whose factors point its way."""
+    names = list(GENRES)[:n_genres] + [f"Genre {g + 1}" for g in range(len(GENRES), n_genres)]
+    share = np.array([GENRES.get(n, 0.03) for n in names])
+    directions = rng.normal(size=(q.shape[1], n_genres))
+    directions /= np.linalg.norm(directions, axis=0)
+    score = (q / q.std()) @ directions + rng.normal(0.0, 0.5, size=(q.shape[0], n_genres))
+    cut = np.array([np.quantile(score[:, g], 1.0 - share[g]) for g in range(n_genres)])
+    margin = score - cut[None, :]
+    member = margin > 0
+    # Every MovieLens film has a genre: give the genre-less their closest one.
+    lonely = ~member.any(axis=1)
+    member[lonely, np.argmax(margin[lonely], axis=1)] = True
+    return ["|".join(n for n, m in zip(names, row, strict=True) if m) for row in member]
+
+
+def _users(rng: np.random.Generator, p: np.ndarray) -> pd.DataFrame:
+    """Age, gender and occupation, each leaning on a user's factors (so they carry signal)."""
+    n_users, k = p.shape
+    z = p / p.std()
+    age = np.clip(np.round(32 + 5.0 * z[:, 0] + rng.normal(0, 9, n_users)), 7, 73).astype(int)
+    lean = z[:, 1 % k]
+    male = rng.random(n_users) < 1.0 / (1.0 + np.exp(-(1.0 + 0.8 * lean)))
+    names = list(OCCUPATIONS)
+    logits = np.log(np.array(list(OCCUPATIONS.values()), dtype=float))[None, :]
+    logits = logits + z @ rng.normal(0.0, 0.4, size=(k, len(names)))
+    # Students are young and the retired old, as in ML-100K.
+    logits[:, names.index("student")] += (25 - age) / 6.0
+    logits[:, names.index("retired")] += (age - 58) / 5.0
+    job = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    return pd.DataFrame(
+        {
+            USER: np.arange(1, n_users + 1, dtype="int64"),
+            "age": pd.array(age, dtype="Int64"),
+            "gender": pd.Series(np.where(male, "M", "F"), dtype="str"),
+            "occupation": pd.Series(np.asarray(names)[job], dtype="str"),
+        }
+    )[USER_COLUMNS]
+
+
+def _seconds(date: str, field: str) -> int:
+    try:
+        return int(np.datetime64(date, "s").astype("int64"))
+    except ValueError:
+        raise ConfigError(f"synthetic.{field}: {date!r} is not a date (YYYY-MM-DD)") from None
+
+
+def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) -> Dataset:
+    """Generate a MovieLens-like dataset.
+
+    Args:
+        cfg: Sizes, latent rank, number of genres, noise and the time span.
+        seed: Seeds ``np.random.default_rng``; the output is a pure function of (cfg, seed, scale).
+        scale: Rating scale to produce (default 1-5 in whole stars).
+
+    Returns:
+        Ratings (ids from 1, sorted by user then time), items, users and the dataset's info.
+
+    Raises:
+        ConfigError: The sizes cannot be met (more ratings than pairs, or too few ratings to give
+            every user and item one), or a date is malformed.
+    """
+    scale = scale or SOURCE_SCALES["synthetic"]
+    n_users, n_items, n_ratings, k = cfg.n_users, cfg.n_items, cfg.n_ratings, cfg.n_factors
+    if n_ratings > n_users * n_items:
+        raise ConfigError(
+            f"synthetic.n_ratings: {n_ratings} is more than the {n_users * n_items} possible "
+            "(user, item) pairs"
+        )
+    if n_ratings < n_users + n_items:
+        raise ConfigError(
+            f"synthetic.n_ratings: {n_ratings} is too few to give each of {n_users} users and "
+            f"{n_items} items a rating (need at least {n_users + n_items})"
+        )
+    start, end = _seconds(cfg.start, "start"), _seconds(cfg.end, "end")
+    if end <= start:
+        raise ConfigError(f"synthetic.end ({cfg.end}) must be after synthetic.start ({cfg.start})")
+
+    rng = np.random.default_rng(seed)
+    sigma = np.sqrt(INTERACTION_STD / np.sqrt(k))  # so that <p, q> has std INTERACTION_STD
+    p = rng.normal(0.0, sigma, size=(n_users, k))
+    q = rng.normal(0.0, sigma, size=(n_items, k))
+    activity = rng.lognormal(0.0, 1.0, size=n_users)
+    rank = np.arange(1, n_items + 1) + POPULARITY_OFFSET
+    popularity = (1.0 / rank**POPULARITY_EXPONENT)[rng.permutation(n_items)]
+
+    first_user = rng.choice(n_users, size=n_items, p=activity / activity.sum())
+    first = np.bincount(first_user, minlength=n_users)
+    counts = _per_user_counts(rng, activity, first, n_items, n_ratings)
+    u, i = _sample_pairs(rng, counts, popularity, first_user, (p, q))
+
+    log_pop = np.log(popularity)
+    user_bias = rng.normal(0.0, USER_BIAS_STD, size=n_users)
+    item_bias = rng.normal(0.0, ITEM_BIAS_STD, size=n_items)
+    item_bias += 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
+    latent = (
+        GLOBAL_MEAN
+        + user_bias[u]
+        + item_bias[i]
+        + np.einsum("nk,nk->n", p[u], q[i])
+        + rng.normal(0.0, cfg.noise_std, size=len(u))
+    )
+
+    # Each user is active in one window of the period (many rate in a burst, some for years).
+    span = end - start
+    first_seen = start + rng.random(n_users) * span
+    active = np.minimum(rng.exponential(span / 8.0, size=n_users), end - first_seen)
+    when = (first_seen[u] + rng.random(len(u)) * active[u]).astype("int64")
+
+    ratings = pd.DataFrame(
+        {
+            USER: (u + 1).astype("int64"),
+            ITEM: (i + 1).astype("int64"),
+            RATING: _to_scale(latent, scale).astype("float64"),
+            TIMESTAMP: when,
+        }
+    )[RATING_COLUMNS]
+    ratings = ratings.sort_values([USER, TIMESTAMP, ITEM], kind="stable", ignore_index=True)
+
+    start_year = int(np.datetime64(cfg.start, "Y").astype(int)) + 1970
+    year = np.clip(start_year - np.floor(rng.exponential(12.0, size=n_items)), 1920, start_year)
+    item_ids = np.arange(1, n_items + 1, dtype="int64")
+    items = pd.DataFrame(
+        {
+            ITEM: item_ids,
+            "title": pd.Series(
+                [f"Synthetic Movie {j} ({int(y)})" for j, y in zip(item_ids, year, strict=True)],
+                dtype="str",
+            ),
+            "genres": pd.Series(_genres(rng, q, cfg.n_genres), dtype="str"),
+            "year": pd.array(year.astype("int64"), dtype="Int64"),
+        }
+    )[ITEM_COLUMNS]
+
+    info = DatasetInfo(
+        source="synthetic", rating_scale=scale, id_type="int", has_users=True,
+        has_given_split=False,
+    )  # fmt: skip
+    return Dataset(ratings=ratings, items=items, users=_users(rng, p), info=info)

@@ -1,0 +1,218 @@
+"""The synthetic source: MovieLens-like shape, determinism, speed, and learnable structure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommender.config import RatingScale, SyntheticConfig, parse_params
+from recommender.data import load_dataset
+from recommender.data.schema import ITEM_COLUMNS, RATING_COLUMNS, USER_COLUMNS, write_dataset
+from recommender.data.synthetic import generate
+from recommender.errors import ConfigError
+
+CFG = SyntheticConfig()  # the defaults: 1000 users, 1700 items, 100k ratings
+
+
+@pytest.fixture(scope="module")
+def default():
+    return generate(CFG, seed=42)
+
+
+def _biases(u, i, y, n_users, n_items, lam=5.0, sweeps=10):
+    """Regularised user/item biases by alternating least squares: the bias-only baseline."""
+    mu, bu, bi = y.mean(), np.zeros(n_users), np.zeros(n_items)
+    for _ in range(sweeps):
+        bu = np.bincount(u, y - mu - bi[i], n_users) / (np.bincount(u, minlength=n_users) + lam)
+        bi = np.bincount(i, y - mu - bu[u], n_items) / (np.bincount(i, minlength=n_items) + lam)
+    return mu, bu, bi
+
+
+def _als(u, i, residual, n_users, n_items, k=8, lam=5.0, sweeps=8, seed=0):
+    """Rank-k ALS on bias-removed ratings (numpy only, a second or so on 100k ratings)."""
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(0, 0.1, (n_users, k)), rng.normal(0, 0.1, (n_items, k))
+
+    def solve(rows, cols, n_rows, other):
+        order = np.argsort(rows, kind="stable")
+        cols_s, res_s = cols[order], residual[order]
+        bounds = np.searchsorted(rows[order], np.arange(n_rows + 1))
+        out = np.zeros((n_rows, k))
+        for r in range(n_rows):
+            s, e = bounds[r], bounds[r + 1]
+            x = other[cols_s[s:e]]
+            out[r] = np.linalg.solve(x.T @ x + lam * np.eye(k), x.T @ res_s[s:e])
+        return out
+
+    for _ in range(sweeps):
+        p = solve(u, i, n_users, q)
+        q = solve(i, u, n_items, p)
+    return p, q
+
+
+def _r2(x: np.ndarray, target: np.ndarray) -> float:
+    """In-sample R^2 of a linear probe (with intercept) from x to target."""
+    x1 = np.column_stack([x, np.ones(len(x))])
+    coef, *_ = np.linalg.lstsq(x1, target, rcond=None)
+    resid = target - x1 @ coef
+    return 1.0 - float(resid @ resid) / float(((target - target.mean()) ** 2).sum())
+
+
+def test_tables_follow_the_schema(default):
+    r, items, users = default.ratings, default.items, default.users
+    assert list(r.columns) == RATING_COLUMNS
+    assert [str(t) for t in r.dtypes] == ["int64", "int64", "float64", "int64"]
+    assert list(items.columns) == ITEM_COLUMNS and str(items["year"].dtype) == "Int64"
+    assert list(users.columns) == USER_COLUMNS and str(users["age"].dtype) == "Int64"
+    assert default.info.source == "synthetic" and default.info.has_users
+    assert not default.info.has_given_split
+
+
+def test_sizes_coverage_and_uniqueness(default):
+    r = default.ratings
+    assert len(r) == CFG.n_ratings
+    assert not r.duplicated(["user_id", "item_id"]).any()
+    # Every user and item rated; users MovieLens-style with at least 20 ratings.
+    assert set(r["user_id"]) == set(range(1, CFG.n_users + 1))
+    assert set(r["item_id"]) == set(range(1, CFG.n_items + 1))
+    assert r["user_id"].value_counts().min() >= 20
+    assert set(default.items["item_id"]) == set(r["item_id"])
+    assert set(default.users["user_id"]) == set(r["user_id"])
+
+
+def test_ratings_look_like_movielens(default):
+    r = default.ratings
+    assert set(r["rating"].unique()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert 3.3 < r["rating"].mean() < 3.7
+    lo = pd.Timestamp(CFG.start).timestamp()
+    hi = pd.Timestamp(CFG.end).timestamp()
+    assert lo <= r["timestamp"].min() and r["timestamp"].max() <= hi
+    # Spread over the period, not bunched at one end.
+    years = pd.to_datetime(r["timestamp"], unit="s").dt.year
+    assert years.nunique() == 6
+
+
+def test_activity_and_popularity_are_long_tailed(default):
+    per_user = default.ratings["user_id"].value_counts()
+    per_item = default.ratings["item_id"].value_counts()
+    assert per_user.max() > 5 * per_user.median()
+    assert per_item.max() > 15 * per_item.median()
+    # The top 10% of items draw a large share of the ratings, as in MovieLens (~40%).
+    top = per_item.sort_values(ascending=False).head(len(per_item) // 10).sum()
+    assert top / per_item.sum() > 0.3
+
+
+def test_items_and_users_have_metadata(default):
+    items, users = default.items, default.users
+    assert items["title"].str.fullmatch(r"Synthetic Movie \d+ \((\d{4})\)").all()
+    assert (items["title"].str.extract(r"\((\d{4})\)")[0].astype(int) == items["year"]).all()
+    assert (items["genres"] != "").all()
+    genres = items["genres"].str.split("|").explode()
+    assert genres.nunique() == CFG.n_genres
+    assert genres.value_counts().iloc[0] > 5 * genres.value_counts().iloc[-1]  # Drama >> Fantasy
+    assert users["age"].between(7, 73).all()
+    assert set(users["gender"]) == {"M", "F"}
+    assert users["occupation"].nunique() > 15
+
+
+def test_same_seed_same_bytes(tmp_path: Path):
+    cfg = SyntheticConfig(n_users=200, n_items=300, n_ratings=8000)
+    for name, seed in [("a", 7), ("b", 7), ("c", 8)]:
+        write_dataset(generate(cfg, seed=seed), tmp_path / name)
+    files = ["ratings.parquet", "items.parquet", "users.parquet", "dataset.json"]
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert (tmp_path / "a" / "ratings.parquet").read_bytes() != (
+        tmp_path / "c" / "ratings.parquet"
+    ).read_bytes()
+
+
+def test_generating_100k_ratings_is_fast():
+    start = time.perf_counter()
+    generate(CFG, seed=3)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_a_factor_model_beats_the_bias_baseline(default):
+    r = default.ratings
+    u, i = r["user_id"].to_numpy() - 1, r["item_id"].to_numpy() - 1
+    y = r["rating"].to_numpy()
+    test = np.random.default_rng(0).random(len(y)) < 0.2
+    train = ~test
+    mu, bu, bi = _biases(u[train], i[train], y[train], CFG.n_users, CFG.n_items)
+    base = mu + bu[u] + bi[i]
+    p, q = _als(u[train], i[train], (y - base)[train], CFG.n_users, CFG.n_items)
+    full = base + np.einsum("nk,nk->n", p[u], q[i])
+
+    def rmse(pred):
+        return float(np.sqrt(np.mean((np.clip(pred[test], 1, 5) - y[test]) ** 2)))
+
+    global_mean = float(np.sqrt(np.mean((y[train].mean() - y[test]) ** 2)))
+    assert rmse(base) < global_mean - 0.1
+    assert rmse(full) < rmse(base) - 0.05
+
+
+def test_side_information_carries_signal(default):
+    """Genres and demographics are linearly readable from learned factors, far above chance."""
+    r = default.ratings
+    u, i = r["user_id"].to_numpy() - 1, r["item_id"].to_numpy() - 1
+    y = r["rating"].to_numpy()
+    mu, bu, bi = _biases(u, i, y, CFG.n_users, CFG.n_items)
+    p, q = _als(u, i, y - mu - bu[u] - bi[i], CFG.n_users, CFG.n_items, sweeps=5)
+    chance = 3 * 9 / min(CFG.n_users, CFG.n_items)  # ~ (k+1)/n for noise, with margin
+    for genre in ["Drama", "Comedy", "Action"]:
+        has = default.items["genres"].str.contains(genre, regex=False).to_numpy(dtype=float)
+        assert _r2(q, has) > max(0.08, chance), genre
+    assert _r2(p, default.users["age"].to_numpy(dtype=float)) > 0.08
+    assert _r2(p, (default.users["gender"] == "M").to_numpy(dtype=float)) > 0.03
+
+
+def test_rating_scale_override():
+    half = RatingScale(min=0.5, max=5.0, step=0.5)
+    ds = generate(SyntheticConfig(n_users=100, n_items=150, n_ratings=4000), seed=1, scale=half)
+    values = set(ds.ratings["rating"].unique())
+    assert values <= set(half.values())
+    assert len(values) >= 8  # half stars really occur
+    assert ds.info.rating_scale == half
+
+
+def test_load_dataset_dispatches_to_the_generator():
+    params = parse_params(
+        {"seed": 5, "synthetic": {"n_users": 60, "n_items": 90, "n_ratings": 2000}}
+    )
+    ds = load_dataset(params)
+    again = generate(params.synthetic, seed=5)
+    pd.testing.assert_frame_equal(ds.ratings, again.ratings)
+    assert ds.info == again.info
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({"n_users": 10, "n_items": 10, "n_ratings": 101}, "more than the 100 possible"),
+        ({"n_users": 100, "n_items": 100, "n_ratings": 150}, "need at least 200"),
+    ],
+)
+def test_impossible_sizes_are_config_errors(sizes, message):
+    with pytest.raises(ConfigError, match=message):
+        generate(SyntheticConfig(**sizes), seed=0)
+
+
+def test_importing_the_data_package_stays_light():
+    code = (
+        "import sys, recommender.data\n"
+        "from recommender.config import parse_params\n"
+        "sizes = {'n_users': 50, 'n_items': 60, 'n_ratings': 1000}\n"
+        "recommender.data.load_dataset(parse_params({'synthetic': sizes}))\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'mlflow', 'great_expectations', 'bentoml')"
+        " if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
