@@ -1,0 +1,69 @@
+"""The global-mean and bias baselines: a hand-computed ALS sweep, unknown indices, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recommender import metrics
+from recommender.baselines import BiasBaseline, GlobalMean
+from recommender.config import RatingScale
+
+# (user, item, rating): (1, 1, 5), (1, 2, 4), (2, 1, 3); mean 4
+USERS, ITEMS, RATINGS = np.array([1, 1, 2]), np.array([1, 2, 1]), np.array([5.0, 4.0, 3.0])
+
+
+def test_global_mean():
+    model = GlobalMean().fit(USERS, ITEMS, RATINGS)
+    assert model.predict([1, 0, 9], [2, 0, 9]).tolist() == [4.0, 4.0, 4.0]
+
+
+def test_one_als_sweep_by_hand():
+    model = BiasBaseline(reg_u=1.0, reg_i=1.0, n_epochs=1).fit(USERS, ITEMS, RATINGS)
+    # users first, item biases still 0:
+    #   b_u1 = ((5 - 4) + (4 - 4)) / (1 + 2) = 1/3;   b_u2 = (3 - 4) / (1 + 1) = -1/2
+    # then items, with those user biases:
+    #   b_i1 = ((5 - 4 - 1/3) + (3 - 4 + 1/2)) / (1 + 2) = (2/3 - 1/2) / 3 = 1/18
+    #   b_i2 = (4 - 4 - 1/3) / (1 + 1) = -1/6
+    assert model.user_bias == pytest.approx([0.0, 1 / 3, -1 / 2])
+    assert model.item_bias == pytest.approx([0.0, 1 / 18, -1 / 6])
+    # r(1, 1) = 4 + 1/3 + 1/18 = 4.38889
+    assert model.predict([1], [1]) == pytest.approx([4 + 1 / 3 + 1 / 18])
+
+
+def test_unknown_and_unseen_indices_get_zero_bias():
+    model = BiasBaseline(reg_u=1.0, reg_i=1.0, n_epochs=1).fit(USERS, ITEMS, RATINGS)
+    # row 0 (unknown user) with item 2: 4 + 0 - 1/6; user 7 / item 9 were never seen: 4
+    assert model.predict([0, 7], [2, 9]) == pytest.approx([4 - 1 / 6, 4.0])
+
+
+def test_damping_shrinks_sparse_biases_more():
+    # item 1: one rating of 5; item 2: twenty ratings of 5; item 3: twenty-one ratings of 3
+    users = np.arange(1, 43)
+    items = np.array([1] + [2] * 20 + [3] * 21)
+    ratings = np.array([5.0] * 21 + [3.0] * 21)  # mean 4
+    # user biases pinned at ~0 by a huge reg_u, so b_i = sum(r - 4) / (reg_i + n_i):
+    # item 1: 1 / (10 + 1) = 1/11; item 2: 20 / (10 + 20) = 2/3; item 3: -21 / (10 + 21)
+    model = BiasBaseline(reg_u=1e12, reg_i=10.0, n_epochs=1).fit(users, items, ratings)
+    assert model.item_bias == pytest.approx([0.0, 1 / 11, 2 / 3, -21 / 31])
+
+
+def test_bias_baseline_beats_global_mean_on_held_out_data(synthetic):
+    tr, te = synthetic.train, synthetic.test
+    scale = RatingScale()
+    bias = BiasBaseline(scale=scale).fit(tr.user, tr.item, tr.rating)
+    mean = GlobalMean().fit(tr.user, tr.item, tr.rating)
+    pred = bias.predict(te.user, te.item)
+    assert pred.min() >= 1.0 and pred.max() <= 5.0
+    assert metrics.rmse(te.rating, pred) < 0.9 * metrics.rmse(
+        te.rating, mean.predict(te.user, te.item)
+    )
+
+
+def test_misuse_is_reported():
+    with pytest.raises(RuntimeError, match="before fit"):
+        BiasBaseline().predict([1], [1])
+    with pytest.raises(ValueError, match="3 pairs but 2 ratings"):
+        BiasBaseline().fit(USERS, ITEMS, RATINGS[:2])
+    with pytest.raises(ValueError, match="non-negative"):
+        GlobalMean().fit([-1], [1], [3.0])
