@@ -138,6 +138,75 @@ class PreprocessConfig(Section):
     n_last: int = Field(1, ge=1)
 
 
+class MFHyper(Section):
+    """``mf``: the tutorial's model (embeddings and a dot product, no biases)."""
+
+    embedding_dim: int = Field(32, ge=1)
+    l2: float = Field(0.0, ge=0)
+
+
+class BiasedMFHyper(Section):
+    """``biased_mf``: embeddings plus user/item biases and the global mean."""
+
+    embedding_dim: int = Field(32, ge=1)
+    l2: float = Field(0.1, ge=0)
+    reg_form: Literal["per_example", "table", "none"] = "per_example"
+
+
+class NCFHyper(Section):
+    """``ncf``: NeuMF, a GMF path and an MLP path over separate embeddings."""
+
+    embedding_dim: int = Field(32, ge=1)
+    mlp_layers: list[int] = [64, 32, 16]
+    dropout: float = Field(0.3, ge=0, lt=1)
+    l2: float = Field(0.1, ge=0)
+
+
+class HybridHyper(Section):
+    """``hybrid``: biased MF plus item (genres, year) and user (age, gender, job) features."""
+
+    embedding_dim: int = Field(32, ge=1)
+    l2: float = Field(0.1, ge=0)
+    content_l2: float = Field(1e-5, ge=0)
+
+
+class TrainConfig(Section):
+    """Train stage: which model family, and how to fit it."""
+
+    model: Literal["mf", "biased_mf", "ncf", "hybrid"] = "biased_mf"
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    #: Early stopping: epochs without a better validation RMSE before stopping (best weights kept).
+    patience: int = Field(3, ge=1)
+    mf: MFHyper = MFHyper()
+    biased_mf: BiasedMFHyper = BiasedMFHyper()
+    ncf: NCFHyper = NCFHyper()
+    hybrid: HybridHyper = HybridHyper()
+
+    def hyper(self) -> dict[str, Any]:
+        """Constructor arguments of the chosen family."""
+        return getattr(self, self.model).model_dump()
+
+
+class EvaluateConfig(Section):
+    """Evaluate stage: ranking cut-off, relevance, slices."""
+
+    k: int = Field(10, ge=1)
+    #: A test rating at or above this counts as relevant for the ranking metrics.
+    relevance_threshold: float = 4.0
+    #: Users are sliced by their number of training ratings: [0], [1, 5], [6, 20], [21, ...].
+    activity_bins: list[int] = [1, 6, 21]
+
+
+class TrackingConfig(Section):
+    """MLflow names. The tracking URI itself comes from ``MLFLOW_TRACKING_URI`` (default: the
+    project's ``mlflow.db``)."""
+
+    experiment: str = "recommender"
+    registered_model: str = "recommender"
+
+
 class Params(Section):
     """All of ``params.yaml``."""
 
@@ -148,6 +217,9 @@ class Params(Section):
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     preprocess: PreprocessConfig = PreprocessConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 

@@ -174,18 +174,20 @@ class FeatureSpec:
 def catalog_items(items: pd.DataFrame, rated_item_ids: pd.Series) -> pd.DataFrame:
     """Every item in the items table plus any rated item missing from it, sorted by ``item_id``.
 
-    Rated items without an items row get no genres and an unknown year.
+    Rated items without an items row get their id as title, no genres and an unknown year.
     """
+    items = items[[ITEM, "title", "genres", "year"]]
     extra = pd.Index(rated_item_ids.unique()).difference(pd.Index(items[ITEM]))
     if len(extra):
         filler = pd.DataFrame(
             {
                 ITEM: extra.to_numpy(),
+                "title": [str(i) for i in extra],
                 "genres": [""] * len(extra),
                 "year": pd.Series([pd.NA] * len(extra), dtype="Int64"),
             }
         )
-        items = pd.concat([items[[ITEM, "genres", "year"]], filler], ignore_index=True)
+        items = pd.concat([items, filler], ignore_index=True)
     return items.sort_values(ITEM, kind="stable").reset_index(drop=True)
 
 
@@ -215,3 +217,26 @@ def item_feature_matrix(item_features: pd.DataFrame, spec: FeatureSpec, n_rows: 
     known = item_features[item_features["item_idx"] > 0]
     matrix[known["item_idx"].to_numpy()] = known[cols].to_numpy(dtype=np.float32)
     return matrix
+
+
+def user_feature_matrix(
+    user_features: pd.DataFrame, spec: FeatureSpec, n_rows: int
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """User feature codes as an int32 table indexed by ``user_idx``, with each column's cardinality.
+
+    Row 0 (the OOV row) and users with no entry are all zeros ("unknown"). Returns an empty
+    ``(n_rows, 0)`` table and ``()`` when the source has no users.
+
+    Args:
+        user_features: The ``user_features.parquet`` table.
+        spec: The spec that produced it.
+        n_rows: The user vocabulary size (``len(user_vocab)``).
+    """
+    cols = spec.user_columns
+    matrix = np.zeros((n_rows, len(cols)), dtype=np.int32)
+    if not cols:
+        return matrix, ()
+    known = user_features[user_features["user_idx"] > 0]
+    matrix[known["user_idx"].to_numpy()] = known[cols].to_numpy(dtype=np.int32)
+    cardinalities = (len(AGE_LABELS) + 1, len(spec.genders) + 1, len(spec.occupations) + 1)
+    return matrix, cardinalities

@@ -52,6 +52,7 @@ FILES = (
     "user_features.parquet",
     "features.json",
     "dataset.json",
+    "items.parquet",
 )
 
 
@@ -164,6 +165,8 @@ class Processed:
     user_features: pd.DataFrame
     feature_spec: FeatureSpec
     info: DatasetInfo
+    #: Every catalog item: ``item_id``, ``item_idx`` (0 = cold), ``title``, ``genres``, ``year``.
+    catalog: pd.DataFrame
     #: The stage's metrics; ``None`` when loaded from disk (it lives in the ``--summary`` file).
     summary: dict[str, Any] | None = None
 
@@ -358,8 +361,10 @@ def preprocess(
     }
 
     spec = FeatureSpec.fit(dataset.items, dataset.users)
-    items = spec.encode_items(catalog_items(dataset.items, ratings[ITEM]))
-    items.insert(1, "item_idx", item_vocab.encode(items[ITEM]))
+    catalog = catalog_items(dataset.items, ratings[ITEM])
+    catalog.insert(1, "item_idx", item_vocab.encode(catalog[ITEM]))
+    items = spec.encode_items(catalog)
+    items.insert(1, "item_idx", catalog["item_idx"].to_numpy())
     if dataset.users is not None:
         users = spec.encode_users(catalog_users(dataset.users, ratings[USER]))
         users.insert(1, "user_idx", user_vocab.encode(users[USER]))
@@ -395,6 +400,7 @@ def preprocess(
         user_features=users,
         feature_spec=spec,
         info=dataset.info,
+        catalog=catalog,
         summary=summary,
     )
 
@@ -422,6 +428,7 @@ def write_processed(
         spec = processed.feature_spec.to_json()
         (tmp / "features.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
         (tmp / "dataset.json").write_text(processed.info.to_json())
+        processed.catalog.to_parquet(tmp / "items.parquet", index=False)
     if summary_path is not None and processed.summary is not None:
         write_json(processed.summary, summary_path)
 
@@ -443,4 +450,5 @@ def load_processed(out_dir: str | Path) -> Processed:
         user_features=pd.read_parquet(out_dir / "user_features.parquet"),
         feature_spec=FeatureSpec.from_json(json.loads((out_dir / "features.json").read_text())),
         info=DatasetInfo.read(out_dir / "dataset.json"),
+        catalog=pd.read_parquet(out_dir / "items.parquet"),
     )

@@ -15,7 +15,16 @@ TELEMETRY_OFF = {
 }
 
 
+#: Not telemetry, but noise in a pipeline's log: TensorFlow's start-up banners and MLflow's
+#: per-file download bars. Set before TensorFlow is imported; explicit settings win.
+QUIET = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def disable_telemetry() -> None:
     """Set the opt-out variables for this process and its children, keeping explicit settings."""
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in {**TELEMETRY_OFF, **QUIET}.items():
         os.environ.setdefault(key, value)

@@ -1,0 +1,53 @@
+"""DVC stage ``train``: fit ``train.model`` and log the run (params, curves, model) to MLflow.
+
+    python pipeline/train.py --data data/processed --out models --history reports/train_history.csv
+
+Writes ``--out`` atomically: ``bundle/`` (the model with its vocabularies, see
+``recommender.bundle``) and ``run.json`` (the MLflow run and model URI, for evaluate and register).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from recommender.config import Params
+from recommender.stage import run_stage
+
+log = logging.getLogger("recommender")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="the preprocess stage's folder")
+    parser.add_argument("--out", required=True, help="model folder to write (replaced atomically)")
+    parser.add_argument("--history", required=True, help="per-epoch CSV (a DVC plot)")
+
+
+def keras_verbosity() -> int:
+    """A progress bar in a terminal, a line per epoch in a log, nothing in CI."""
+    if os.environ.get("CI"):
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def body(params: Params, args: argparse.Namespace) -> None:
+    from recommender.preprocess import load_processed
+    from recommender.training_run import train_and_log
+
+    processed = load_processed(args.data)
+    result = train_and_log(processed, params, args.data, args.out, args.history, keras_verbosity())
+    log.info(
+        "%s: best epoch %d of %d, val RMSE %.4f, %.1f s; MLflow run %s",
+        params.train.model,
+        result["best_epoch"],
+        result["epochs_run"],
+        result["val_rmse"],
+        result["fit_seconds"],
+        result["run_id"],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("train", body, configure))
