@@ -43,7 +43,7 @@ def body(params: Params, args: argparse.Namespace) -> None:
         params.train.model,
         result["best_epoch"],
         result["epochs_run"],
-        result["val_rmse"],
+        result["best_val_rmse"],
         result["fit_seconds"],
         result["run_id"],
     )

@@ -207,6 +207,17 @@ class TrackingConfig(Section):
     registered_model: str = "recommender"
 
 
+class ServeConfig(Section):
+    """The BentoML service (``package`` stage): request limits and the default port."""
+
+    #: Largest ``k`` a ``recommend`` or ``similar_items`` request may ask for.
+    max_k: int = Field(100, ge=1, le=10_000)
+    #: Most (user, item) pairs one ``predict`` request may carry; more is a 400, not a slow reply.
+    max_pairs: int = Field(1000, ge=1, le=100_000)
+    #: Port ``make serve`` listens on (127.0.0.1 only).
+    port: int = Field(3000, ge=1, le=65_535)
+
+
 class Params(Section):
     """All of ``params.yaml``."""
 
@@ -220,6 +231,7 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 

@@ -11,10 +11,16 @@ Output: predicted ratings on the dataset's scale; unknown ids get the out-of-voc
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 import pandas as pd
 
 BUNDLE = "bundle"
+
+# MLflow asks for type hints on predict() at every log and load; ours would be read as a schema
+# (the signature already is one), so the advice does not apply.
+warnings.filterwarnings("ignore", message=r".*type hints? .*predict", category=UserWarning)
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

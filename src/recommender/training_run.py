@@ -83,8 +83,8 @@ def train_and_log(
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "fit_seconds": round(result.seconds, 3),
-            "val_rmse": _best(result.history, "val_rmse"),
-            "train_rmse": _best(result.history, "rmse", at=result.best_epoch),
+            "best_val_rmse": _best(result.history, "val_rmse"),
+            "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
         }
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
 

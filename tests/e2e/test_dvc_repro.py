@@ -23,8 +23,10 @@ pytestmark = pytest.mark.e2e
 SMALL = {"n_users": 150, "n_items": 200, "n_ratings": 6000}
 
 
-def _env() -> dict[str, str]:
+def _env(cwd: Path) -> dict[str, str]:
     env = dict(os.environ)
+    # The scratch project's own tracking store, as a user's clone would have.
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{cwd / 'mlflow.db'}"
     # The stage commands say `python ...` and `dvc`: both must be this environment's.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(DVC_NO_ANALYTICS="1", ITERATIVE_DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="false")
@@ -32,7 +34,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -71,7 +73,12 @@ def scratch_repo(tmp_path: Path) -> Path:
     _run(["git", "init", "-q"], repo)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], repo)
-    _set_params(repo, synthetic=SMALL, validate={"min_ratings": 100})
+    _set_params(
+        repo,
+        synthetic=SMALL,
+        validate={"min_ratings": 100},
+        train={"epochs": 3, "batch_size": 512},
+    )
     return repo
 
 
@@ -143,3 +150,24 @@ def test_repro_on_movielens_100k_canonical_split(scratch_repo: Path, ml100k_dir:
     assert data["rows"]["test"] == 20_000
     validation = json.loads((scratch_repo / "reports" / "validation.json").read_text())
     assert validation["success"] is True
+
+
+def test_repro_trains_evaluates_and_tracks_in_mlflow(scratch_repo: Path) -> None:
+    import mlflow
+
+    _dvc(scratch_repo, "repro", "evaluate")
+    metrics = json.loads((scratch_repo / "reports" / "metrics.json").read_text())
+    assert metrics["test"]["rmse"] < metrics["baselines"]["global_mean"]["rmse"]
+    assert {"precision@10", "recall@10", "ndcg@10", "map@10"} <= set(metrics["ranking"])
+    for png in ("learning_curves.png", "error_by_activity.png", "predicted_vs_actual.png"):
+        assert (scratch_repo / "reports" / "plots" / png).is_file()
+
+    shown = _dvc(scratch_repo, "metrics", "show", "--json").stdout
+    assert "reports/metrics.json" in shown and '"rmse"' in shown
+
+    run = json.loads((scratch_repo / "models" / "run.json").read_text())
+    client = mlflow.MlflowClient(f"sqlite:///{scratch_repo / 'mlflow.db'}")
+    logged = client.get_run(run["run_id"]).data
+    assert logged.metrics["test_mse"] == pytest.approx(metrics["test"]["mse"])
+    assert logged.params["train.epochs"] == "3"
+    assert "up to date" in _dvc(scratch_repo, "status").stdout

@@ -1,0 +1,91 @@
+"""The train and evaluate stages' MLflow records, against a real SQLite tracking store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommender.config import Params
+from recommender.preprocess import Processed
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def tracking_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # default artifact location: ./mlruns under tmp_path
+    return uri
+
+
+def test_train_and_evaluate_log_one_complete_run(
+    tracking_db: str, processed: Processed, processed_dir: Path, params: Params, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from recommender.evaluation_run import evaluate_and_log
+    from recommender.training_run import BUNDLE_DIR, read_run, train_and_log
+
+    models, history = tmp_path / "models", tmp_path / "history.csv"
+    summary = train_and_log(processed, params, processed_dir, models, history)
+    record = read_run(models)
+    assert record["run_id"] == summary["run_id"]
+
+    client = mlflow.MlflowClient(tracking_db)
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.model"] == "biased_mf"
+    assert run.data.params["hyper.embedding_dim"] == str(params.train.biased_mf.embedding_dim)
+    assert run.data.tags["data.source"] == "synthetic"
+    assert len(run.data.tags["data.hash"]) == 64
+    # One point per epoch for the learning curves.
+    curve = client.get_metric_history(record["run_id"], "val_rmse")
+    assert [m.step for m in curve] == list(range(1, summary["epochs_run"] + 1))
+    csv = pd.read_csv(history)
+    assert list(csv["epoch"]) == list(range(1, summary["epochs_run"] + 1))
+
+    # The logged model is self-contained: loaded through MLflow it predicts what the bundle does.
+    from recommender.bundle import ModelBundle
+
+    bundle = ModelBundle.load(models / BUNDLE_DIR)
+    test = processed.test.head(200)
+    loaded = mlflow.pyfunc.load_model(record["model_uri"])
+    served = loaded.predict(test[["user_id", "item_id"]])
+    np.testing.assert_allclose(
+        served, bundle.predict_raw(test["user_id"], test["item_id"]), atol=1e-6
+    )
+
+    metrics_path = tmp_path / "metrics.json"
+    result = evaluate_and_log(
+        params, processed_dir, models, metrics_path, tmp_path / "plots", history
+    )
+    assert json.loads(metrics_path.read_text()) == result
+    for png in ("learning_curves.png", "error_by_activity.png", "predicted_vs_actual.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    logged = client.get_run(record["run_id"]).data.metrics
+    assert logged["test_mse"] == pytest.approx(result["test"]["mse"])
+    assert logged["ranking_ndcg_at_10"] == pytest.approx(result["ranking"]["ndcg@10"])
+    artifacts = {a.path for a in client.list_artifacts(record["run_id"])}
+    assert {"metrics.json", "plots"} <= artifacts
+
+
+def test_a_failed_training_run_leaves_the_previous_model_folder(
+    tracking_db: str, processed: Processed, processed_dir: Path, params: Params, tmp_path: Path
+) -> None:
+    from recommender.errors import ConfigError
+    from recommender.training_run import train_and_log
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "run.json").write_text('{"run_id": "previous"}\n')
+    bad = params.model_copy(
+        update={"train": params.train.model_copy(update={"model": "ncf", "ncf": None})}
+    )
+    with pytest.raises((ConfigError, AttributeError, TypeError)):
+        train_and_log(processed, bad, processed_dir, models, tmp_path / "h.csv")
+    assert (models / "run.json").read_text() == '{"run_id": "previous"}\n'

@@ -1,0 +1,105 @@
+"""Model tests on tiny synthetic data: training, determinism, the bundle and the evaluation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender.bundle import ModelBundle
+from recommender.config import Params
+from recommender.evaluation import activity_slices, evaluate, mlflow_metrics
+from recommender.preprocess import Processed
+from recommender.training import fit
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(processed: Processed, params: Params):  # noqa: ANN201
+    return fit(processed, params.train, params.seed)
+
+
+@pytest.fixture(scope="module")
+def bundle(trained, processed: Processed, processed_dir: Path, tmp_path_factory) -> ModelBundle:  # noqa: ANN001
+    folder = tmp_path_factory.mktemp("bundle") / "bundle"
+    ModelBundle.from_training(trained.model, processed, {"model": "biased_mf"}).save(
+        folder, processed_dir
+    )
+    return ModelBundle.load(folder)
+
+
+def test_training_loss_decreases_and_early_stopping_keeps_the_best_epoch(trained) -> None:  # noqa: ANN001
+    history = trained.history
+    assert history["loss"][-1] < 0.8 * history["loss"][0]
+    assert 1 <= trained.best_epoch <= trained.epochs_run
+    # restore_best_weights: the model holds the epoch with the lowest validation RMSE.
+    assert history["val_rmse"][trained.best_epoch - 1] == min(history["val_rmse"])
+
+
+def test_same_seed_same_model(processed: Processed, trained, params: Params) -> None:  # noqa: ANN001
+    again = fit(processed, params.train, params.seed)
+    assert again.history == trained.history
+    u = processed.test["user_idx"].to_numpy()
+    i = processed.test["item_idx"].to_numpy()
+    first = ModelBundle.from_training(trained.model, processed, {}).predict(u, i)
+    second = ModelBundle.from_training(again.model, processed, {}).predict(u, i)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_bundle_round_trip_predicts_the_same(trained, bundle: ModelBundle, processed) -> None:  # noqa: ANN001
+    live = ModelBundle.from_training(trained.model, processed, {})
+    test = processed.test
+    users, items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
+    np.testing.assert_allclose(bundle.predict_raw(users, items), live.predict_raw(users, items))
+    # The factor path (NumPy) and the Keras graph agree: serving and training see one model.
+    graph = np.asarray(
+        trained.model.score(
+            {"user": test["user_idx"].to_numpy(), "item": test["item_idx"].to_numpy()}
+        )
+    ).reshape(-1)
+    np.testing.assert_allclose(bundle.score(test["user_idx"], test["item_idx"]), graph, atol=1e-5)
+
+
+def test_predictions_stay_on_the_scale_and_unknown_ids_use_the_oov_row(bundle: ModelBundle) -> None:
+    users = np.array(list(bundle.user_vocab.ids)[:50] + [10**9])
+    items = np.array(list(bundle.item_vocab.ids)[:50] + [10**9])
+    pred = bundle.predict_raw(users, items)
+    assert pred.min() >= bundle.scale.min and pred.max() <= bundle.scale.max
+    # An unknown user and an unknown item read as index 0 — the same as asking for it directly.
+    assert pred[-1] == pytest.approx(float(bundle.predict(np.array([0]), np.array([0]))[0]))
+
+
+def test_recommend_excludes_rated_items_and_the_oov_row(bundle: ModelBundle) -> None:
+    users = np.arange(1, 11)
+    top = bundle.recommend(users, k=10)
+    assert top.items.shape == (10, 10)
+    for row, user in zip(top.items, users, strict=True):
+        assert 0 not in row
+        assert not set(row.tolist()) & set(bundle.seen.items_of(int(user)).tolist())
+        # Sorted by score, and the scores are the model's own.
+        scores = bundle.score(np.full(10, user), row)
+        assert np.all(np.diff(scores) <= 1e-6)
+
+
+def test_evaluation_beats_the_baselines_and_has_the_promised_shape(
+    bundle: ModelBundle, processed: Processed, params: Params
+) -> None:
+    result = evaluate(bundle, processed, params.evaluate).metrics
+    assert set(result["test"]) >= {"mse", "rmse", "mae"}
+    assert result["test"]["mse"] == pytest.approx(result["test"]["rmse"] ** 2, rel=1e-4)
+    assert result["test"]["rmse"] < result["baselines"]["bias"]["rmse"]
+    assert result["baselines"]["bias"]["rmse"] < result["baselines"]["global_mean"]["rmse"]
+    assert {"precision@10", "recall@10", "ndcg@10", "map@10"} <= set(result["ranking"])
+    slices = result["slices"]["user_train_ratings"]
+    assert list(slices) == ["0", "1-5", "6-20", "21+"]
+    assert sum(s["rows"] for s in slices.values()) == result["test"]["rows"]
+    for name in mlflow_metrics(result):
+        assert re.fullmatch(r"[\w\-. /]+", name), name
+
+
+def test_activity_slice_names() -> None:
+    assert [s[0] for s in activity_slices([1, 6, 21])] == ["0", "1-5", "6-20", "21+"]
+    assert [s[0] for s in activity_slices([2, 3])] == ["0-1", "2", "3+"]
