@@ -171,3 +171,31 @@ def test_repro_trains_evaluates_and_tracks_in_mlflow(scratch_repo: Path) -> None
     assert logged.metrics["test_mse"] == pytest.approx(metrics["test"]["mse"])
     assert logged.params["train.epochs"] == "3"
     assert "up to date" in _dvc(scratch_repo, "status").stdout
+
+
+def test_repro_on_a_users_own_csv(scratch_repo: Path) -> None:
+    ratings = scratch_repo / "my_ratings.tsv"
+    pairs = [(u, i) for u in range(1, 31) for i in range(1, 41) if (u + i) % 3]
+    lines = ["user\titem\tstars\twhen"]
+    lines += [f"u{u}\tm{i}\t{1 + (u * i) % 5}\t{1_600_000_000 + u * 997 + i}" for u, i in pairs]
+    ratings.write_text("\n".join(lines) + "\n")
+    _set_params(
+        scratch_repo,
+        data={"source": "csv", "path": str(ratings)},
+        csv={
+            "sep": "\t",
+            "id_type": "str",
+            "columns": {
+                "user_id": "user",
+                "item_id": "item",
+                "rating": "stars",
+                "timestamp": "when",
+            },
+        },
+        preprocess={"split": "temporal"},
+    )
+    _dvc(scratch_repo, "repro", *DATA_STAGES)
+    data = json.loads((scratch_repo / "reports" / "data.json").read_text())
+    assert data["rows"]["total"] == len(pairs)
+    vocab = json.loads((scratch_repo / "data" / "processed" / "vocab.json").read_text())
+    assert vocab["user"][0] is None and all(isinstance(u, str) for u in vocab["user"][1:])
