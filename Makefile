@@ -5,6 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+# make bench: the ML-100K folder (read in place) and Surprise's own venv (it needs numpy<2).
+ML100K_DIR ?= $(abspath ../shared/data/ml-100k)
+SURPRISE_VENV ?= .venv-surprise
 # The pipeline's own commands (python, dvc, mlflow, bentoml) come from the project environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 # Telemetry off for every tool in every process started from here.
@@ -16,8 +19,13 @@ export DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
 export TF_ENABLE_ONEDNN_OPTS := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
+# make bento / serve / bench-serve: the project's own BentoML store (gitignored; dvc.yaml's too).
+export BENTOML_HOME := $(CURDIR)/bentoml
+# make bench-serve: seconds of load per server and endpoint (DURATION=10 for a quick check).
+DURATION ?= 60
+PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
-.PHONY: help install run test test-fast lint format clean
+.PHONY: help install run test test-fast lint format clean ui bench tune bento serve bench-serve
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,13 +50,46 @@ test: install ## Run every test (unit, data, model, e2e)
 test-fast: install ## Run the tests not marked slow or e2e
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
+ui: install ## MLflow UI on 127.0.0.1:$MLFLOW_PORT (default 5000): runs, model versions, aliases
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
+
+$(SURPRISE_VENV)/.installed:
+	$(PYTHON) -m venv $(SURPRISE_VENV)
+	$(SURPRISE_VENV)/bin/pip install --quiet --disable-pip-version-check "numpy==1.26.4" "scikit-surprise==1.1.5"
+	@touch $@
+
+bench: install $(SURPRISE_VENV)/.installed ## Our families vs Surprise SVD/SVD++ on ML-100K u1 -> reports/benchmark.md (minutes)
+	$(BIN)/python benchmarks/run.py --ml100k $(ML100K_DIR) --params params.yaml \
+		--surprise-python $(SURPRISE_VENV)/bin/python --out reports/benchmark.md --json reports/benchmark.json
+
+tune: install ## Search tune.family's knobs on the validation split (MLflow runs), write the best to params.yaml
+	@[ -d .git ] || { echo "dvc needs a git repository: run from a clone of this project"; exit 1; }
+	$(BIN)/dvc repro preprocess
+	$(BIN)/python pipeline/tune.py --data data/processed --report reports/tune.json --write-params params.yaml
+
+bento: install ## Package the champion: BentoML model + Bento (dvc repro package) -> reports/package.json
+	@[ -d .git ] || { echo "dvc needs a git repository: run from a clone of this project"; exit 1; }
+	$(BIN)/dvc repro package
+	@cat reports/package.json
+
+serve: install ## Serve the packaged Bento on 127.0.0.1 (port: params serve.port, or PORT=...)
+	@[ -f reports/package.json ] || { echo "reports/package.json missing: run make bento first"; exit 1; }
+	@$(BIN)/python -c 'import json, sys; r = json.load(open("reports/package.json")); r.get("packaged") or sys.exit("nothing packaged: " + r["reason"])'
+	$(BIN)/bentoml serve $$($(call PACKAGED,["bento"])) --host 127.0.0.1 \
+		--port $${PORT:-$$($(call PACKAGED,["serve"]["port"]))}
+
+bench-serve: bento ## Load-test the Bento vs a no-op BentoML service with wrk -> reports/bench_serve.md
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi; }
+	$(BIN)/python benchmarks/bench_serve.py --duration $(DURATION) --out reports/bench_serve.md
+
 lint: install ## ruff check and format check
-	$(BIN)/ruff check src pipeline serving tests
-	$(BIN)/ruff format --check src pipeline serving tests
+	$(BIN)/ruff check src pipeline serving tests benchmarks
+	$(BIN)/ruff format --check src pipeline serving tests benchmarks
 
 format: install ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src pipeline serving tests
-	$(BIN)/ruff format src pipeline serving tests
+	$(BIN)/ruff check --fix src pipeline serving tests benchmarks
+	$(BIN)/ruff format src pipeline serving tests benchmarks
 
 clean: ## Remove pipeline outputs (keeps .venv and the DVC cache)
 	rm -rf data/interim data/processed reports

@@ -138,22 +138,30 @@ class PreprocessConfig(Section):
     n_last: int = Field(1, ge=1)
 
 
-class MFHyper(Section):
+class FamilyHyper(Section):
+    """Base of each family's section: its own knobs, plus an optional learning rate."""
+
+    #: Adam's step size for this family; ``null``: ``train.learning_rate``. Families differ (an
+    #: ensemble overfits at a step that suits a plain MF), so each may keep its tuned value.
+    learning_rate: float | None = Field(None, gt=0)
+
+
+class MFHyper(FamilyHyper):
     """``mf``: the tutorial's model (embeddings and a dot product, no biases)."""
 
     embedding_dim: int = Field(32, ge=1)
     l2: float = Field(0.0, ge=0)
 
 
-class BiasedMFHyper(Section):
+class BiasedMFHyper(FamilyHyper):
     """``biased_mf``: embeddings plus user/item biases and the global mean."""
 
-    embedding_dim: int = Field(32, ge=1)
-    l2: float = Field(0.1, ge=0)
+    embedding_dim: int = Field(16, ge=1)
+    l2: float = Field(0.08, ge=0)
     reg_form: Literal["per_example", "table", "none"] = "per_example"
 
 
-class NCFHyper(Section):
+class NCFHyper(FamilyHyper):
     """``ncf``: NeuMF, a GMF path and an MLP path over separate embeddings."""
 
     embedding_dim: int = Field(32, ge=1)
@@ -162,31 +170,66 @@ class NCFHyper(Section):
     l2: float = Field(0.1, ge=0)
 
 
-class HybridHyper(Section):
+class HybridHyper(FamilyHyper):
     """``hybrid``: biased MF plus item (genres, year) and user (age, gender, job) features."""
 
-    embedding_dim: int = Field(32, ge=1)
-    l2: float = Field(0.1, ge=0)
-    content_l2: float = Field(1e-5, ge=0)
+    embedding_dim: int = Field(128, ge=1)
+    l2: float = Field(0.014, ge=0)
+    content_l2: float = Field(0.009, ge=0)
+    learning_rate: float | None = Field(3e-3, gt=0)
+
+
+class AutoRecHyper(FamilyHyper):
+    """``autorec``: item-based AutoRec, an autoencoder over each item's vector of train ratings."""
+
+    hidden_units: int = Field(100, ge=1)
+    l2: float = Field(3e-5, ge=0)
+    #: Share of an item's input ratings dropped at random while training (denoising).
+    dropout: float = Field(0.03, ge=0, lt=1)
+    learning_rate: float | None = Field(3e-3, gt=0)
+
+
+class EnsembleHyper(FamilyHyper):
+    """``ensemble``: the hybrid and the AutoRec (each with its own section's knobs), blended."""
+
+    #: Weight of the hybrid's prediction; the AutoRec gets ``1 - blend``.
+    blend: float = Field(0.5, ge=0, le=1)
+    learning_rate: float | None = Field(3e-3, gt=0)
 
 
 class TrainConfig(Section):
     """Train stage: which model family, and how to fit it."""
 
-    model: Literal["mf", "biased_mf", "ncf", "hybrid"] = "biased_mf"
+    model: Literal["mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble"] = "biased_mf"
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(1024, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
+    batch_size: int = Field(4096, ge=1)
+    #: Adam's step size, for the families whose section sets none of its own.
+    learning_rate: float = Field(1e-2, gt=0)
     #: Early stopping: epochs without a better validation RMSE before stopping (best weights kept).
     patience: int = Field(3, ge=1)
     mf: MFHyper = MFHyper()
     biased_mf: BiasedMFHyper = BiasedMFHyper()
     ncf: NCFHyper = NCFHyper()
     hybrid: HybridHyper = HybridHyper()
+    autorec: AutoRecHyper = AutoRecHyper()
+    ensemble: EnsembleHyper = EnsembleHyper()
 
     def hyper(self) -> dict[str, Any]:
-        """Constructor arguments of the chosen family."""
-        return getattr(self, self.model).model_dump()
+        """Constructor arguments of the chosen family (its section without ``learning_rate``)."""
+        own = {"exclude": {"learning_rate"}}
+        if self.model == "ensemble":  # its members keep the knobs of their own sections
+            return {
+                **self.ensemble.model_dump(**own),
+                "hybrid": self.hybrid.model_dump(**own),
+                "autorec": self.autorec.model_dump(**own),
+            }
+        return getattr(self, self.model).model_dump(**own)
+
+    @property
+    def family_learning_rate(self) -> float:
+        """The step size training uses: the chosen family's own, else ``learning_rate``."""
+        own = getattr(self, self.model).learning_rate
+        return self.learning_rate if own is None else own
 
 
 class EvaluateConfig(Section):
@@ -199,12 +242,35 @@ class EvaluateConfig(Section):
     activity_bins: list[int] = [1, 6, 21]
 
 
+class TuneConfig(Section):
+    """``make tune``: a hyperparameter search on the validation split (see recommender.tuning)."""
+
+    family: Literal["mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble"] = "biased_mf"
+    n_trials: int = Field(20, ge=1)
+    #: Epoch cap per trial (each stops early as in ``train``); ``null``: ``train.epochs``.
+    epochs: int | None = Field(None, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    #: Stop a trial early when its val RMSE trails the median of earlier trials at that epoch.
+    prune: bool = True
+
+
 class TrackingConfig(Section):
     """MLflow names. The tracking URI itself comes from ``MLFLOW_TRACKING_URI`` (default: the
     project's ``mlflow.db``)."""
 
     experiment: str = "recommender"
     registered_model: str = "recommender"
+
+
+class RegisterConfig(Section):
+    """Register stage: the gate a candidate must pass to become the ``champion``."""
+
+    #: Resamples of the paired bootstrap over users.
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000)
+    #: Two-sided coverage of the interval of ``RMSE(candidate) - RMSE(champion)``.
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    #: The whole interval must lie below ``-min_delta``: the smallest RMSE gain worth a promotion.
+    min_delta: float = Field(0.001, ge=0)
 
 
 class ServeConfig(Section):
@@ -230,7 +296,10 @@ class Params(Section):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    tune: TuneConfig = TuneConfig()
     tracking: TrackingConfig = TrackingConfig()
+    # ``register`` would shadow ABCMeta.register on the model class, hence the alias.
+    register_: RegisterConfig = Field(RegisterConfig(), alias="register")
     serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
