@@ -37,18 +37,30 @@ class FitResult:
 
 
 def model_kwargs(processed: Processed, family: str) -> dict[str, Any]:
-    """Data-derived constructor arguments: the feature tables for the hybrid, nothing otherwise."""
-    if family != "hybrid":
-        return {}
+    """Data-derived constructor arguments: the feature tables (hybrid, ensemble) and the train
+    ratings (autorec, ensemble); nothing for the other families."""
+    from recommender.models import NEEDS_FEATURES, NEEDS_RATINGS
+
+    kwargs: dict[str, Any] = {}
+    if family in NEEDS_RATINGS:
+        train = processed.train
+        kwargs["train_ratings"] = (
+            train["user_idx"].to_numpy(),
+            train["item_idx"].to_numpy(),
+            train["rating"].to_numpy(),
+        )
+    if family not in NEEDS_FEATURES:
+        return kwargs
     items = item_feature_matrix(
         processed.item_features, processed.feature_spec, len(processed.item_vocab)
     )
     users, cardinalities = user_feature_matrix(
         processed.user_features, processed.feature_spec, len(processed.user_vocab)
     )
-    if not cardinalities:
-        return {"item_features": items}
-    return {"item_features": items, "user_features": users, "user_cardinalities": cardinalities}
+    kwargs["item_features"] = items
+    if cardinalities:
+        kwargs.update(user_features=users, user_cardinalities=cardinalities)
+    return kwargs
 
 
 def build(processed: Processed, cfg: TrainConfig) -> Any:
@@ -64,7 +76,7 @@ def build(processed: Processed, cfg: TrainConfig) -> Any:
         **cfg.hyper(),
         **model_kwargs(processed, cfg.model),
     )
-    return compile_model(model, cfg.learning_rate)
+    return compile_model(model, cfg.family_learning_rate)
 
 
 def fit(

@@ -67,7 +67,8 @@ def train_and_log(
             "seed": params.seed,
             "data": params.data.model_dump(),
             "preprocess": params.preprocess.model_dump(),
-            "train": {k: v for k, v in cfg.model_dump().items() if k not in _FAMILY_SECTIONS},
+            "train": {k: v for k, v in cfg.model_dump().items() if k not in _FAMILY_SECTIONS}
+            | {"learning_rate": cfg.family_learning_rate},  # the family's own, when it has one
             "hyper": cfg.hyper(),
         }
     )
@@ -111,7 +112,7 @@ def train_and_log(
     return {**summary, **record}
 
 
-_FAMILY_SECTIONS = ("mf", "biased_mf", "ncf", "hybrid")
+_FAMILY_SECTIONS = ("mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble")
 
 
 def _best(history: dict[str, list[float]], key: str, at: int | None = None) -> float:

@@ -1,0 +1,50 @@
+"""``make tune``: search ``tune.family``'s knobs on the validation split, write the best back.
+
+    python pipeline/tune.py --data data/processed --report reports/tune.json \
+        --write-params params.yaml
+
+Not a DVC stage (it edits ``params.yaml``, which the stages read): run it, look at the report and
+the MLflow parent run, then ``dvc repro`` retrains with the written values. Without
+``--write-params`` nothing but the report and the MLflow runs is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from recommender.config import Params
+from recommender.stage import run_stage
+
+log = logging.getLogger("recommender")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="the preprocess stage's folder")
+    parser.add_argument("--report", required=True, help="JSON summary of every trial to write")
+    parser.add_argument("--write-params", help="params file to update with the best values")
+
+
+def body(params: Params, args: argparse.Namespace) -> None:
+    from recommender.io import write_json
+    from recommender.preprocess import load_processed
+    from recommender.tuning import tune, write_best_params
+
+    result = tune(load_processed(args.data), params)
+    write_json(result.to_json(), args.report)
+    log.info(
+        "%s: best val RMSE %.4f in %d trials with %s (MLflow parent run %s)",
+        result.family,
+        result.best_val_rmse,
+        len(result.trials),
+        result.best_params,
+        result.parent_run_id,
+    )
+    if args.write_params:
+        write_best_params(result, args.write_params)
+        log.info("wrote them into %s (train.model is unchanged)", args.write_params)
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("tune", body, configure))
