@@ -33,7 +33,8 @@ def configure(project_dir: str | Path = ".") -> str:
 
     uri = tracking_uri(project_dir)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    # The registry follows the tracking store unless MLFLOW_REGISTRY_URI says otherwise; MLflow
+    # reads that variable itself, so setting it here would only pin a stale value for later calls.
     return uri
 
 

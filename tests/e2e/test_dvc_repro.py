@@ -170,7 +170,7 @@ def test_repro_trains_evaluates_and_tracks_in_mlflow(scratch_repo: Path) -> None
     logged = client.get_run(run["run_id"]).data
     assert logged.metrics["test_mse"] == pytest.approx(metrics["test"]["mse"])
     assert logged.params["train.epochs"] == "3"
-    assert "up to date" in _dvc(scratch_repo, "status").stdout
+    assert "up to date" in _dvc(scratch_repo, "status", "evaluate").stdout
 
 
 def test_repro_on_a_users_own_csv(scratch_repo: Path) -> None:
