@@ -1,0 +1,291 @@
+"""Load-test the packaged service against a no-op BentoML service, side by side, with wrk.
+
+    python benchmarks/bench_serve.py [--duration 60] [--out reports/bench_serve.md]
+
+Starts the Bento named in ``reports/package.json`` and ``benchmarks/noop_service.py`` (both with
+one worker, on 127.0.0.1), then drives ``predict`` (5 pairs) and ``recommend`` (top-10) on each
+with ``wrk`` and a Lua script that POSTs JSON bodies cycling over real test-split users. Writes a
+Markdown table of p50/p99 latency and requests/s with the ratios to the no-op, and checks the
+targets: recommend p50 within 1.3x of the no-op, its throughput at least 0.8x, and no errors.
+Exit status 1 when a request failed (non-2xx, socket error or timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+P50_TARGET, RPS_TARGET = 1.3, 0.8
+
+LUA = """
+local bodies = {%s}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, ' ..
+    '"errors": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--package", default="reports/package.json", help="the package record")
+    parser.add_argument("--bento", help="Bento tag (default: the package record's)")
+    parser.add_argument("--bentoml-home", default="bentoml", help="the BentoML store")
+    parser.add_argument("--data", default="data/processed", help="test.parquet's folder")
+    parser.add_argument("--duration", type=int, default=60, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per server")
+    parser.add_argument("--round", type=int, default=10, help="seconds per alternating round")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--out", default="reports/bench_serve.md")
+    args = parser.parse_args(argv)
+
+    if not shutil.which("wrk"):
+        print("error: wrk not found (Debian: apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    bento = args.bento or json.loads(Path(args.package).read_text()).get("bento")
+    if not bento:
+        print(f"error: {args.package} names no Bento (no champion yet?)", file=sys.stderr)
+        return 2
+    bodies = request_bodies(Path(args.data) / "test.parquet")
+    env = server_env(Path(args.bentoml_home))
+
+    servers = {}
+    try:
+        # Both servers up at once, so they share the machine the same way during every run.
+        servers["service"] = start(["serve", bento], env, "service")
+        servers["noop"] = start(
+            ["serve", "noop_service:Noop", "--working-dir", str(ROOT / "benchmarks")], env, "noop"
+        )
+        for name, url in servers.items():
+            wait_ready(url[0], name, url[2])
+        rows = []
+        for endpoint in ("predict", "recommend"):
+            for name in ("noop", "service"):
+                check(f"{servers[name][0]}/{endpoint}", bodies[endpoint][0])
+                run_wrk(f"{servers[name][0]}/{endpoint}", bodies[endpoint], args, args.warmup)
+            # Alternate short rounds, so a neighbour's burst of CPU on this shared machine
+            # lands on both servers alike instead of on whichever ran at that moment.
+            rounds = {"noop": [], "service": []}
+            n_rounds = max(1, round(args.duration / args.round))
+            for i in range(n_rounds):
+                seconds = args.duration // n_rounds
+                for name in ("noop", "service") if i % 2 == 0 else ("service", "noop"):
+                    url = f"{servers[name][0]}/{endpoint}"
+                    rounds[name].append(run_wrk(url, bodies[endpoint], args, seconds))
+            for name in ("noop", "service"):
+                result = combine(rounds[name])
+                rows.append({"endpoint": endpoint, "server": name, **result})
+                print(f"{endpoint:<9} {name:<7} {summary(result)}", flush=True)
+    finally:
+        for _, proc, _ in servers.values():
+            stop(proc)
+
+    table = pd.DataFrame(rows)
+    report, ok_errors = render(table, bento, args)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    print(f"wrote {args.out}")
+    return 0 if ok_errors else 1
+
+
+def request_bodies(test_path: Path) -> dict[str, list[str]]:
+    """JSON bodies over real test users and items: 200 recommend calls, 100 predict calls."""
+    test = pd.read_parquet(test_path, columns=["user_id", "item_id"])
+    users = pd.unique(test["user_id"])[:200].tolist()
+    pairs = test.head(500)[["user_id", "item_id"]].to_dict("records")
+    recommend = [json.dumps({"user_id": _plain(u), "k": 10}) for u in users]
+    predict = [
+        json.dumps({"pairs": [{k: _plain(v) for k, v in p.items()} for p in pairs[i : i + 5]]})
+        for i in range(0, len(pairs), 5)
+    ]
+    return {"recommend": recommend, "predict": predict}
+
+
+def _plain(value: object) -> object:
+    return value.item() if hasattr(value, "item") else value
+
+
+def server_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        BENTOML_HOME=str(home.resolve()),
+        BENTOML_DO_NOT_TRACK="true",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TF_ENABLE_ONEDNN_OPTS="0",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict[str, str], name: str) -> tuple[str, subprocess.Popen, Path]:
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"bench_serve_{name}_{port}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", *cmd, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+def wait_ready(url: str, name: str, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{name} server not ready after {timeout} s; its log: {log}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def check(url: str, body: str) -> None:
+    """One request before the load: a broken endpoint fails here, with its message."""
+    req = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        if resp.status != 200:
+            raise SystemExit(f"{url} answered {resp.status}: {resp.read()[:300]!r}")
+
+
+def run_wrk(url: str, bodies: list[str], args: argparse.Namespace, seconds: int) -> dict:
+    lua_bodies = ",".join(f"[==[{b}]==]" for b in bodies)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(LUA % lua_bodies)
+        script = fh.name
+    try:
+        out = subprocess.run(
+            ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s",
+             "--timeout", "5s", "-s", script, url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(script)
+    line = next(x for x in out.splitlines() if x.startswith("BENCH "))
+    raw = json.loads(line[len("BENCH ") :])
+    return {
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "requests": raw["requests"],
+        "errors": raw["errors"],
+    }
+
+
+def combine(rounds: list[dict]) -> dict:
+    """One figure per server: total requests over total time; median of the rounds' p50/p99."""
+    seconds = sum(r["requests"] / r["rps"] for r in rounds)
+    return {
+        "p50_ms": float(pd.Series([r["p50_ms"] for r in rounds]).median()),
+        "p99_ms": float(pd.Series([r["p99_ms"] for r in rounds]).median()),
+        "rps": sum(r["requests"] for r in rounds) / seconds,
+        "requests": sum(r["requests"] for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "rounds": len(rounds),
+    }
+
+
+def summary(r: dict) -> str:
+    return (
+        f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  {r['rps']:.0f} req/s  "
+        f"{r['requests']} requests, {r['errors']} errors"
+    )
+
+
+def render(table: pd.DataFrame, bento: str, args: argparse.Namespace) -> tuple[str, bool]:
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Bento `{bento}` vs the no-op BentoML service "
+        f"(`benchmarks/noop_service.py`), both 1 worker on 127.0.0.1; "
+        f"`wrk -t{args.threads} -c{args.connections}`, {args.duration} s per server and "
+        f"endpoint in {int(table.rounds.iloc[0])} alternating rounds (p50/p99: median over "
+        f"rounds) after a {args.warmup} s warm-up; {os.cpu_count()} CPUs "
+        f"({platform.processor() or 'x86_64'}), shared by wrk and both servers.",
+        "",
+        "predict: 5 (user, item) pairs per request; recommend: top-10 for a test user "
+        "(rated items excluded). Bodies cycle over the test split's users and pairs.",
+        "",
+        "| endpoint | server | p50 ms | p99 ms | req/s | requests | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in table.itertuples():
+        lines.append(
+            f"| {r.endpoint} | {r.server} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps:.0f} "
+            f"| {r.requests} | {r.errors} |"
+        )
+    lines += ["", "| endpoint | p50 / no-op | p99 / no-op | req/s / no-op |"]
+    lines += ["|---|---:|---:|---:|"]
+    ratios = {}
+    for endpoint, part in table.groupby("endpoint", sort=False):
+        svc = part[part.server == "service"].iloc[0]
+        noop = part[part.server == "noop"].iloc[0]
+        ratios[endpoint] = (svc.p50_ms / noop.p50_ms, svc.rps / noop.rps)
+        lines.append(
+            f"| {endpoint} | {ratios[endpoint][0]:.2f}x | {svc.p99_ms / noop.p99_ms:.2f}x "
+            f"| {ratios[endpoint][1]:.2f}x |"
+        )
+    p50, rps = ratios["recommend"]
+    errors = int(table[table.server == "service"].errors.sum())
+    checks = [
+        (f"recommend p50 within {P50_TARGET}x of the no-op", p50 <= P50_TARGET, f"{p50:.2f}x"),
+        (f"recommend req/s at least {RPS_TARGET}x the no-op's", rps >= RPS_TARGET, f"{rps:.2f}x"),
+        ("no failed requests (service)", errors == 0, str(errors)),
+    ]
+    lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
+    lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, ok, value in checks]
+    return "\n".join(lines) + "\n", errors == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
