@@ -42,7 +42,7 @@ install: $(BIN)/.installed ## Create .venv and install the locked stack (once; a
 run: install ## Run the whole pipeline (dvc repro) on params.yaml's data (default: embedded synthetic)
 	@[ -d .git ] || { echo "dvc needs a git repository: run from a clone of this project"; exit 1; }
 	$(BIN)/dvc repro
-	@$(BIN)/dvc metrics show
+	@$(BIN)/python -m recommender.summary
 
 test: install ## Run every test (unit, data, model, e2e)
 	$(BIN)/python -m pytest

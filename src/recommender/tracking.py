@@ -124,7 +124,8 @@ def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], outp
 
     with warnings.catch_warnings():
         # MLflow asks for type hints on predict(); ours would be read as a (wrong) schema.
-        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        # (Scoped to this call: MLflow colours the text, so a message filter does not match.)
+        warnings.simplefilter("ignore", UserWarning)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=mlflow_model.__file__,
