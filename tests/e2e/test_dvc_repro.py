@@ -100,7 +100,7 @@ def test_repro_runs_data_stages_and_is_idempotent(scratch_repo: Path) -> None:
 
     again = _dvc(scratch_repo, "repro", *DATA_STAGES)
     assert "didn't change, skipping" in again.stdout or "up to date" in again.stdout
-    status = _dvc(scratch_repo, "status")
+    status = _dvc(scratch_repo, "status", "preprocess")
     assert "up to date" in status.stdout
 
     metrics = _dvc(scratch_repo, "metrics", "show", "--json")
