@@ -33,8 +33,10 @@ def configure(project_dir: str | Path = ".") -> str:
 
     uri = tracking_uri(project_dir)
     mlflow.set_tracking_uri(uri)
-    # The registry follows the tracking store unless MLFLOW_REGISTRY_URI says otherwise; MLflow
-    # reads that variable itself, so setting it here would only pin a stale value for later calls.
+    # One store for runs and registry, always set together: MLflow keeps both in process-wide
+    # state (and writes them into os.environ), so setting only one could leave the other pointing
+    # at a store an earlier call configured.
+    mlflow.set_registry_uri(uri)
     return uri
 
 
