@@ -44,8 +44,9 @@ run: install ## Run the whole pipeline (dvc repro) on params.yaml's data (defaul
 	$(BIN)/dvc repro
 	@$(BIN)/python -m recommender.summary
 
-test: install ## Run every test (unit, data, model, e2e)
-	$(BIN)/python -m pytest
+test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test if missing)
+	bash scripts/ensure_postgres.sh
+	$(BIN)/python -m pytest --durations=15
 
 test-fast: install ## Run the tests not marked slow or e2e
 	$(BIN)/python -m pytest -m "not slow and not e2e"

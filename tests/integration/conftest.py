@@ -44,7 +44,7 @@ def _pg_bin() -> Path:
     if which:
         return Path(which).resolve().parent
     pytest.fail(
-        "PostgreSQL server binaries not found: run `bash .ci/postgres.sh` "
+        "PostgreSQL server binaries not found: run `bash scripts/ensure_postgres.sh` "
         "(installs Debian's postgresql package)"
     )
 
