@@ -26,9 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def body(params: Params, args: argparse.Namespace) -> None:
     from recommender.packaging import package
-    from recommender.telemetry import disable_telemetry
 
-    disable_telemetry()
     package(params, args.serving, args.out, args.bentoml_home, args.requirements)
 
 

@@ -30,9 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def body(params: Params, args: argparse.Namespace) -> None:
     from recommender.registry import register_and_gate
-    from recommender.telemetry import disable_telemetry
 
-    disable_telemetry()
     record = register_and_gate(params, args.model, args.data, args.metrics, args.out, args.lock)
     log.info(
         "%s version %s %s: %s",

@@ -12,7 +12,6 @@ import sys
 
 from recommender.config import Params
 from recommender.stage import run_stage
-from recommender.telemetry import disable_telemetry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,5 +29,4 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    disable_telemetry()
     sys.exit(run_stage("validate", body, configure))

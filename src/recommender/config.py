@@ -8,7 +8,7 @@ typo) stops the stage with a message naming the key instead of silently training
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,6 +23,11 @@ Source = Literal[
     "movielens-25m",
     "csv",
 ]
+
+
+#: The model families ``train.model`` may name (each has its own section under ``train``).
+Family = Literal["mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 
 
 class Section(BaseModel):
@@ -200,7 +205,7 @@ class EnsembleHyper(FamilyHyper):
 class TrainConfig(Section):
     """Train stage: which model family, and how to fit it."""
 
-    model: Literal["mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble"] = "biased_mf"
+    model: Family = "biased_mf"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(4096, ge=1)
     #: Adam's step size, for the families whose section sets none of its own.

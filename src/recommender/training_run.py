@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from recommender import tracking
-from recommender.config import Params
+from recommender.config import FAMILIES, Params
 from recommender.io import staged_dir, staged_file
 from recommender.preprocess import Processed
 
@@ -67,7 +67,7 @@ def train_and_log(
             "seed": params.seed,
             "data": params.data.model_dump(),
             "preprocess": params.preprocess.model_dump(),
-            "train": {k: v for k, v in cfg.model_dump().items() if k not in _FAMILY_SECTIONS}
+            "train": {k: v for k, v in cfg.model_dump().items() if k not in FAMILIES}
             | {"learning_rate": cfg.family_learning_rate},  # the family's own, when it has one
             "hyper": cfg.hyper(),
         }
@@ -110,9 +110,6 @@ def train_and_log(
         (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         write_history(result.history, history_path)
     return {**summary, **record}
-
-
-_FAMILY_SECTIONS = ("mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble")
 
 
 def _best(history: dict[str, list[float]], key: str, at: int | None = None) -> float:
