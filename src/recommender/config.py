@@ -161,8 +161,12 @@ class MFHyper(FamilyHyper):
 class BiasedMFHyper(FamilyHyper):
     """``biased_mf``: embeddings plus user/item biases and the global mean."""
 
-    embedding_dim: int = Field(16, ge=1)
-    l2: float = Field(0.08, ge=0)
+    embedding_dim: int = Field(64, ge=1)
+    l2: float = Field(0.1, ge=0)
+    #: L2 on the biases; ``null``: ``l2``. Biases need far less shrinking than the vectors.
+    bias_l2: float | None = Field(0.01, ge=0)
+    #: Standard deviation of the vectors' random start.
+    init_stddev: float = Field(0.01, gt=0)
     reg_form: Literal["per_example", "table", "none"] = "per_example"
 
 
@@ -179,7 +183,9 @@ class HybridHyper(FamilyHyper):
     """``hybrid``: biased MF plus item (genres, year) and user (age, gender, job) features."""
 
     embedding_dim: int = Field(128, ge=1)
-    l2: float = Field(0.014, ge=0)
+    l2: float = Field(0.1, ge=0)
+    bias_l2: float | None = Field(0.01, ge=0)
+    init_stddev: float = Field(0.05, gt=0)
     content_l2: float = Field(0.009, ge=0)
     learning_rate: float | None = Field(3e-3, gt=0)
 
@@ -200,6 +206,10 @@ class EnsembleHyper(FamilyHyper):
     #: Weight of the hybrid's prediction; the AutoRec gets ``1 - blend``.
     blend: float = Field(0.5, ge=0, le=1)
     learning_rate: float | None = Field(3e-3, gt=0)
+    #: Knobs of the members that differ inside the blend, over ``train.hybrid`` and
+    #: ``train.autorec``: trained jointly, each member wants less shrinking than alone.
+    hybrid: dict[str, Any] = {"l2": 0.025}
+    autorec: dict[str, Any] = {}
 
 
 class TrainConfig(Section):
@@ -212,6 +222,9 @@ class TrainConfig(Section):
     learning_rate: float = Field(1e-2, gt=0)
     #: Early stopping: epochs without a better validation RMSE before stopping (best weights kept).
     patience: int = Field(3, ge=1)
+    #: After early stopping has chosen the epoch count on the validation part, train once more
+    #: on train + validation for that many epochs; the later stages use this model.
+    refit: bool = True
     mf: MFHyper = MFHyper()
     biased_mf: BiasedMFHyper = BiasedMFHyper()
     ncf: NCFHyper = NCFHyper()
@@ -219,16 +232,35 @@ class TrainConfig(Section):
     autorec: AutoRecHyper = AutoRecHyper()
     ensemble: EnsembleHyper = EnsembleHyper()
 
+    @model_validator(mode="after")
+    def _members_are_valid(self) -> TrainConfig:
+        for family in ("hybrid", "autorec"):
+            try:
+                self.member(family)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                message = f"ensemble.{family} overrides train.{family}: {problems}"
+                raise ValueError(message) from None
+        return self
+
     def hyper(self) -> dict[str, Any]:
         """Constructor arguments of the chosen family (its section without ``learning_rate``)."""
         own = {"exclude": {"learning_rate"}}
-        if self.model == "ensemble":  # its members keep the knobs of their own sections
+        if self.model == "ensemble":  # its members: their own sections, then its overrides
             return {
                 **self.ensemble.model_dump(**own),
-                "hybrid": self.hybrid.model_dump(**own),
-                "autorec": self.autorec.model_dump(**own),
+                "hybrid": self.member("hybrid").model_dump(**own),
+                "autorec": self.member("autorec").model_dump(**own),
             }
         return getattr(self, self.model).model_dump(**own)
+
+    def member(self, family: Literal["hybrid", "autorec"]) -> FamilyHyper:
+        """An ensemble member's knobs: ``train.<family>``, ``train.ensemble.<family>`` over it."""
+        section = getattr(self, family)
+        overrides = getattr(self.ensemble, family)
+        return type(section).model_validate({**section.model_dump(), **overrides})
 
     @property
     def family_learning_rate(self) -> float:

@@ -82,15 +82,17 @@ def git_commit(cwd: str | Path = ".") -> str | None:
     return f"{commit}-dirty" if dirty else commit
 
 
-def epoch_logger() -> Any:
-    """A Keras callback logging each epoch's metrics (loss, rmse, val_*) to the active run."""
+def epoch_logger(prefix: str = "") -> Any:
+    """A Keras callback logging each epoch's metrics (loss, rmse, val_*) to the active run,
+    named ``prefix + name`` (the refit's curves are ``refit_loss``, ``refit_rmse``)."""
     import keras
     import mlflow
 
     class EpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if logs:
-                mlflow.log_metrics({k: float(v) for k, v in logs.items()}, step=epoch + 1)
+                metrics = {prefix + k: float(v) for k, v in logs.items()}
+                mlflow.log_metrics(metrics, step=epoch + 1)
 
     return EpochLogger()
 

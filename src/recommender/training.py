@@ -7,6 +7,7 @@ op determinism is on, so the same data and params give the same model on a CPU.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ from recommender.preprocess import Processed
 #: Monitored for early stopping: RMSE on the validation part, without the L2 penalty that
 #: ``val_loss`` includes.
 MONITOR = "val_rmse"
+
+#: Batches per call into the compiled train function (at most; an epoch of fewer runs in one
+#: call). Removes Python's per-step overhead, which dominates for models this small, while a
+#: large dataset's progress bar still moves within an epoch.
+STEPS_PER_EXECUTION = 100
 
 
 @dataclass
@@ -76,7 +82,8 @@ def build(processed: Processed, cfg: TrainConfig) -> Any:
         **cfg.hyper(),
         **model_kwargs(processed, cfg.model),
     )
-    return compile_model(model, cfg.family_learning_rate)
+    n_batches = max(1, math.ceil(len(processed.train) / cfg.batch_size))
+    return compile_model(model, cfg.family_learning_rate, min(n_batches, STEPS_PER_EXECUTION))
 
 
 def fit(
@@ -143,3 +150,41 @@ def fit(
     epochs_run = len(history["loss"])
     best_epoch = int(np.argmin(history[MONITOR])) + 1 if MONITOR in history else epochs_run
     return FitResult(model, history, best_epoch, epochs_run, seconds)
+
+
+def with_val_in_train(processed: Processed) -> Processed:
+    """``processed`` with the validation rows moved into train, for the final refit.
+
+    The vocabularies come from train alone, so a validation row whose user or item is unknown
+    to them (index 0) is left out: the model has no row to learn for it.
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    val = processed.val
+    known = (val["user_idx"] != 0) & (val["item_idx"] != 0)
+    train = pd.concat([processed.train, val[known]], ignore_index=True)
+    return dataclasses.replace(processed, train=train, val=val.iloc[:0])
+
+
+def refit(
+    processed: Processed,
+    cfg: TrainConfig,
+    seed: int,
+    epochs: int,
+    callbacks: Sequence[Any] = (),
+    verbose: int | str = 0,
+) -> FitResult:
+    """Train ``cfg.model`` afresh on train + validation for ``epochs`` epochs (no early stopping).
+
+    ``epochs`` is the best epoch a :func:`fit` with early stopping found: the validation part
+    chose how long to train, and now adds its ratings to what the model learns from.
+    """
+    return fit(
+        with_val_in_train(processed),
+        cfg.model_copy(update={"epochs": epochs}),
+        seed,
+        callbacks,
+        verbose,
+    )

@@ -57,7 +57,7 @@ def train_and_log(
     import mlflow
 
     from recommender.bundle import ModelBundle
-    from recommender.training import fit
+    from recommender.training import fit, refit, with_val_in_train
 
     cfg = params.train
     tracking.configure()
@@ -87,10 +87,24 @@ def train_and_log(
             "best_val_rmse": _best(result.history, "val_rmse"),
             "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
         }
+        model = result.model
+        if cfg.refit and len(processed.val):
+            final = refit(
+                processed,
+                cfg,
+                params.seed,
+                result.best_epoch,
+                [tracking.epoch_logger("refit_")],
+                verbose,
+            )
+            model = final.model
+            summary["refit_seconds"] = round(final.seconds, 3)
+            summary["refit_train_rows"] = len(with_val_in_train(processed).train)
+            summary["refit_train_rmse"] = _best(final.history, "rmse", at=final.epochs_run)
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
 
         bundle = ModelBundle.from_training(
-            result.model, processed, {"model": cfg.model, "hyper": cfg.hyper(), **summary}
+            model, processed, {"model": cfg.model, "hyper": cfg.hyper(), **summary}
         )
         bundle.save(tmp / BUNDLE_DIR, data_dir)
         sample = processed.test.head(5)

@@ -47,7 +47,11 @@ COMMON_SPACE: dict[str, Range] = {"learning_rate": ("log", 1e-3, 2e-2)}
 #: ranges.)
 FAMILY_SPACE: dict[str, dict[str, Range]] = {
     "mf": {"embedding_dim": ("choice", [16, 32, 64, 128]), "l2": ("log", 1e-3, 1.0)},
-    "biased_mf": {"embedding_dim": ("choice", [16, 32, 64, 128]), "l2": ("log", 1e-2, 1.0)},
+    "biased_mf": {
+        "embedding_dim": ("choice", [16, 32, 64, 128]),
+        "l2": ("log", 1e-2, 1.0),
+        "bias_l2": ("log", 1e-3, 1e-1),
+    },
     "ncf": {
         "embedding_dim": ("choice", [16, 32, 64]),
         "l2": ("log", 1e-2, 1.0),
@@ -57,6 +61,7 @@ FAMILY_SPACE: dict[str, dict[str, Range]] = {
     "hybrid": {
         "embedding_dim": ("choice", [16, 32, 64, 128]),
         "l2": ("log", 1e-3, 1.0),
+        "bias_l2": ("log", 1e-3, 1e-1),
         "content_l2": ("log", 1e-6, 1e-1),
     },
     "autorec": {
@@ -298,7 +303,7 @@ def write_best_params(result: TuneResult, path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file to write the tuned params into")
     yaml = YAML()  # round-trip mode: comments, order and flow style are kept
     yaml.preserve_quotes = True
-    yaml.width = 100
+    yaml.width = 4096  # never re-wrap a line the user wrote on one line
     # ruamel writes None as nothing (`key:`); keep the file's explicit `null`s.
     yaml.representer.add_representer(
         type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")

@@ -48,6 +48,12 @@ def test_train_and_evaluate_log_one_complete_run(
     assert [m.step for m in curve] == list(range(1, summary["epochs_run"] + 1))
     csv = pd.read_csv(history)
     assert list(csv["epoch"]) == list(range(1, summary["epochs_run"] + 1))
+    # train.refit: the final model trained again on train + val for the best epoch count.
+    refit_curve = client.get_metric_history(record["run_id"], "refit_loss")
+    assert [m.step for m in refit_curve] == list(range(1, summary["best_epoch"] + 1))
+    known = (processed.val["user_idx"] != 0) & (processed.val["item_idx"] != 0)
+    assert summary["refit_train_rows"] == len(processed.train) + int(known.sum())
+    assert run.data.params["train.refit"] == "True"
 
     # The logged model is self-contained: loaded through MLflow it predicts what the bundle does.
     from recommender.bundle import ModelBundle

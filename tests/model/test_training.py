@@ -103,3 +103,25 @@ def test_evaluation_beats_the_baselines_and_has_the_promised_shape(
 def test_activity_slice_names() -> None:
     assert [s[0] for s in activity_slices([1, 6, 21])] == ["0", "1-5", "6-20", "21+"]
     assert [s[0] for s in activity_slices([2, 3])] == ["0-1", "2", "3+"]
+
+
+def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
+    processed: Processed, trained, params: Params
+) -> None:  # noqa: ANN001
+    from recommender.training import refit, with_val_in_train
+
+    merged = with_val_in_train(processed)
+    val = processed.val
+    known = (val["user_idx"] != 0) & (val["item_idx"] != 0)
+    assert len(merged.train) == len(processed.train) + int(known.sum())
+    assert len(merged.val) == 0 and len(processed.val) == len(val)  # the input is untouched
+
+    final = refit(processed, params.train, params.seed, trained.best_epoch)
+    assert final.epochs_run == trained.best_epoch and "val_rmse" not in final.history
+    # The refit learnt from the validation ratings: it fits them better than the model that
+    # only early-stopped on them.
+    rows = val[known]
+    u, i, y = rows["user_idx"].to_numpy(), rows["item_idx"].to_numpy(), rows["rating"].to_numpy()
+    before = ModelBundle.from_training(trained.model, processed, {}).predict(u, i)
+    after = ModelBundle.from_training(final.model, processed, {}).predict(u, i)
+    assert np.sqrt(np.mean((after - y) ** 2)) < np.sqrt(np.mean((before - y) ** 2))

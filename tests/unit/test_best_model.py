@@ -83,9 +83,10 @@ def test_new_families_are_registered_everywhere():
         assert name in models.DEFAULT_HYPER
     params = parse_params({"train": {"model": "ensemble", "autorec": {"hidden_units": 64}}})
     hyper = params.train.hyper()
-    # The ensemble's members take the knobs of their own sections.
+    # The ensemble's members take the knobs of their own sections, then its overrides.
     assert hyper["autorec"]["hidden_units"] == 64
-    assert hyper["hybrid"] == params.train.hybrid.model_dump(exclude={"learning_rate"})
+    expected = params.train.hybrid.model_dump(exclude={"learning_rate"})
+    assert hyper["hybrid"] == expected | params.train.ensemble.hybrid
     assert hyper["blend"] == params.train.ensemble.blend
 
 
@@ -251,10 +252,38 @@ def test_params_yaml_config_defaults_and_model_defaults_agree():
     root = Path(__file__).resolve().parents[2]
     in_file = load_params(root / "params.yaml").train
     assert in_file == TrainConfig()  # params.yaml's train section is the code's defaults
+
+    def plain(value):  # noqa: ANN001, ANN202  (tuples in the model defaults, lists in config)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return list(value) if isinstance(value, tuple) else value
+
     for family in models.FAMILY_NAMES:
-        if family == "ensemble":  # its members are checked as families of their own
-            continue
-        section = getattr(in_file, family).model_dump(exclude={"learning_rate"})
+        # The config's view of a family: its section (the ensemble's with its members merged).
+        section = in_file.model_copy(update={"model": family}).hyper()
         for name, value in models.DEFAULT_HYPER[family].items():
-            value = list(value) if isinstance(value, tuple) else value
-            assert section[name] == value, (family, name)
+            assert plain(section[name]) == plain(value), (family, name)
+
+
+def test_ensemble_member_overrides_apply_over_the_family_sections_and_are_checked():
+    from recommender.config import parse_params
+    from recommender.errors import ConfigError
+
+    params = parse_params(
+        {
+            "train": {
+                "model": "ensemble",
+                "hybrid": {"embedding_dim": 48, "l2": 0.2},
+                "ensemble": {"hybrid": {"l2": 0.03}, "autorec": {"hidden_units": 64}},
+            }
+        }
+    )
+    hyper = params.train.hyper()
+    # The override wins; what it does not name comes from the family's own section.
+    assert hyper["hybrid"]["l2"] == 0.03 and hyper["hybrid"]["embedding_dim"] == 48
+    assert hyper["autorec"]["hidden_units"] == 64
+    assert params.train.hybrid.l2 == 0.2  # the hybrid trained alone keeps its own
+    with pytest.raises(ConfigError, match=r"ensemble.hybrid overrides train.hybrid: l3"):
+        parse_params({"train": {"ensemble": {"hybrid": {"l3": 1.0}}}})
+    with pytest.raises(ConfigError, match=r"ensemble.autorec .*dropout"):
+        parse_params({"train": {"ensemble": {"autorec": {"dropout": 2.0}}}})

@@ -215,21 +215,42 @@ def test_hybrid_without_user_features_builds_trains_and_reloads(synthetic, tmp_p
     )
 
 
-@pytest.mark.parametrize(("form", "n_losses"), [("per_example", 1), ("table", 4), ("none", 0)])
-def test_regularization_form_is_a_constructor_choice(synthetic, form, n_losses):
+@pytest.mark.parametrize(
+    ("form", "bias_l2", "n_losses"),
+    [("per_example", None, 1), ("per_example", 0.5, 2), ("table", 0.5, 4), ("none", 0.5, 0)],
+)
+def test_regularization_form_is_a_constructor_choice(synthetic, form, bias_l2, n_losses):
     model = models.build_model(
-        "biased_mf", synthetic.n_users, synthetic.n_items, SCALE, 3.5, reg_form=form, l2=0.1
+        "biased_mf",
+        synthetic.n_users,
+        synthetic.n_items,
+        SCALE,
+        3.5,
+        reg_form=form,
+        l2=0.1,
+        bias_l2=bias_l2,
     )
+    bu = np.linspace(-1, 1, synthetic.n_users + 1, dtype=np.float32)[:, None]
+    bi = np.linspace(1, -1, synthetic.n_items + 1, dtype=np.float32)[:, None]
+    model.user_bias.embeddings.assign(bu)
+    model.item_bias.embeddings.assign(bi)
     model(models.model_inputs([1, 2], [3, 4]), training=True)
-    # per_example: one term for the batch's rows; table: one per table (vectors and biases, for
-    # users and items); none: nothing.
+    # per_example: one term for the batch's rows, or two with a bias_l2 of its own (vectors,
+    # biases); table: one per table (vectors and biases, for users and items); none: nothing.
     assert len(model.losses) == n_losses
-    if form == "per_example":
-        # 0.1 * mean over the 2 examples of |p_u|^2 + |q_i|^2 + b_u^2 + b_i^2 (biases start at 0)
-        P = ops.convert_to_numpy(model.user_embedding.embeddings)
-        Q = ops.convert_to_numpy(model.item_embedding.embeddings)
-        expected = 0.1 * ((P[[1, 2]] ** 2).sum() + (Q[[3, 4]] ** 2).sum()) / 2
-        assert float(model.losses[0]) == pytest.approx(expected, rel=1e-5)
+    P = ops.convert_to_numpy(model.user_embedding.embeddings)
+    Q = ops.convert_to_numpy(model.item_embedding.embeddings)
+    vectors = ((P[[1, 2]] ** 2).sum() + (Q[[3, 4]] ** 2).sum()) / 2  # mean over the 2 examples
+    biases = ((bu[[1, 2]] ** 2).sum() + (bi[[3, 4]] ** 2).sum()) / 2
+    losses = [float(x) for x in model.losses]
+    if form == "per_example" and bias_l2 is None:
+        assert losses[0] == pytest.approx(0.1 * (vectors + biases), rel=1e-5)
+    elif form == "per_example":
+        assert losses == pytest.approx([0.1 * vectors, 0.5 * biases], rel=1e-5)
+    elif form == "table":  # whole tables: the bias tables take bias_l2
+        assert sorted(losses)[-2:] == pytest.approx(
+            sorted([0.5 * float((bu**2).sum()), 0.5 * float((bi**2).sum())]), rel=1e-5
+        )
 
 
 def test_build_model_rejects_bad_configuration(synthetic):
@@ -241,3 +262,34 @@ def test_build_model_rejects_bad_configuration(synthetic):
         models.build_model("hybrid", 10, 10, SCALE, 3.0, item_features=np.zeros((10, 4)))
     with pytest.raises(ConfigError, match="reg_form"):
         models.build_model("mf", 10, 10, SCALE, 3.0, reg_form="sometimes")
+
+
+def _epochs(ds, n_epochs: int) -> list[np.ndarray]:
+    """Each epoch's ratings in the order the dataset yields them (one array per epoch)."""
+    return [np.concatenate([ops.convert_to_numpy(y) for _, y in ds]) for _ in range(n_epochs)]
+
+
+def test_dataset_yields_every_row_once_per_epoch_reshuffled_and_seeded():
+    n, batch = 1000, 96  # a partial last batch: 10 full batches of 96 and one of 40
+    rating = np.arange(n, dtype=np.float32)  # each row identified by its "rating"
+    user, item = np.arange(n) % 7 + 1, np.arange(n) % 11 + 1
+    ds = models.make_dataset(user, item, rating, batch_size=batch, seed=3)
+    assert int(ds.cardinality()) == -(-n // batch)
+    first, second = _epochs(ds, 2)
+    np.testing.assert_array_equal(np.sort(first), rating)  # every row exactly once
+    np.testing.assert_array_equal(np.sort(second), rating)
+    assert not np.array_equal(first, second)  # a new order every epoch
+    # Users and items travel with their ratings.
+    x, y = next(iter(ds))
+    rows = ops.convert_to_numpy(y).astype(int)
+    np.testing.assert_array_equal(ops.convert_to_numpy(x["user"]), user[rows])
+    np.testing.assert_array_equal(ops.convert_to_numpy(x["item"]), item[rows])
+    # The same seed replays the same epochs; another seed does not.
+    again = models.make_dataset(user, item, rating, batch_size=batch, seed=3)
+    replayed = np.concatenate(_epochs(again, 2))
+    np.testing.assert_array_equal(replayed, np.concatenate([first, second]))
+    other = models.make_dataset(user, item, rating, batch_size=batch, seed=4)
+    assert not np.array_equal(_epochs(other, 1)[0], first)
+    # Without shuffling, the rows come in order.
+    plain = models.make_dataset(user, item, rating, batch_size=batch, shuffle=False)
+    np.testing.assert_array_equal(_epochs(plain, 1)[0], rating)

@@ -134,6 +134,7 @@ def test_search_logs_parent_and_child_runs_and_writes_valid_params(
             "biased_mf.learning_rate",
             "biased_mf.embedding_dim",
             "biased_mf.l2",
+            "biased_mf.bias_l2",
         }
         trial_rmse[int(child.data.params["trial"])] = child.data.metrics["val_rmse"]
     assert sorted(trial_rmse) == [0, 1, 2]
