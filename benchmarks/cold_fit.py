@@ -4,9 +4,11 @@ Started by ``benchmarks/run.py`` as a subprocess (the parent times it from spawn
 
     python benchmarks/cold_fit.py --data DIR --params params.yaml --family biased_mf
 
-``--data`` is a folder the preprocess stage's writer produced. Prints one JSON object with the
-in-process breakdown: ``import_seconds`` (TensorFlow and Keras), ``fit_seconds``, ``epochs_run``,
-``best_epoch``. The timer starts before any heavy import.
+``--data`` is a folder the preprocess stage's writer produced. Fits as the train stage does:
+early stopping on the validation part, then (``train.refit``) again on train + val for the best
+epoch count. Prints one JSON object with the in-process breakdown: ``import_seconds``
+(TensorFlow and Keras), ``fit_seconds``, ``refit_seconds``, ``epochs_run``, ``best_epoch``. The
+timer starts before any heavy import.
 """
 
 from __future__ import annotations
@@ -36,19 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     imported = time.perf_counter()
     from recommender.config import TrainConfig, load_params
     from recommender.preprocess import load_processed
-    from recommender.training import fit
+    from recommender.training import fit, refit
 
     params = load_params(args.params)
     processed = load_processed(args.data)
     loaded = time.perf_counter()
     cfg = TrainConfig.model_validate({**params.train.model_dump(), "model": args.family})
     result = fit(processed, cfg, params.seed)
+    refit_seconds = 0.0
+    if cfg.refit and len(processed.val):  # as the train stage does
+        refit_seconds = refit(processed, cfg, params.seed, result.best_epoch).seconds
     done = time.perf_counter()
     out = {
         "family": args.family,
         "import_seconds": imported - START,
         "load_seconds": loaded - imported,
         "fit_seconds": result.seconds,
+        "refit_seconds": refit_seconds,
         "build_and_fit_seconds": done - loaded,
         "in_process_seconds": done - START,
         "epochs_run": result.epochs_run,

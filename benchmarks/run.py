@@ -16,10 +16,12 @@ place, never copied. What runs, in this order, so no two measurements share the 
    ``preprocess.val_fraction`` of ``u1.base`` out for early stopping), ``training.fit`` with
    ``params.yaml``'s ``train`` section, then :class:`~recommender.bundle.ModelBundle` predictions
    on the ``u1.test`` rows (the same 20,000 rows Surprise scores).
-4. Each family again, refitted on all of ``u1.base`` for the epoch count early stopping chose.
-   Surprise learns from all of ``u1.base``; our early-stopped models from 90% of it. The refit
-   gives ours the same data, with the epoch count still chosen on validation, so the comparison
-   is like for like. Nothing here ever looks at ``u1.test`` to choose anything.
+4. Each family again, refitted on train + val (``training.refit``, what the train stage does
+   with ``train.refit: true``) for the epoch count early stopping chose. Surprise learns from all
+   of ``u1.base``; our early-stopped models from 90% of it. The refit gives ours the same data
+   (less the few validation ratings whose user or item train never saw), with the epoch count
+   still chosen on validation, so the comparison is like for like. Nothing here ever looks at
+   ``u1.test`` to choose anything.
 
 Writes a Markdown report (the table, the targets met or missed, the machine's load) and the same
 numbers as JSON.
@@ -80,12 +82,13 @@ def _evaluate(model: Any, processed: Any) -> dict[str, Any]:
     return out
 
 
-def run_ours(params: Any, processed: Any, full: Any, families: list[str], refit: bool) -> dict:
-    """Fit each family (early-stopped on val), then refit it on train+val; return metrics."""
+def run_ours(params: Any, processed: Any, families: list[str], with_refit: bool) -> dict:
+    """Fit each family (early-stopped on val), then refit it on train+val (``train.refit``, what
+    the train stage does by default); return metrics."""
     import keras
 
     from recommender.config import TrainConfig
-    from recommender.training import fit
+    from recommender.training import fit, refit, with_val_in_train
 
     results: dict[str, Any] = {}
     for family in families:
@@ -105,22 +108,21 @@ def run_ours(params: Any, processed: Any, full: Any, families: list[str], refit:
             },
         }
         keras.backend.clear_session()
-        if refit:
-            print(f"[bench] {family}: refit on all of u1.base ...", file=sys.stderr)
-            cfg_full = cfg.model_copy(update={"epochs": fitted.best_epoch})
-            again = fit(full, cfg_full, params.seed)
+        if with_refit:
+            print(f"[bench] {family}: refit on train + val ...", file=sys.stderr)
+            again = refit(processed, cfg, params.seed, fitted.best_epoch)
             entry["refit"] = {
-                **_evaluate(again.model, full),
+                **_evaluate(again.model, processed),
                 "epochs_run": again.epochs_run,
                 "fit_seconds": again.seconds,
-                "train_rows": len(full.train),
+                "train_rows": len(with_val_in_train(processed).train),
             }
             keras.backend.clear_session()
         results[family] = entry
         es = entry["early_stopped"]
         print(
             f"[bench] {family}: val {es['val']['rmse']:.4f} test {es['test']['rmse']:.4f}"
-            + (f" refit {entry['refit']['test']['rmse']:.4f}" if refit else ""),
+            + (f" refit {entry['refit']['test']['rmse']:.4f}" if with_refit else ""),
             file=sys.stderr,
         )
     return results
@@ -242,8 +244,8 @@ def report_markdown(result: dict[str, Any]) -> str:
         )
         if refit:
             r = e["refit"]
-            row(label + ", refit", f"{n_full:,} (all u1.base)", r["epochs_run"], None, r["test"],
-                r["fit_seconds"])  # fmt: skip
+            rows = f"{r['train_rows']:,} (train + val)"
+            row(label + ", refit", rows, r["epochs_run"], None, r["test"], r["fit_seconds"])
     for name, p in peers.items():
         row(f"Surprise {name}", f"{n_full:,} (all u1.base)", "-", None, p, p["fit_seconds"])
     for name, b in base.items():
@@ -254,16 +256,31 @@ def report_markdown(result: dict[str, Any]) -> str:
     for check in result["checks"]:
         lines.append(f"| {check['name']} | {check['value']} | {'yes' if check['met'] else 'no'} |")
     cold, svd = result["cold_fit"], peers["SVD"]
+    svd_s = svd["fit_seconds"]
+    training = cold["fit_seconds"] + cold.get("refit_seconds", 0.0)
     lines += [
         "",
         "## Fit time, TensorFlow start-up included",
         "",
-        f"`biased_mf` in a fresh process: {cold['wall_seconds']:.1f} s from spawn to exit "
-        f"(TensorFlow/Keras import {cold['import_seconds']:.1f} s, data load "
-        f"{cold['load_seconds']:.1f} s, fit {cold['fit_seconds']:.1f} s for "
-        f"{cold['epochs_run']} epochs). Surprise SVD's fit: {svd['fit_seconds']:.1f} s "
-        f"(Surprise's import and data loading not counted). Ratio: "
-        f"**{result['fit_ratio']:.2f}x** (target <= {FIT_RATIO_TARGET:g}x).",
+        f"`biased_mf` in a fresh process, as the train stage fits it: "
+        f"{cold['wall_seconds']:.1f} s from spawn to exit. Of that: TensorFlow/Keras import "
+        f"{cold['import_seconds']:.1f} s, data load {cold['load_seconds']:.1f} s, fit with early "
+        f"stopping {cold['fit_seconds']:.1f} s ({cold['epochs_run']} epochs), refit on train + "
+        f"val {cold.get('refit_seconds', 0.0):.1f} s ({cold['best_epoch']} epochs); the rest is "
+        f"interpreter start and exit. Surprise SVD's fit: {svd_s:.1f} s (its import and data "
+        f"loading not counted). Ratio: **{result['fit_ratio']:.2f}x** (target <= "
+        f"{FIT_RATIO_TARGET:g}x).",
+        "",
+    ]
+    import_ratio = cold["import_seconds"] / svd_s
+    if import_ratio > FIT_RATIO_TARGET:
+        lines.append(
+            f"The import alone takes {import_ratio:.1f}x SVD's fit: with TensorFlow's start-up "
+            "counted, no fit, however fast, meets the target on this machine."
+        )
+    lines += [
+        f"Training alone (fit + refit, start-up excluded): {training:.1f} s, "
+        f"{training / svd_s:.1f}x SVD's fit.",
         "",
         "## Where this stands",
         "",
@@ -372,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         write_processed(processed, Path(tmp) / "processed")
         cold = run_cold_fit(Path(tmp) / "processed", Path(args.params).resolve(), "biased_mf")
-    ours = run_ours(bench, processed, full, families, refit=not args.no_refit)
+    ours = run_ours(bench, processed, families, with_refit=not args.no_refit)
 
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
