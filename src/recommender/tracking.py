@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,17 +125,13 @@ def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], outp
     import recommender
     from recommender import mlflow_model
 
-    with warnings.catch_warnings():
-        # MLflow asks for type hints on predict(); ours would be read as a (wrong) schema.
-        # (Scoped to this call: MLflow colours the text, so a message filter does not match.)
-        warnings.simplefilter("ignore", UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=mlflow_model.__file__,
-            artifacts={mlflow_model.BUNDLE: str(bundle_dir)},
-            code_paths=[str(Path(recommender.__file__).parent)],
-            signature=infer_signature(input_example, output),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-        )
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=mlflow_model.__file__,
+        artifacts={mlflow_model.BUNDLE: str(bundle_dir)},
+        code_paths=[str(Path(recommender.__file__).parent)],
+        signature=infer_signature(input_example, output),
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+    )
     return info.model_uri
