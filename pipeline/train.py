@@ -47,6 +47,14 @@ def body(params: Params, args: argparse.Namespace) -> None:
         result["fit_seconds"],
         result["run_id"],
     )
+    if "refit_seconds" in result:
+        log.info(
+            "%s: refit on train + val (%d rows) for %d epochs, %.1f s: the model evaluate sees",
+            params.train.model,
+            result["refit_train_rows"],
+            result["best_epoch"],
+            result["refit_seconds"],
+        )
 
 
 if __name__ == "__main__":
