@@ -186,6 +186,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def check(url: str, body: str) -> None:

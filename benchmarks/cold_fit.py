@@ -29,11 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", required=True, help="train.model to fit")
     args = parser.parse_args(argv)
 
-    from recommender.telemetry import disable_telemetry
-
-    disable_telemetry()
     import keras  # noqa: F401  (start-up cost measured on its own)
     import tensorflow  # noqa: F401
+
+    import recommender  # noqa: F401  (importing it turns telemetry off, before Keras loads)
 
     imported = time.perf_counter()
     from recommender.config import TrainConfig, load_params

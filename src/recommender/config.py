@@ -282,7 +282,7 @@ class EvaluateConfig(Section):
 class TuneConfig(Section):
     """``make tune``: a hyperparameter search on the validation split (see recommender.tuning)."""
 
-    family: Literal["mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble"] = "biased_mf"
+    family: Family = "biased_mf"
     n_trials: int = Field(20, ge=1)
     #: Epoch cap per trial (each stops early as in ``train``); ``null``: ``train.epochs``.
     epochs: int | None = Field(None, ge=1)

@@ -17,7 +17,7 @@ from recommender import metrics
 from recommender.baselines import BiasBaseline, GlobalMean
 from recommender.bundle import ModelBundle
 from recommender.config import EvaluateConfig
-from recommender.preprocess import Processed
+from recommender.preprocess import Processed, with_val_in_train
 
 
 @dataclass
@@ -72,6 +72,8 @@ def _ranking(
 
 def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> Evaluation:
     """Score the test split with the model and the baselines; rank for every test user."""
+    if bundle.meta.get("refit_train_rows"):  # the model learnt from train + val: so do these
+        processed = with_val_in_train(processed)
     train, test = processed.train, processed.test
     u_train, i_train = train["user_idx"].to_numpy(), train["item_idx"].to_numpy()
     r_train = train["rating"].to_numpy(dtype=np.float64)

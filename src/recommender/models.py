@@ -287,12 +287,9 @@ class BiasedMF(RatingModel):
         return self.global_mean + bu[:, 0] + bi[:, 0] + ops.sum(p * q, axis=-1)
 
     def _penalize_parts(self, p: Any, q: Any, bu: Any, bi: Any) -> None:
-        """Per-example L2: ``l2`` on the vectors, ``bias_l2`` (default ``l2``) on the biases."""
-        if self.bias_l2 is None:
-            self._penalize(p, q, bu, bi)
-        else:
-            self._penalize(p, q)
-            self._penalize(bu, bi, l2=self.bias_l2)
+        """Per-example L2: ``l2`` on the vectors, ``bias_l2`` (``None``: ``l2``) on the biases."""
+        self._penalize(p, q)
+        self._penalize(bu, bi, l2=self.bias_l2)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -923,8 +920,6 @@ DEFAULT_HYPER["ensemble"] = {
     "hybrid": {**DEFAULT_HYPER["hybrid"], "l2": 0.025},
     "autorec": DEFAULT_HYPER["autorec"],
 }
-#: Starting points for training (Adam).
-TRAINING_DEFAULTS: dict[str, Any] = {"learning_rate": 1e-2, "batch_size": 4096, "epochs": 30}
 
 _FAMILIES: dict[str, type[RatingModel]] = {
     "mf": MatrixFactorization,

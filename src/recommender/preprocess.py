@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +403,18 @@ def preprocess(
         catalog=catalog,
         summary=summary,
     )
+
+
+def with_val_in_train(processed: Processed) -> Processed:
+    """``processed`` with the validation rows moved into train, for the final refit.
+
+    The vocabularies come from train alone, so a validation row whose user or item is unknown
+    to them (index 0) is left out: the model has no row to learn for it.
+    """
+    val = processed.val
+    known = (val["user_idx"] != 0) & (val["item_idx"] != 0)
+    train = pd.concat([processed.train, val[known]], ignore_index=True)
+    return replace(processed, train=train, val=val.iloc[:0])
 
 
 def read_interim(in_dir: str | Path) -> Dataset:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from recommender.config import ServeConfig
 from recommender.errors import RecommenderError
+from recommender.features import split_genres
 from recommender.ranking import PAD
 
 #: An integer raw id (64-bit; ``le`` rather than ``lt`` keeps the schema valid OpenAPI 3.0).
@@ -202,10 +203,10 @@ class ServingModel:
         catalog = bundle.catalog
         known = catalog[catalog["item_idx"] > 0]
         for idx, title, genres in zip(
-            known["item_idx"].to_numpy(), known["title"], known["genres"], strict=True
+            known["item_idx"].to_numpy(), known["title"], split_genres(known["genres"]), strict=True
         ):
             self._titles[idx] = str(title)
-            self._genres[idx] = [g for g in str(genres or "").split("|") if g]
+            self._genres[idx] = genres
         # Genre name (case-folded) -> boolean mask over item indices, for recommend's filter.
         self._genre_masks: dict[str, np.ndarray] = {}
         self._genre_names: dict[str, str] = {}

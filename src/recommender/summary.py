@@ -27,11 +27,13 @@ def summarize(reports: Path = Path("reports")) -> str:
         )
     if metrics := _read(reports / "metrics.json"):
         test, base = metrics["test"], metrics["baselines"]
-        ndcg = next((v for k, v in metrics["ranking"].items() if k.startswith("ndcg@")), 0.0)
+        ndcg_key, ndcg = next(
+            ((k, v) for k, v in metrics["ranking"].items() if k.startswith("ndcg@")), ("ndcg", 0.0)
+        )
         lines.append(
             f"model     {metrics['model']}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f}, "
             f"MSE {test['mse']:.4f}; bias baseline RMSE {base['bias']['rmse']:.4f}, "
-            f"global mean {base['global_mean']['rmse']:.4f}; NDCG@10 {ndcg:.4f}"
+            f"global mean {base['global_mean']['rmse']:.4f}; {ndcg_key.upper()} {ndcg:.4f}"
         )
     if promotion := _read(reports / "promotion.json"):
         lines.append(f"registry  {promotion.get('decision')}: {promotion.get('reason')}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from recommender.config import TrainConfig
 from recommender.features import item_feature_matrix, user_feature_matrix
-from recommender.preprocess import Processed
+from recommender.preprocess import Processed, with_val_in_train
 
 #: Monitored for early stopping: RMSE on the validation part, without the L2 penalty that
 #: ``val_loss`` includes.
@@ -40,6 +40,8 @@ class FitResult:
     best_epoch: int = 0
     epochs_run: int = 0
     seconds: float = 0.0
+    #: Ratings the model was trained on.
+    train_rows: int = 0
 
 
 def model_kwargs(processed: Processed, family: str) -> dict[str, Any]:
@@ -149,23 +151,7 @@ def fit(
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
     epochs_run = len(history["loss"])
     best_epoch = int(np.argmin(history[MONITOR])) + 1 if MONITOR in history else epochs_run
-    return FitResult(model, history, best_epoch, epochs_run, seconds)
-
-
-def with_val_in_train(processed: Processed) -> Processed:
-    """``processed`` with the validation rows moved into train, for the final refit.
-
-    The vocabularies come from train alone, so a validation row whose user or item is unknown
-    to them (index 0) is left out: the model has no row to learn for it.
-    """
-    import dataclasses
-
-    import pandas as pd
-
-    val = processed.val
-    known = (val["user_idx"] != 0) & (val["item_idx"] != 0)
-    train = pd.concat([processed.train, val[known]], ignore_index=True)
-    return dataclasses.replace(processed, train=train, val=val.iloc[:0])
+    return FitResult(model, history, best_epoch, epochs_run, seconds, len(train))
 
 
 def refit(

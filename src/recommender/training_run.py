@@ -12,7 +12,7 @@ import numpy as np
 from recommender import tracking
 from recommender.config import FAMILIES, Params
 from recommender.io import staged_dir, staged_file
-from recommender.preprocess import Processed
+from recommender.preprocess import Processed, with_val_in_train
 
 RUN_FILE = "run.json"
 BUNDLE_DIR = "bundle"
@@ -57,7 +57,7 @@ def train_and_log(
     import mlflow
 
     from recommender.bundle import ModelBundle
-    from recommender.training import fit, refit, with_val_in_train
+    from recommender.training import fit, refit
 
     cfg = params.train
     tracking.configure()
@@ -87,7 +87,7 @@ def train_and_log(
             "best_val_rmse": _best(result.history, "val_rmse"),
             "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
         }
-        model = result.model
+        model, learnt_from = result.model, processed
         if cfg.refit and len(processed.val):
             final = refit(
                 processed,
@@ -97,14 +97,15 @@ def train_and_log(
                 [tracking.epoch_logger("refit_")],
                 verbose,
             )
-            model = final.model
+            # Its seen items and popularity include the validation ratings it learnt from.
+            model, learnt_from = final.model, with_val_in_train(processed)
             summary["refit_seconds"] = round(final.seconds, 3)
-            summary["refit_train_rows"] = len(with_val_in_train(processed).train)
+            summary["refit_train_rows"] = final.train_rows
             summary["refit_train_rmse"] = _best(final.history, "rmse", at=final.epochs_run)
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
 
         bundle = ModelBundle.from_training(
-            model, processed, {"model": cfg.model, "hyper": cfg.hyper(), **summary}
+            model, learnt_from, {"model": cfg.model, "hyper": cfg.hyper(), **summary}
         )
         bundle.save(tmp / BUNDLE_DIR, data_dir)
         sample = processed.test.head(5)

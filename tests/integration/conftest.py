@@ -9,31 +9,12 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from integration_helpers import free_port
+from integration_helpers import Postgres, free_port
 
 # --- PostgreSQL: a private cluster for one test module -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Postgres:
-    """A running private PostgreSQL cluster and a database for MLflow in it."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-
-    @property
-    def sqlalchemy_uri(self) -> str:
-        return (
-            f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}"
-            f"/{self.database}"
-        )
 
 
 def _pg_bin() -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from recommender.config import Params, parse_params
-from recommender.telemetry import TELEMETRY_OFF, disable_telemetry
+from recommender.telemetry import TELEMETRY_OFF
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -72,7 +72,6 @@ def child_env(**extra: str) -> dict[str, str]:
     ``MLFLOW_REGISTRY_URI`` into this process's environment, so after any in-process MLflow use
     they may name another test's store: a child gets them only when ``extra`` names them.
     """
-    disable_telemetry()
     env = {k: v for k, v in os.environ.items() if k not in _MLFLOW_TARGETS}
     env.update(TELEMETRY_OFF)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -181,3 +180,21 @@ def make_scratch_repo(folder: Path) -> Path:
     run_checked([*git, "add", "-A"], repo, env)
     run_checked([*git, "commit", "-qm", "init"], repo, env)
     return repo
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A running private PostgreSQL cluster and a database for MLflow in it."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @property
+    def sqlalchemy_uri(self) -> str:
+        return (
+            f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}"
+            f"/{self.database}"
+        )

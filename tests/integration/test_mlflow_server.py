@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import Postgres
 from integration_helpers import (
     ROOT,
     MlflowServer,
+    Postgres,
     child_env,
     run_checked,
     start_mlflow_server,

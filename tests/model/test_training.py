@@ -108,7 +108,8 @@ def test_activity_slice_names() -> None:
 def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
     processed: Processed, trained, params: Params
 ) -> None:  # noqa: ANN001
-    from recommender.training import refit, with_val_in_train
+    from recommender.preprocess import with_val_in_train
+    from recommender.training import refit
 
     merged = with_val_in_train(processed)
     val = processed.val

@@ -217,7 +217,7 @@ def test_hybrid_without_user_features_builds_trains_and_reloads(synthetic, tmp_p
 
 @pytest.mark.parametrize(
     ("form", "bias_l2", "n_losses"),
-    [("per_example", None, 1), ("per_example", 0.5, 2), ("table", 0.5, 4), ("none", 0.5, 0)],
+    [("per_example", None, 2), ("per_example", 0.5, 2), ("table", 0.5, 4), ("none", 0.5, 0)],
 )
 def test_regularization_form_is_a_constructor_choice(synthetic, form, bias_l2, n_losses):
     model = models.build_model(
@@ -235,16 +235,16 @@ def test_regularization_form_is_a_constructor_choice(synthetic, form, bias_l2, n
     model.user_bias.embeddings.assign(bu)
     model.item_bias.embeddings.assign(bi)
     model(models.model_inputs([1, 2], [3, 4]), training=True)
-    # per_example: one term for the batch's rows, or two with a bias_l2 of its own (vectors,
-    # biases); table: one per table (vectors and biases, for users and items); none: nothing.
+    # per_example: one term for the batch's vectors, one for its biases; table: one per table
+    # (vectors and biases, for users and items); none: nothing.
     assert len(model.losses) == n_losses
     P = ops.convert_to_numpy(model.user_embedding.embeddings)
     Q = ops.convert_to_numpy(model.item_embedding.embeddings)
     vectors = ((P[[1, 2]] ** 2).sum() + (Q[[3, 4]] ** 2).sum()) / 2  # mean over the 2 examples
     biases = ((bu[[1, 2]] ** 2).sum() + (bi[[3, 4]] ** 2).sum()) / 2
     losses = [float(x) for x in model.losses]
-    if form == "per_example" and bias_l2 is None:
-        assert losses[0] == pytest.approx(0.1 * (vectors + biases), rel=1e-5)
+    if form == "per_example" and bias_l2 is None:  # the biases take the model's l2
+        assert losses == pytest.approx([0.1 * vectors, 0.1 * biases], rel=1e-5)
     elif form == "per_example":
         assert losses == pytest.approx([0.1 * vectors, 0.5 * biases], rel=1e-5)
     elif form == "table":  # whole tables: the bias tables take bias_l2

@@ -108,9 +108,6 @@ def test_search_logs_parent_and_child_runs_and_writes_valid_params(
 ):
     import mlflow
 
-    from recommender.telemetry import disable_telemetry
-
-    disable_telemetry()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)  # artifacts (none expected) stay in tmp_path
