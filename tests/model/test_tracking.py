@@ -59,6 +59,11 @@ def test_train_and_evaluate_log_one_complete_run(
     from recommender.bundle import ModelBundle
 
     bundle = ModelBundle.load(models / BUNDLE_DIR)
+    # The refit model learnt from the validation ratings: its bundle counts them as rated, so
+    # recommend leaves them out.
+    learnt = processed.val[known]
+    for user, item in zip(learnt["user_idx"].head(20), learnt["item_idx"].head(20), strict=True):
+        assert item in bundle.seen.items_of(int(user))
     test = processed.test.head(200)
     loaded = mlflow.pyfunc.load_model(record["model_uri"])
     served = loaded.predict(test[["user_id", "item_id"]])
