@@ -84,9 +84,10 @@ bench-serve: bento ## Load-test the Bento vs a no-op BentoML service with wrk ->
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi; }
 	$(BIN)/python benchmarks/bench_serve.py --duration $(DURATION) --out reports/bench_serve.md
 
-lint: install ## ruff check and format check
+lint: install ## ruff check, ruff format check, mypy on src/
 	$(BIN)/ruff check src pipeline serving tests benchmarks
 	$(BIN)/ruff format --check src pipeline serving tests benchmarks
+	$(BIN)/mypy
 
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix src pipeline serving tests benchmarks

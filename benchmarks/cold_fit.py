@@ -32,12 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     import keras  # noqa: F401  (start-up cost measured on its own)
     import tensorflow  # noqa: F401
 
-    import recommender  # noqa: F401  (importing it turns telemetry off, before Keras loads)
+    from recommender.core.telemetry import disable_telemetry
+
+    disable_telemetry()  # before Keras loads
 
     imported = time.perf_counter()
-    from recommender.config import TrainConfig, load_params
-    from recommender.preprocess import load_processed
-    from recommender.training import fit, refit
+    from recommender.core.config import TrainConfig, load_params
+    from recommender.preprocess.processed import load_processed
+    from recommender.training.fit import fit, refit
 
     params = load_params(args.params)
     processed = load_processed(args.data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bentoml
 from pydantic import BaseModel
 
-from recommender.serving import IntId, Pair, StrId
+from recommender.serving.api import IntId, Pair, StrId
 
 RawId = IntId | StrId
 

@@ -14,8 +14,9 @@ place, never copied. What runs, in this order, so no two measurements share the 
 3. Each of our families in this process, through the library's own path: ``load_dataset``
    (``movielens-100k``, ``ml100k_fold: u1``), ``preprocess`` with ``split: given`` (which carves
    ``preprocess.val_fraction`` of ``u1.base`` out for early stopping), ``training.fit`` with
-   ``params.yaml``'s ``train`` section, then :class:`~recommender.bundle.ModelBundle` predictions
-   on the ``u1.test`` rows (the same 20,000 rows Surprise scores).
+   ``params.yaml``'s ``train`` section, then
+   :class:`~recommender.scoring.bundle.ModelBundle` predictions on the ``u1.test`` rows (the
+   same 20,000 rows Surprise scores).
 4. Each family again, refitted on train + val (``training.refit``, what the train stage does
    with ``train.refit: true``) for the epoch count early stopping chose. Surprise learns from all
    of ``u1.base``; our early-stopped models from 90% of it. The refit gives ours the same data
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recommender.config import FAMILIES
+from recommender.core.config import FAMILIES
 
 #: The issue's targets (test RMSE on u1.test) and the published results we place ourselves by.
 TARGETS = {"biased_mf": 0.925, "hybrid": 0.915, "ensemble": 0.900}
@@ -51,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 
 def _data_params(params: Any, ml100k: Path, val_fraction: float | None = None) -> Any:
     """``params`` pointed at ML-100K's u1 split (read in place), everything else unchanged."""
-    from recommender.config import parse_params
+    from recommender.core.config import parse_params
 
     raw = params.model_dump(by_alias=True)
     raw["data"] = {"source": "movielens-100k", "path": str(ml100k), "download": False}
@@ -64,14 +65,14 @@ def _data_params(params: Any, ml100k: Path, val_fraction: float | None = None) -
 
 
 def _rating_metrics(y: Any, pred: Any) -> dict[str, float]:
-    from recommender import metrics
+    from recommender.evaluation import metrics
 
     return {"rmse": metrics.rmse(y, pred), "mae": metrics.mae(y, pred)}
 
 
 def _evaluate(model: Any, processed: Any) -> dict[str, Any]:
     """Test (and, when there is one, val) metrics through the bundle, the one scoring path."""
-    from recommender.bundle import ModelBundle
+    from recommender.scoring.bundle import ModelBundle
 
     bundle = ModelBundle.from_training(model, processed, {})
     out: dict[str, Any] = {}
@@ -88,8 +89,8 @@ def run_ours(params: Any, processed: Any, families: list[str], with_refit: bool)
     the train stage does by default); return metrics."""
     import keras
 
-    from recommender.config import TrainConfig
-    from recommender.training import fit, refit
+    from recommender.core.config import TrainConfig
+    from recommender.training.fit import fit, refit
 
     results: dict[str, Any] = {}
     for family in families:
@@ -131,7 +132,7 @@ def run_ours(params: Any, processed: Any, families: list[str], with_refit: bool)
 
 def run_baselines(processed: Any, full: Any) -> dict[str, Any]:
     """Our NumPy baselines (global mean, damped biases) on both training sets."""
-    from recommender.baselines import BiasBaseline, GlobalMean
+    from recommender.evaluation.baselines import BiasBaseline, GlobalMean
 
     out: dict[str, Any] = {}
     for name, make in (("global_mean", GlobalMean), ("bias", None)):
@@ -356,10 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", nargs="*", help="only these Surprise peers (SVD is required)")
     args = parser.parse_args(argv)
 
-    from recommender.config import load_params
+    from recommender.core.config import load_params
+    from recommender.core.io import write_json, write_text
     from recommender.data import load_dataset
-    from recommender.io import write_json, write_text
-    from recommender.preprocess import preprocess, write_processed
+    from recommender.preprocess.processed import write_processed
+    from recommender.preprocess.split import preprocess
 
     ml100k = Path(args.ml100k).resolve()
     for name in ("u1.base", "u1.test", "u.item"):

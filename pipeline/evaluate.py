@@ -13,8 +13,8 @@ import argparse
 import logging
 import sys
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 log = logging.getLogger("recommender")
 
@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.evaluation_run import evaluate_and_log
+    from recommender.evaluation.run import evaluate_and_log
 
     result = evaluate_and_log(params, args.data, args.model, args.metrics, args.plots, args.history)
     test, base, rank = result["test"], result["baselines"], result["ranking"]

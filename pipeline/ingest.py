@@ -12,8 +12,8 @@ import argparse
 import logging
 import sys
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 log = logging.getLogger("recommender")
 
@@ -23,8 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def ingest(params: Params, args: argparse.Namespace) -> None:
+    from recommender.core.schema import write_dataset
     from recommender.data import load_dataset
-    from recommender.data.schema import write_dataset
 
     dataset = load_dataset(params)
     write_dataset(dataset, args.out)

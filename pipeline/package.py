@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.packaging import package
+    from recommender.serving.packaging import package
 
     package(params, args.serving, args.out, args.bentoml_home, args.requirements)
 

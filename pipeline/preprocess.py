@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 log = logging.getLogger("recommender")
 
@@ -24,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.preprocess import preprocess, read_interim, write_processed
+    from recommender.preprocess.processed import write_processed
+    from recommender.preprocess.split import preprocess, read_interim
 
     dataset = read_interim(args.data)
     processed = preprocess(

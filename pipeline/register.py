@@ -14,8 +14,8 @@ import argparse
 import logging
 import sys
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 log = logging.getLogger("recommender")
 
@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.registry import register_and_gate
+    from recommender.registry.register import register_and_gate
 
     record = register_and_gate(params, args.model, args.data, args.metrics, args.out, args.lock)
     log.info(

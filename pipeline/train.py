@@ -3,7 +3,8 @@
     python pipeline/train.py --data data/processed --out models --history reports/train_history.csv
 
 Writes ``--out`` atomically: ``bundle/`` (the model with its vocabularies, see
-``recommender.bundle``) and ``run.json`` (the MLflow run and model URI, for evaluate and register).
+``recommender.scoring.bundle``) and ``run.json`` (the MLflow run and model URI, for evaluate
+and register).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import logging
 import os
 import sys
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 log = logging.getLogger("recommender")
 
@@ -33,8 +34,8 @@ def keras_verbosity() -> int:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.preprocess import load_processed
-    from recommender.training_run import train_and_log
+    from recommender.preprocess.processed import load_processed
+    from recommender.training.run import train_and_log
 
     processed = load_processed(args.data)
     result = train_and_log(processed, params, args.data, args.out, args.history, keras_verbosity())

@@ -14,8 +14,8 @@ import argparse
 import logging
 import sys
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 log = logging.getLogger("recommender")
 
@@ -27,9 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.io import write_json
-    from recommender.preprocess import load_processed
-    from recommender.tuning import tune, write_best_params
+    from recommender.core.io import write_json
+    from recommender.preprocess.processed import load_processed
+    from recommender.training.tuning import tune, write_best_params
 
     result = tune(load_processed(args.data), params)
     write_json(result.to_json(), args.report)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recommender.config import Params
-from recommender.stage import run_stage
+from recommender.core.config import Params
+from recommender.core.stage import run_stage
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """The BentoML service: the registry's champion answering predict / recommend / similar_items.
 
-It only wires :mod:`recommender.serving` (typed requests and responses, and the logic) to HTTP.
+It only wires :mod:`recommender.serving.api` (typed requests and responses, and the logic) to HTTP.
 The model is the MLflow model the package stage imported into the BentoML store; it is loaded once,
 in ``__init__``, and every request is scored by the bundle's NumPy factors (or its compiled
 ``tf.function``), never by a per-request ``model.predict``.
@@ -27,12 +27,16 @@ import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
-import bentoml
-from bentoml.exceptions import InvalidArgument
-from bentoml.exceptions import NotFound as HTTPNotFound
-from pydantic import BaseModel, ConfigDict, Field
+from recommender.core.telemetry import disable_telemetry
 
-from recommender.serving import (
+disable_telemetry()  # before BentoML and MLflow load: both read their opt-outs from the environment
+
+import bentoml  # noqa: E402
+from bentoml.exceptions import InvalidArgument  # noqa: E402
+from bentoml.exceptions import NotFound as HTTPNotFound  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+from recommender.serving.api import (  # noqa: E402
     MAX_GENRES,
     BadRequest,
     Genre,
@@ -196,9 +200,6 @@ class Recommender:
     def __init__(self) -> None:
         import mlflow
 
-        from recommender.telemetry import disable_telemetry
-
-        disable_telemetry()
         pyfunc = mlflow.pyfunc.load_model(self.bento_model.path_of("mlflow_model"))
         bundle = pyfunc.unwrap_python_model().bundle
         info = {**self.bento_model.info.metadata, "bento_model": str(self.bento_model.tag)}

@@ -1,17 +1,28 @@
-"""Fixtures shared by every test folder. Keep it small: folder-specific ones live beside them."""
+"""Fixtures shared by every test folder; the helpers behind them are in ``support.py``."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
+from recommender.core.telemetry import disable_telemetry
 
-ROOT = Path(__file__).resolve().parents[1]
+# Before anything imports TensorFlow, MLflow, GX or BentoML: telemetry off, no start-up banners.
+disable_telemetry()
+
+import functools  # noqa: E402
+import http.server  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from support import ROOT, Synthetic, make_synthetic, tiny_params  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    """The project's checkout (params.yaml, dvc.yaml, pipeline/, serving/)."""
+    return ROOT
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +32,40 @@ def ml100k_dir() -> Path:
     if not (path / "u.data").is_file():
         pytest.fail(f"MovieLens 100K not found at {path}: set ML100K_DIR to its folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> Synthetic:
+    """A seeded low-rank rating matrix as index arrays (300 users x 200 items, ~15k ratings)."""
+    return make_synthetic()
+
+
+@pytest.fixture(scope="session")
+def params():  # noqa: ANN201
+    """The tiny dataset's params (``support.TINY``; defaults elsewhere)."""
+    return tiny_params()
+
+
+@pytest.fixture(scope="session")
+def processed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``data/processed`` for the tiny synthetic dataset (ingest + preprocess, in-process)."""
+    from recommender.data.synthetic import generate
+    from recommender.preprocess.processed import write_processed
+    from recommender.preprocess.split import preprocess
+
+    params = tiny_params()
+    dataset = generate(params.synthetic, params.seed)
+    out = tmp_path_factory.mktemp("processed") / "processed"
+    write_processed(preprocess(dataset, params.preprocess, params.seed), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def processed(processed_dir: Path):  # noqa: ANN201
+    """The tiny synthetic dataset, preprocessed (train / val / test, vocabularies, features)."""
+    from recommender.preprocess.processed import load_processed
+
+    return load_processed(processed_dir)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from recommender.config import RatingScale, ValidateConfig
-from recommender.data.schema import (
+from recommender.core.config import RatingScale, ValidateConfig
+from recommender.core.errors import ConfigError, DataError, ValidationFailed
+from recommender.core.io import staged_dir, write_json
+from recommender.core.schema import (
     GIVEN_SPLIT,
     ITEM,
     ITEM_COLUMNS,
@@ -40,9 +42,7 @@ from recommender.data.schema import (
     Dataset,
     read_dataset,
 )
-from recommender.errors import ConfigError, DataError, ValidationFailed
-from recommender.io import staged_dir, write_json
-from recommender.telemetry import disable_telemetry
+from recommender.core.telemetry import disable_telemetry
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -421,7 +421,7 @@ def validate_dataset(
     """Run both suites with Great Expectations and report what failed.
 
     Args:
-        dataset: The canonical tables (see :mod:`recommender.data.schema`).
+        dataset: The canonical tables (see :mod:`recommender.core.schema`).
         cfg: ``params.validate``.
         docs_dir: Where to put the Data Docs site (``index.html`` at its top); ``None`` for none.
             An existing folder is filled, not replaced: callers stage it (see :func:`run_validate`).

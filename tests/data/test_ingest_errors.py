@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recommender.config import parse_params
+from recommender.core.config import parse_params
+from recommender.core.errors import DataError
 from recommender.data import download as dl
 from recommender.data import load_dataset
-from recommender.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = "user_id,item_id,rating,timestamp\n"

@@ -13,16 +13,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recommender.config import RatingScale, parse_params
-from recommender.data import download as dl
-from recommender.data import load_dataset
-from recommender.data.schema import (
+from recommender.core.config import RatingScale, parse_params
+from recommender.core.schema import (
     ITEM_COLUMNS,
     RATING_COLUMNS,
     USER_COLUMNS,
     read_dataset,
     write_dataset,
 )
+from recommender.data import download as dl
+from recommender.data import load_dataset
 
 
 def _params(**sections):
@@ -70,11 +70,18 @@ def test_ml100k_items_and_users(ml100k):
     assert users.loc[1].to_dict() == {"age": 24, "gender": "M", "occupation": "technician"}
 
 
+#: The files of ML-100K that are not canonical folds (u1.base ... ub.test).
+ML100K_CORE = ("u.data", "u.item", "u.user", "u.genre", "u.occupation", "u.info", "README")
+
+
 def _link_ml100k(src: Path, dest: Path, with_folds: bool = True) -> Path:
-    """A folder of symlinks to the shared ML-100K files (links, not copies: license)."""
+    """A folder of symlinks to the shared ML-100K files (links, not copies: license).
+
+    Without folds it holds exactly :data:`ML100K_CORE`, whatever else the shared folder has.
+    """
     dest.mkdir(parents=True)
     for f in src.iterdir():
-        if with_folds or not f.name.startswith("u1."):
+        if with_folds or f.name in ML100K_CORE:
             (dest / f.name).symlink_to(f)
     return dest
 

@@ -17,22 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.config import PreprocessConfig, RatingScale
-from recommender.data.schema import Dataset, DatasetInfo, write_dataset
-from recommender.errors import ConfigError, DataError
-from recommender.features import GENRE_PREFIX, FeatureSpec, item_feature_matrix
-from recommender.preprocess import (
-    FILES,
-    Vocabulary,
-    load_processed,
-    load_vocabularies,
-    preprocess,
-    save_vocabularies,
-    write_processed,
-)
+from recommender.core.config import PreprocessConfig, RatingScale
+from recommender.core.errors import ConfigError, DataError
+from recommender.core.schema import Dataset, DatasetInfo, write_dataset
+from recommender.preprocess.features import GENRE_PREFIX, FeatureSpec, item_feature_matrix
+from recommender.preprocess.processed import FILES, load_processed, write_processed
+from recommender.preprocess.split import preprocess
+from recommender.preprocess.vocabulary import Vocabulary, load_vocabularies, save_vocabularies
 
 ROOT = Path(__file__).resolve().parents[2]
-ML100K = Path("/work/shared/data/ml-100k")
 METHODS = ["random", "temporal", "leave_last_n", "given"]
 GENRES = ["Action", "Children's", "Comedy", "Drama", "Sci-Fi"]
 N_USERS, N_ITEMS = 30, 40
@@ -402,15 +395,15 @@ def test_entry_point_writes_the_contract_and_keeps_it_on_failure(tmp_path):
 # --- the real MovieLens-100K --------------------------------------------------------------------
 
 
-def _ml100k() -> Dataset:
+def _ml100k(folder: Path) -> Dataset:
     cols = ["user_id", "item_id", "rating", "timestamp"]
     parts = []
     for name in ("train", "test"):
-        df = pd.read_csv(ML100K / f"u1.{'base' if name == 'train' else name}", sep="\t", names=cols)
+        df = pd.read_csv(folder / f"u1.{'base' if name == 'train' else name}", sep="\t", names=cols)
         parts.append(df.assign(given_split=name))
     ratings = pd.concat(parts, ignore_index=True).astype({"rating": "float64"})
-    genre_names = pd.read_csv(ML100K / "u.genre", sep="|", names=["name", "i"])["name"].tolist()
-    raw = pd.read_csv(ML100K / "u.item", sep="|", header=None, encoding="latin-1")
+    genre_names = pd.read_csv(folder / "u.genre", sep="|", names=["name", "i"])["name"].tolist()
+    raw = pd.read_csv(folder / "u.item", sep="|", header=None, encoding="latin-1")
     flags = raw.iloc[:, 5:].to_numpy().astype(bool)
     items = pd.DataFrame(
         {
@@ -421,7 +414,7 @@ def _ml100k() -> Dataset:
         }
     )
     users = pd.read_csv(
-        ML100K / "u.user", sep="|", names=["user_id", "age", "gender", "occupation", "zip"]
+        folder / "u.user", sep="|", names=["user_id", "age", "gender", "occupation", "zip"]
     ).drop(columns="zip")
     info = DatasetInfo(
         source="movielens-100k",
@@ -432,8 +425,8 @@ def _ml100k() -> Dataset:
     return Dataset(ratings=ratings, items=items, users=users.astype({"age": "Int64"}), info=info)
 
 
-def test_movielens_100k_u1_given_split():
-    data = _ml100k()
+def test_movielens_100k_u1_given_split(ml100k_dir: Path):
+    data = _ml100k(ml100k_dir)
     # With no validation rows the vocabulary is all of u1.base: the published u1 figures.
     p = run("given", data=data, val_fraction=0.0)
     assert p.summary["rows"] == {"train": 80_000, "val": 0, "test": 20_000, "total": 100_000}

@@ -10,7 +10,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,13 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.config import RatingScale, ValidateConfig
-from recommender.data.schema import Dataset, DatasetInfo, write_dataset
-from recommender.errors import ConfigError, DataError, ValidationFailed
+from recommender.core.config import RatingScale, ValidateConfig
+from recommender.core.errors import ConfigError, DataError, ValidationFailed
+from recommender.core.schema import Dataset, DatasetInfo, write_dataset
 from recommender.validation import ValidationReport, run_validate, validate_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-ML100K = Path("/work/shared/data/ml-100k")
 #: Thresholds low enough for the small synthetic dataset (400 ratings, 50 users, 80 items).
 CFG = ValidateConfig(min_ratings=100, min_users=10, min_items=10)
 #: A fixed "now" (2026-11-01 UTC) so that timestamp_max: null is reproducible.
@@ -342,11 +340,11 @@ def test_data_docs_are_written_without_network(tmp_path: Path) -> None:
     assert list((tmp_path / "docs" / "validations").rglob("*.html"))
 
 
-def test_real_movielens_100k_passes_with_default_thresholds() -> None:
+def test_real_movielens_100k_passes_with_default_thresholds(ml100k_dir: Path) -> None:
     ratings = pd.read_csv(
-        ML100K / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"]
+        ml100k_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"]
     ).astype({"rating": "float64"})
-    raw = pd.read_csv(ML100K / "u.item", sep="|", header=None, encoding="latin-1")
+    raw = pd.read_csv(ml100k_dir / "u.item", sep="|", header=None, encoding="latin-1")
     items = pd.DataFrame(
         {
             "item_id": raw[0],
@@ -357,13 +355,10 @@ def test_real_movielens_100k_passes_with_default_thresholds() -> None:
     )
     info = DatasetInfo(source="movielens-100k", rating_scale=RatingScale())
 
-    started = time.perf_counter()
     report = validate_dataset(Dataset(ratings, items, None, info), ValidateConfig())
-    seconds = time.perf_counter() - started
 
     assert report.success, report.format_failures()
     assert report.tables["ratings"] == {"rows": 100_000, "users": 943, "items": 1682}
-    assert seconds < 5, f"validating 100k ratings took {seconds:.1f} s"
 
 
 def tree_digest(path: Path) -> dict[str, str]:

@@ -8,29 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from support import TINY_SYNTHETIC, child_env, make_scratch_repo, tiny_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
-SMALL = {"n_users": 150, "n_items": 200, "n_ratings": 6000}
+SMALL = TINY_SYNTHETIC
 
 
 def _env(cwd: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # The scratch project's own tracking store, as a user's clone would have.
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{cwd / 'mlflow.db'}"
-    # The stage commands say `python ...` and `dvc`: both must be this environment's.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", ITERATIVE_DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="false")
-    return env
+    # The scratch project's own tracking store, as a user's clone would have; the stage commands
+    # say `python ...` and `dvc`, and child_env puts this environment's first on PATH.
+    return child_env(MLFLOW_TRACKING_URI=f"sqlite:///{cwd / 'mlflow.db'}")
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -62,23 +57,8 @@ def _set_params(repo: Path, **sections: dict) -> None:
 
 @pytest.fixture()
 def scratch_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "project"
-    repo.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for name in ("pipeline", "src", ".dvc"):
-        shutil.copytree(
-            ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache")
-        )
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], repo)
-    _set_params(
-        repo,
-        synthetic=SMALL,
-        validate={"min_ratings": 100},
-        train={"epochs": 3, "batch_size": 512},
-    )
+    repo = make_scratch_repo(tmp_path)
+    _set_params(repo, **tiny_raw(train={"epochs": 3, "batch_size": 512}))
     return repo
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration_helpers import Postgres, free_port
+from integration_helpers import Postgres
+from support import free_port
 
 # --- PostgreSQL: a private cluster for one test module -------------------------------------------
 

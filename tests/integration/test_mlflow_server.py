@@ -16,16 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from integration_helpers import (
-    ROOT,
-    MlflowServer,
-    Postgres,
-    child_env,
-    run_checked,
-    start_mlflow_server,
-    stop,
-    tiny_params,
-)
+from integration_helpers import MlflowServer, Postgres, start_mlflow_server
+from support import ROOT, child_env, run_checked, stop, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +43,10 @@ def test_train_evaluate_register_through_a_postgres_backed_server(
     import mlflow
     import sqlalchemy
 
-    from recommender.bundle import ModelBundle
     from recommender.data.synthetic import generate
-    from recommender.preprocess import preprocess, write_processed
+    from recommender.preprocess.processed import write_processed
+    from recommender.preprocess.split import preprocess
+    from recommender.scoring.bundle import ModelBundle
 
     params = tiny_params(tracking={"registered_model": NAME})
     (tmp_path / "params.yaml").write_text(

@@ -19,18 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from integration_helpers import (
-    ROOT,
-    child_env,
-    closed_port,
-    make_scratch_repo,
-    run_checked,
-    tiny_params,
-)
+from support import ROOT, child_env, closed_port, make_scratch_repo, run_checked, tiny_params
 
 from recommender import tracking
-from recommender.config import Params
-from recommender.registry import (
+from recommender.core.config import Params
+from recommender.registry.register import (
     CHALLENGER,
     CHAMPION,
     RUN_TAG,
@@ -72,9 +65,10 @@ MODELS = {
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     from recommender.data.synthetic import generate
-    from recommender.evaluation_run import evaluate_and_log
-    from recommender.preprocess import load_processed, preprocess, write_processed
-    from recommender.training_run import train_and_log
+    from recommender.evaluation.run import evaluate_and_log
+    from recommender.preprocess.processed import load_processed, write_processed
+    from recommender.preprocess.split import preprocess
+    from recommender.training.run import train_and_log
 
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -126,7 +120,7 @@ def _client(store: Store):  # noqa: ANN202
 
 
 def _alias(store: Store, name: str, alias: str) -> int | None:
-    from recommender.registry import alias_version
+    from recommender.registry.register import alias_version
 
     mv = alias_version(_client(store), name, alias)
     return None if mv is None else int(mv.version)
@@ -146,8 +140,8 @@ def test_models_trained_for_the_module_are_what_the_tests_assume(store: Store) -
     assert rmse["better"] < rmse["base"] < bias < rmse["worse"]
     assert abs(rmse["twin"] - rmse["better"]) < 0.01
     # The register stage finds the bundle under the artifact name the logged model uses.
-    from recommender.mlflow_model import BUNDLE
-    from recommender.registry import BUNDLE_ARTIFACT
+    from recommender.registry.register import BUNDLE_ARTIFACT
+    from recommender.tracking.pyfunc import BUNDLE
 
     assert BUNDLE_ARTIFACT == BUNDLE
 
@@ -337,7 +331,7 @@ def _params_file(params: Params, path: Path, name: str | None = None) -> Path:
 def test_killed_after_the_version_is_created_the_champion_still_loads(
     store: Store, tmp_path: Path
 ) -> None:
-    from recommender.registry import load_version_bundle
+    from recommender.registry.register import load_version_bundle
 
     name = "killed"
     _register(store, "base", name, tmp_path / "p1.json")

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.config import Params
-from recommender.preprocess import Processed
+from recommender.core.config import Params
+from recommender.preprocess.processed import Processed
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,9 @@ def test_train_and_evaluate_log_one_complete_run(
 ) -> None:
     import mlflow
 
-    from recommender.evaluation_run import evaluate_and_log
-    from recommender.training_run import BUNDLE_DIR, read_run, train_and_log
+    from recommender.evaluation.run import evaluate_and_log
+    from recommender.tracking import BUNDLE_DIR, read_run
+    from recommender.training.run import train_and_log
 
     models, history = tmp_path / "models", tmp_path / "history.csv"
     summary = train_and_log(processed, params, processed_dir, models, history)
@@ -56,7 +57,7 @@ def test_train_and_evaluate_log_one_complete_run(
     assert run.data.params["train.refit"] == "True"
 
     # The logged model is self-contained: loaded through MLflow it predicts what the bundle does.
-    from recommender.bundle import ModelBundle
+    from recommender.scoring.bundle import ModelBundle
 
     bundle = ModelBundle.load(models / BUNDLE_DIR)
     # The refit model learnt from the validation ratings: its bundle counts them as rated, so
@@ -88,8 +89,8 @@ def test_train_and_evaluate_log_one_complete_run(
 def test_a_failed_training_run_leaves_the_previous_model_folder(
     tracking_db: str, processed: Processed, processed_dir: Path, params: Params, tmp_path: Path
 ) -> None:
-    from recommender.errors import ConfigError
-    from recommender.training_run import train_and_log
+    from recommender.core.errors import ConfigError
+    from recommender.training.run import train_and_log
 
     models = tmp_path / "models"
     models.mkdir()

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommender.bundle import ModelBundle
-from recommender.config import Params
-from recommender.evaluation import activity_slices, evaluate, mlflow_metrics
-from recommender.preprocess import Processed
-from recommender.training import fit
+from recommender.core.config import Params
+from recommender.evaluation.evaluate import activity_slices, evaluate, mlflow_metrics
+from recommender.preprocess.processed import Processed
+from recommender.scoring.bundle import ModelBundle
+from recommender.training.fit import fit
 
 pytestmark = pytest.mark.slow
 
@@ -108,8 +108,8 @@ def test_activity_slice_names() -> None:
 def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
     processed: Processed, trained, params: Params
 ) -> None:  # noqa: ANN001
-    from recommender.preprocess import with_val_in_train
-    from recommender.training import refit
+    from recommender.preprocess.processed import with_val_in_train
+    from recommender.training.fit import refit
 
     merged = with_val_in_train(processed)
     val = processed.val

@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from serving_helpers import (
-    QUIET,
-    TELEMETRY_OFF,
-    Packaged,
-    Server,
-    build_packaged,
-    env_for_children,
-    start_server,
-    stop_server,
-)
+from serving_helpers import Packaged, build_packaged, serve
+from support import Server, stop
+
+from recommender.core.telemetry import QUIET, TELEMETRY_OFF
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +27,8 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
 @pytest.fixture(scope="session")
 def server(packaged: Packaged) -> Iterator[Server]:
     """The built Bento served by a real ``bentoml serve`` process."""
-    srv = start_server(
-        packaged.record["bento"], env_for_children(packaged), packaged.root / "serve.log"
-    )
+    srv = serve(packaged, packaged.root / "serve.log")
     try:
         yield srv
     finally:
-        stop_server(srv)
+        stop(srv.proc)

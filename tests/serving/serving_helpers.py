@@ -1,29 +1,23 @@
-"""Helpers of the serving tests: a tiny packaged champion, and a real ``bentoml serve`` process.
+"""Helpers of the serving tests: a tiny champion made by the real stages, and a real server.
 
-Built once per session with the real components: synthetic data through ingest and preprocess,
-3 epochs of training logged to a SQLite MLflow store, evaluation metrics on the same run, a
-registered version with the ``champion`` alias (set with ``MlflowClient`` directly, as the register
-stage would), then the package stage's own code: import into a BentoML store and ``bentoml build``.
-Everything lives in a temporary folder; nothing touches the project's mlflow.db or bentoml/.
+Built once per session with the real components, in a temporary folder (nothing touches the
+project's mlflow.db or bentoml/): synthetic data through ingest and preprocess, a short training
+run logged to a SQLite MLflow store, evaluation metrics on the same run, then the register stage
+(which versions the model and, with no champion yet, promotes it through the gate) and the
+package stage's own code: import into a BentoML store and ``bentoml build``.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recommender.telemetry import QUIET, TELEMETRY_OFF
+from support import ROOT, Server, child_env, start_server, tiny_params
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVING = ROOT / "serving"
 MODEL_NAME = "recommender-test"
-SMALL = {"n_users": 150, "n_items": 200, "n_ratings": 6000}
 
 
 @dataclass(frozen=True)
@@ -42,33 +36,28 @@ class Packaged:
 
 def env_for_children(packaged: Packaged) -> dict[str, str]:
     """The environment a ``bentoml`` subprocess needs to see the test stores, quietly."""
-    env = {**os.environ, **TELEMETRY_OFF, **QUIET}
-    env["BENTOML_HOME"] = str(packaged.bentoml_home)
-    env["MLFLOW_TRACKING_URI"] = packaged.tracking_uri
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
+    return child_env(
+        BENTOML_HOME=str(packaged.bentoml_home), MLFLOW_TRACKING_URI=packaged.tracking_uri
+    )
 
 
 def build_packaged(root: Path, uri: str) -> Packaged:
     import mlflow
-    from mlflow import MlflowClient
 
-    from recommender.bundle import ModelBundle
-    from recommender.config import parse_params
+    from recommender import tracking
+    from recommender.core.schema import write_dataset
     from recommender.data import load_dataset
-    from recommender.data.schema import write_dataset
-    from recommender.evaluation_run import evaluate_and_log
-    from recommender.packaging import package
-    from recommender.preprocess import preprocess, read_interim, write_processed
-    from recommender.training_run import BUNDLE_DIR, train_and_log
+    from recommender.evaluation.run import evaluate_and_log
+    from recommender.preprocess.processed import write_processed
+    from recommender.preprocess.split import preprocess, read_interim
+    from recommender.registry.register import register_and_gate
+    from recommender.scoring.bundle import ModelBundle
+    from recommender.serving.packaging import package
+    from recommender.training.run import train_and_log
 
-    params = parse_params(
-        {
-            "synthetic": SMALL,
-            "train": {"epochs": 3},
-            "tracking": {"experiment": "serving-test", "registered_model": MODEL_NAME},
-        }
+    params = tiny_params(
+        train={"epochs": 3},
+        tracking={"experiment": "serving-test", "registered_model": MODEL_NAME},
     )
     write_dataset(load_dataset(params), root / "interim")
     processed = preprocess(read_interim(root / "interim"), params.preprocess, params.seed)
@@ -77,83 +66,27 @@ def build_packaged(root: Path, uri: str) -> Packaged:
     # Artifacts in the temporary folder, not ./mlruns of whatever the working directory is.
     mlflow.set_tracking_uri(uri)
     mlflow.create_experiment("serving-test", artifact_location=(root / "artifacts").as_uri())
-    run = train_and_log(processed, params, root / "processed", root / "models", root / "hist.csv")
+    train_and_log(processed, params, root / "processed", root / "models", root / "hist.csv")
     evaluate_and_log(
         params, root / "processed", root / "models", root / "metrics.json", root / "plots",
         root / "hist.csv",
     )  # fmt: skip
-
-    client = MlflowClient(uri)
-    version = mlflow.register_model(run["model_uri"], MODEL_NAME).version
-    client.set_model_version_tag(MODEL_NAME, version, "gate", "passed")
-    client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    gate = register_and_gate(
+        params, root / "models", root / "processed", root / "metrics.json",
+        root / "promotion.json", lock_path=None, project_dir=root,
+    )  # fmt: skip
+    if gate["decision"] != "promoted":
+        raise AssertionError(f"the register stage did not promote the first model: {gate}")
 
     record = package(
         params, SERVING, root / "package.json", root / "bentoml", ROOT / "requirements.lock"
     )
-    bundle = ModelBundle.load(root / "models" / BUNDLE_DIR)
-    return Packaged(root, root / "bentoml", uri, params, processed, bundle, record, str(version))
+    bundle = ModelBundle.load(root / "models" / tracking.BUNDLE_DIR)
+    version = str(gate["candidate_version"])
+    return Packaged(root, root / "bentoml", uri, params, processed, bundle, record, version)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    """A running ``bentoml serve`` process."""
-
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-
-def start_server(target: str, env: dict[str, str], log: Path, timeout: float = 120) -> Server:
-    """``bentoml serve target`` on 127.0.0.1 and a free port; returns once /readyz says 200."""
-    port = free_port()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
-             "--port", str(port)],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        _wait_ready(server, timeout)
-    except BaseException:
-        stop_server(server)  # never leave a server behind, whatever went wrong
-        raise
-    return server
-
-
-def _wait_ready(server: Server, timeout: float) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(
-                f"bentoml serve exited with {server.proc.returncode}:\n{server.log.read_text()}"
-            )
-        try:
-            if requests.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or busy loading the model
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"bentoml serve not ready after {timeout} s:\n{server.log.read_text()}")
-
-
-def stop_server(server: Server) -> None:
-    """Stop the server's whole process group (the arbiter and its workers)."""
-    import signal
-
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait(timeout=10)
+def serve(packaged: Packaged, log: Path) -> Server:
+    """The built Bento served by a real ``bentoml serve`` process, ready (``/readyz`` 200)."""
+    args = [sys.executable, "-m", "bentoml", "serve", packaged.record["bento"]]
+    return start_server(args, "/readyz", env_for_children(packaged), log, timeout=120)

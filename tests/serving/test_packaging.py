@@ -36,7 +36,7 @@ def test_bento_model_carries_labels_metrics_and_lineage(packaged: Packaged) -> N
     # Lineage: the run's data hash and model family, and the registry version's own tags.
     assert meta["tags"]["model.family"] == "biased_mf"
     assert len(meta["tags"]["data.hash"]) == 64
-    assert meta["tags"]["version.gate"] == "passed"
+    assert meta["tags"]["version.gate.decision"] == "promoted"
 
     bento = bentoml.bentos.get(packaged.record["bento"])
     assert bento.info.labels["bento_model"] == packaged.record["bento_model"]
@@ -47,7 +47,7 @@ def test_bento_model_carries_labels_metrics_and_lineage(packaged: Packaged) -> N
 def test_packaging_again_imports_and_builds_nothing(packaged: Packaged) -> None:
     import bentoml
 
-    from recommender.packaging import package
+    from recommender.serving.packaging import package
 
     models_before = {str(m.tag) for m in bentoml.models.list()}
     bentos_before = {str(b.tag) for b in bentoml.bentos.list()}
@@ -69,7 +69,7 @@ def test_packaging_again_imports_and_builds_nothing(packaged: Packaged) -> None:
 
 
 def test_no_champion_means_nothing_packaged(packaged: Packaged) -> None:
-    from recommender.packaging import NoChampion, find_champion, package
+    from recommender.serving.packaging import NoChampion, find_champion, package
 
     with pytest.raises(NoChampion, match="no version with alias 'champion'"):
         find_champion("no-such-model")

@@ -12,7 +12,7 @@ import pytest
 from bentoml.exceptions import InvalidArgument, NotFound
 from serving_helpers import SERVING, Packaged
 
-from recommender.serving import Pair
+from recommender.serving.api import Pair
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +112,6 @@ def test_model_info_comes_from_the_bento_model(service: Any, packaged: Packaged)
     assert info.run_id == packaged.record["run_id"]
     assert info.bento_model == packaged.record["bento_model"]
     assert info.metrics["test_rmse"] == pytest.approx(packaged.record["metrics"]["test_rmse"])
-    assert info.tags["version.gate"] == "passed"
+    assert info.tags["version.gate.decision"] == "promoted"
     assert info.limits == {"max_k": 100, "max_pairs": 1000}
     assert np.isfinite(list(info.metrics.values())).all()

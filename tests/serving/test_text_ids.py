@@ -6,23 +6,21 @@ import dataclasses
 
 import pytest
 from pydantic import ValidationError
+from support import tiny_params
 
-from recommender.serving import IntId, Pair, PredictResponse, ServingModel, StrId, id_type
+from recommender.serving.api import IntId, Pair, PredictResponse, ServingModel, StrId, id_type
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def text_model() -> ServingModel:
-    from recommender.bundle import ModelBundle
-    from recommender.config import parse_params
     from recommender.data import load_dataset
-    from recommender.preprocess import preprocess
-    from recommender.training import fit
+    from recommender.preprocess.split import preprocess
+    from recommender.scoring.bundle import ModelBundle
+    from recommender.training.fit import fit
 
-    params = parse_params(
-        {"synthetic": {"n_users": 60, "n_items": 80, "n_ratings": 2000}, "train": {"epochs": 1}}
-    )
+    params = tiny_params(train={"epochs": 1})
     data = load_dataset(params)
     # The same ratings with text ids ("u7", "i12"), as a CSV source with csv.id_type: str gives.
     data.ratings["user_id"] = "u" + data.ratings["user_id"].astype(str)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recommender.registry import Bootstrap, bootstrap_rmse_delta, decide, lock_digest, redact
+from recommender.registry.gate import Bootstrap, bootstrap_rmse_delta, decide
+from recommender.registry.register import lock_digest
+from recommender.tracking import redact
 
 
 def _errors(n_users: int = 200, per_user: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recommender import metrics
+from recommender.evaluation import metrics
 
 # Four users' top-4 lists and relevant sets; metrics are taken at K = 3.
 TOP = np.array(

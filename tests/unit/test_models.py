@@ -1,93 +1,44 @@
-"""The Keras model families: training, baseline comparison, determinism, save/load, cold start.
-
-Each family is trained once (module fixture) on the synthetic low-rank matrix from conftest; the
-tests then inspect those models. The whole file takes well under a minute on 2 CPU cores.
-"""
+"""Model checks that need no training: construction, the penalty's forms, bad configuration,
+one source of defaults, and the ``tf.data`` input pipeline. The trained families are tested in
+``tests/model/test_families.py``."""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from recommender import metrics, models
-from recommender.baselines import BiasBaseline
-from recommender.config import RatingScale
-from recommender.errors import ConfigError
+from recommender import models
+from recommender.core.config import FAMILIES, RatingScale, TrainConfig, load_params, parse_params
+from recommender.core.errors import ConfigError
 
 SCALE = RatingScale(min=1.0, max=5.0, step=1.0)
-EPOCHS = 10
-LEARNING_RATE = 1e-2  # higher than the default: the test data is small and time is short
 
 
-def _hyper(name, data) -> dict:
-    if name != "hybrid":
-        return {}
-    return {
-        "item_features": data.item_features,
-        "user_features": data.user_features,
-        "user_cardinalities": data.user_cardinalities,
-    }
+def test_one_class_per_configured_family():
+    assert tuple(models.FAMILY_CLASSES) == FAMILIES
+    for name, cls in models.FAMILY_CLASSES.items():
+        assert cls.family == name
 
 
-def _train(name, data, epochs=EPOCHS, seed=0, **hyper):
-    keras.utils.set_random_seed(seed)
-    model = models.build_model(
-        name, data.n_users, data.n_items, SCALE, data.global_mean, **{**_hyper(name, data), **hyper}
-    )
-    models.compile_model(model, LEARNING_RATE)
-    t = data.train
-    history = model.fit(
-        models.make_dataset(t.user, t.item, t.rating, batch_size=1024, seed=seed),
-        epochs=epochs,
-        shuffle=False,  # the dataset shuffles itself, with its own seed
-        verbose=0,
-    )
-    return model, history.history["loss"]
+def test_params_yaml_is_the_configs_defaults(project_root):
+    # The one home of every default is params.yaml; the typed config mirrors it exactly.
+    assert load_params(project_root / "params.yaml").model_dump() == parse_params({}).model_dump()
 
 
-@pytest.fixture(scope="module")
-def trained(synthetic):
-    """Each family trained once: {name: (model, per-epoch training losses)}."""
-    return {name: _train(name, synthetic) for name in models.MODEL_NAMES}
+@pytest.mark.parametrize("name", ["mf", "biased_mf", "ncf"])
+def test_a_built_model_carries_the_configured_knobs(name):
+    model = models.build_model(name, 10, 12, SCALE, 3.5)
+    section = getattr(TrainConfig(), name).model_dump(exclude={"learning_rate"})
+    config = model.get_config()
+    for key, value in section.items():
+        assert config[key] == value, key
 
 
-@pytest.fixture(scope="module")
-def baseline(synthetic):
-    t = synthetic.train
-    n_users, n_items = synthetic.n_users, synthetic.n_items
-    return BiasBaseline(scale=SCALE).fit(t.user, t.item, t.rating, n_users, n_items)
-
-
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
-def test_training_loss_decreases(trained, name):
-    losses = trained[name][1]
-    assert len(losses) == EPOCHS
-    assert losses[-1] < 0.5 * losses[0], losses
-
-
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
-def test_beats_bias_baseline_on_held_out_ratings(trained, baseline, synthetic, name):
-    test = synthetic.test
-    pred = models.predict_ratings(trained[name][0], test.user, test.item)
-    model_rmse = metrics.rmse(test.rating, pred)
-    base_rmse = metrics.rmse(test.rating, baseline.predict(test.user, test.item))
-    # The bias baseline cannot model the rank-4 taste term, so any working model beats it clearly.
-    assert model_rmse < 0.95 * base_rmse, (model_rmse, base_rmse)
-
-
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
-def test_predictions_are_clipped_to_the_scale_at_inference(trained, synthetic, name):
-    model = trained[name][0]
-    rng = np.random.default_rng(1)
-    users = rng.integers(0, synthetic.n_users + 1, 2000)  # index 0 (unknown) included
-    items = rng.integers(0, synthetic.n_items + 1, 2000)
-    pred = models.predict_ratings(model, users, items)
-    direct = ops.convert_to_numpy(model(models.model_inputs(users, items)))
-    for p in (pred, direct):
-        assert p.min() >= SCALE.min and p.max() <= SCALE.max
-    assert np.allclose(pred, direct, atol=1e-5)
+def test_model_classes_have_no_default_knobs():
+    # Knobs come from the config through build_model; a constructor default would be a second home.
+    with pytest.raises(TypeError, match="embedding_dim"):
+        models.BiasedMF(10, 10, min_rating=1, max_rating=5)
 
 
 def test_training_output_is_not_clipped_so_gradients_flow(synthetic):
@@ -96,123 +47,6 @@ def test_training_output_is_not_clipped_so_gradients_flow(synthetic):
     x = models.model_inputs([1, 2], [3, 4])
     assert np.allclose(ops.convert_to_numpy(model(x, training=True)), 10.0, atol=0.5)
     assert np.allclose(ops.convert_to_numpy(model(x)), 5.0)
-
-
-def test_same_seed_and_data_give_identical_predictions(synthetic):
-    t = synthetic.test
-    first, _ = _train("biased_mf", synthetic, epochs=1, seed=3)
-    second, _ = _train("biased_mf", synthetic, epochs=1, seed=3)
-    p1 = models.predict_ratings(first, t.user, t.item)
-    assert p1.std() > 0.1  # a model that learned something, not a constant
-    assert np.array_equal(p1, models.predict_ratings(second, t.user, t.item))
-
-
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
-def test_save_and_safe_load_round_trip(trained, synthetic, tmp_path, name):
-    model = trained[name][0]
-    path = tmp_path / f"{name}.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    assert type(loaded) is type(model)
-    assert loaded.get_config() == model.get_config()
-    for w, w_loaded in zip(model.weights, loaded.weights, strict=True):
-        assert np.array_equal(ops.convert_to_numpy(w), ops.convert_to_numpy(w_loaded)), w.path
-    users = np.concatenate([synthetic.test.user, [0, 0]])
-    items = np.concatenate([synthetic.test.item, [0, 5]])
-    x = models.model_inputs(users, items)
-    # Same weights, same eager ops: bit-identical. (Two separately traced `predict` graphs may
-    # fuse a reduction differently and differ in the last bit, hence the tolerance below.)
-    assert np.array_equal(ops.convert_to_numpy(model(x)), ops.convert_to_numpy(loaded(x)))
-    np.testing.assert_allclose(
-        models.predict_ratings(loaded, users, items),
-        models.predict_ratings(model, users, items),
-        rtol=0,
-        atol=1e-5,
-    )
-
-
-def test_biased_mf_prediction_matches_hand_computation(trained):
-    model = trained["biased_mf"][0]
-    P = ops.convert_to_numpy(model.user_embedding.embeddings)
-    Q = ops.convert_to_numpy(model.item_embedding.embeddings)
-    bu = ops.convert_to_numpy(model.user_bias.embeddings)[:, 0]
-    bi = ops.convert_to_numpy(model.item_bias.embeddings)[:, 0]
-    u, i = 7, 11
-    by_hand = model.global_mean + bu[u] + bi[i] + float(P[u] @ Q[i])
-    assert 1.0 < by_hand < 5.0  # inside the scale, so clipping does not hide a mismatch
-    assert models.predict_ratings(model, [u], [i])[0] == pytest.approx(by_hand, abs=1e-5)
-    # An unknown item (row 0) is the average known item: mean bias, mean vector.
-    oov = model.global_mean + bu[u] + bi[1:].mean() + float(P[u] @ Q[1:].mean(axis=0))
-    assert float(ops.convert_to_numpy(model.score(models.model_inputs([u], [0])))[0]) == (
-        pytest.approx(oov, abs=1e-5)
-    )
-
-
-@pytest.mark.parametrize("name", ["mf", "biased_mf", "hybrid"])
-def test_exported_factors_reproduce_the_model(trained, synthetic, name):
-    model = trained[name][0]
-    factors = models.export_factors(model)
-    users = np.concatenate([synthetic.test.user, [0, 3]])
-    items = np.concatenate([synthetic.test.item, [4, 0]])
-    raw = ops.convert_to_numpy(model.score(models.model_inputs(users, items)))
-    assert np.allclose(factors.predict(users, items), raw, atol=1e-4)
-
-
-def test_ncf_has_no_factors_and_is_scored_on_the_grid(trained, synthetic):
-    model = trained["ncf"][0]
-    assert models.export_factors(model) is None
-    users = np.array([1, 5, 9])
-    grid = models.score_all_items(model, users, pairs_per_batch=250)  # forces several batches
-    assert grid.shape == (3, synthetic.n_items + 1)
-    direct = ops.convert_to_numpy(model.score(models.model_inputs([5, 5], [0, 17])))
-    assert np.allclose(grid[1, [0, 17]], direct, atol=1e-5)
-
-
-def test_hybrid_predicts_cold_items_from_their_features(trained, baseline, synthetic):
-    model = trained["hybrid"][0]
-    cold = synthetic.cold
-    oov = np.zeros_like(cold.item)  # a brand-new item is not in the vocabulary: index 0
-    with_features = models.model_inputs(cold.user, oov)
-    with_features["item_features"] = synthetic.item_features[cold.item]
-    pred_features = ops.convert_to_numpy(model.predict(with_features, verbose=0))
-    pred_plain = models.predict_ratings(model, cold.user, oov)
-    assert np.abs(pred_features - pred_plain).mean() > 0.1
-    rmse_features = metrics.rmse(cold.rating, pred_features)
-    rmse_baseline = metrics.rmse(cold.rating, baseline.predict(cold.user, oov))
-    assert rmse_features < 0.9 * rmse_baseline, (rmse_features, rmse_baseline)
-
-
-def test_hybrid_feature_override_equals_the_stored_table(trained, synthetic):
-    model = trained["hybrid"][0]
-    t = synthetic.test
-    x = models.model_inputs(t.user[:50], t.item[:50])
-    stored = ops.convert_to_numpy(model(x))
-    x["item_features"] = synthetic.item_features[t.item[:50]]
-    x["user_features"] = synthetic.user_features[t.user[:50]]
-    assert np.allclose(ops.convert_to_numpy(model(x)), stored, atol=1e-5)
-
-
-def test_hybrid_without_user_features_builds_trains_and_reloads(synthetic, tmp_path):
-    keras.utils.set_random_seed(0)
-    model = models.build_model(
-        "hybrid",
-        synthetic.n_users,
-        synthetic.n_items,
-        SCALE,
-        synthetic.global_mean,
-        item_features=synthetic.item_features,
-    )
-    models.compile_model(model)
-    t = synthetic.train
-    n = 2048  # one pass over a few batches is enough to exercise the training path
-    ds = models.make_dataset(t.user[:n], t.item[:n], t.rating[:n])
-    model.fit(ds, epochs=1, shuffle=False, verbose=0)
-    model.save(tmp_path / "h.keras")
-    loaded = keras.saving.load_model(tmp_path / "h.keras", safe_mode=True)
-    users, items = synthetic.test.user[:20], synthetic.test.item[:20]
-    assert np.array_equal(
-        models.predict_ratings(model, users, items), models.predict_ratings(loaded, users, items)
-    )
 
 
 @pytest.mark.parametrize(
@@ -262,6 +96,65 @@ def test_build_model_rejects_bad_configuration(synthetic):
         models.build_model("hybrid", 10, 10, SCALE, 3.0, item_features=np.zeros((10, 4)))
     with pytest.raises(ConfigError, match="reg_form"):
         models.build_model("mf", 10, 10, SCALE, 3.0, reg_form="sometimes")
+
+
+def test_autorec_and_ensemble_reject_bad_configuration(synthetic):
+    t = synthetic.train
+    ratings = (t.user, t.item, t.rating)
+    ensemble_data = {
+        "train_ratings": ratings,
+        "item_features": synthetic.item_features,
+        "user_features": synthetic.user_features,
+        "user_cardinalities": synthetic.user_cardinalities,
+    }
+    with pytest.raises(ConfigError, match="whole tables"):
+        models.build_model("autorec", 10, 10, SCALE, 3.0, train_ratings=ratings, reg_form="none")
+    with pytest.raises(ConfigError, match="user indices must be in 1..10"):
+        models.build_model("autorec", 10, 500, SCALE, 3.0, train_ratings=ratings)
+    with pytest.raises(ConfigError, match="one length"):
+        models.build_model("autorec", 10, 10, SCALE, 3.0, train_ratings=([1, 2], [1], [3.0]))
+    with pytest.raises(ConfigError, match="needs train_ratings"):
+        models.build_model("autorec", 10, 10, SCALE, 3.0)
+    with pytest.raises(ConfigError, match="cells"):
+        models.build_model("autorec", 100_000, 1_000, SCALE, 3.0, train_ratings=([1], [1], [3.0]))
+    with pytest.raises(ConfigError, match="member 'autorec' has no hyperparameter hiden_units"):
+        models.build_model(
+            "ensemble",
+            synthetic.n_users,
+            synthetic.n_items,
+            SCALE,
+            3.0,
+            **ensemble_data,
+            autorec={"hiden_units": 8},
+        )
+    with pytest.raises(ConfigError, match="blend must be in"):
+        models.build_model(
+            "ensemble", synthetic.n_users, synthetic.n_items, SCALE, 3.0, **ensemble_data, blend=1.5
+        )
+
+
+def test_ensemble_member_overrides_apply_over_the_family_sections_and_are_checked():
+    from recommender.core.config import parse_params
+    from recommender.core.errors import ConfigError
+
+    params = parse_params(
+        {
+            "train": {
+                "model": "ensemble",
+                "hybrid": {"embedding_dim": 48, "l2": 0.2},
+                "ensemble": {"hybrid": {"l2": 0.03}, "autorec": {"hidden_units": 64}},
+            }
+        }
+    )
+    hyper = params.train.hyper()
+    # The override wins; what it does not name comes from the family's own section.
+    assert hyper["hybrid"]["l2"] == 0.03 and hyper["hybrid"]["embedding_dim"] == 48
+    assert hyper["autorec"]["hidden_units"] == 64
+    assert params.train.hybrid.l2 == 0.2  # the hybrid trained alone keeps its own
+    with pytest.raises(ConfigError, match=r"ensemble.hybrid overrides train.hybrid: l3"):
+        parse_params({"train": {"ensemble": {"hybrid": {"l3": 1.0}}}})
+    with pytest.raises(ConfigError, match=r"ensemble.autorec .*dropout"):
+        parse_params({"train": {"ensemble": {"autorec": {"dropout": 2.0}}}})
 
 
 def _epochs(ds, n_epochs: int) -> list[np.ndarray]:

@@ -10,15 +10,15 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from support import ROOT, tiny_params
 
-from recommender.config import load_params, parse_params
-from recommender.errors import ConfigError
-from recommender.tuning import (
+from recommender.core.config import load_params, parse_params
+from recommender.core.errors import ConfigError
+from recommender.training.tuning import (
     FAMILY_SPACE,
     TuneResult,
     _pruning_callback,
@@ -29,24 +29,9 @@ from recommender.tuning import (
     write_best_params,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = {
-    "synthetic": {"n_users": 150, "n_items": 200, "n_ratings": 6000},
-    "train": {"epochs": 3, "batch_size": 256},
-}
-
 
 def _tiny_params(**tune: object):
-    return parse_params({**TINY, "tune": {"family": "biased_mf", "n_trials": 3, **tune}})
-
-
-@pytest.fixture(scope="module")
-def processed():
-    from recommender.data.synthetic import generate
-    from recommender.preprocess import preprocess
-
-    params = _tiny_params()
-    return preprocess(generate(params.synthetic, params.seed), params.preprocess, params.seed)
+    return tiny_params(train={"epochs": 3}, tune={"family": "biased_mf", "n_trials": 3, **tune})
 
 
 @pytest.mark.parametrize("family", sorted(FAMILY_SPACE))
@@ -82,7 +67,7 @@ def test_a_trailing_trial_is_pruned_and_its_values_kept():
 
 
 def test_a_family_keeps_its_own_learning_rate(processed):
-    from recommender.training import build
+    from recommender.training.fit import build
 
     params = parse_params(
         {"train": {"learning_rate": 0.003, "biased_mf": {"learning_rate": 0.02}}}

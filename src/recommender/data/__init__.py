@@ -1,8 +1,8 @@
-"""Data sources, read into the canonical tables of :mod:`recommender.data.schema`.
+"""Data sources, read into the canonical tables of :mod:`recommender.core.schema`.
 
 :func:`load_dataset` is what the ``ingest`` stage calls: it picks the reader for
 ``data.source``, applies the rating scale and the ``ingest.duplicates`` policy, and returns a
-:class:`~recommender.data.schema.Dataset`.
+:class:`~recommender.core.schema.Dataset`.
 
 Importing this package is cheap (the readers load on first use) and never imports TensorFlow.
 """
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from recommender.config import Params
-    from recommender.data.schema import Dataset
+    from recommender.core.config import Params
+    from recommender.core.schema import Dataset
 
 __all__ = ["load_dataset", "resolve_duplicates"]
 
@@ -37,7 +37,7 @@ def resolve_duplicates(ratings: pd.DataFrame, policy: str) -> tuple[pd.DataFrame
     Returns:
         The ratings (first-seen order kept) and how many rows were merged away.
     """
-    from recommender.data.schema import ITEM, RATING, TIMESTAMP, USER
+    from recommender.core.schema import ITEM, RATING, TIMESTAMP, USER
 
     pair = [USER, ITEM]
     n_dup = int(ratings.duplicated(pair).sum())
@@ -81,7 +81,7 @@ def load_dataset(params: Params) -> Dataset:
         DataError: A file is missing or cannot be parsed (the message names file, line, column).
         ConfigError: The source's settings cannot be met.
     """
-    from recommender.data.schema import SOURCE_SCALES
+    from recommender.core.schema import SOURCE_SCALES
 
     source = params.data.source
     scale = params.data.rating_scale or SOURCE_SCALES[source]

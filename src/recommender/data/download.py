@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from recommender.errors import DataError
+from recommender.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from recommender.config import RatingScale
-from recommender.data.csv_source import RawTable, read_table
-from recommender.data.download import ARCHIVES, fetch_archive
-from recommender.data.schema import (
+from recommender.core.config import RatingScale
+from recommender.core.errors import DataError
+from recommender.core.schema import (
     GENRE_SEP,
     GIVEN_SPLIT,
     ITEM,
@@ -40,7 +40,8 @@ from recommender.data.schema import (
     Dataset,
     DatasetInfo,
 )
-from recommender.errors import DataError
+from recommender.data.delimited import RawTable, read_table
+from recommender.data.download import ARCHIVES, fetch_archive
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,12 @@ def read_ml100k(folder: str | Path, scale: RatingScale, fold: str = "u1") -> Dat
 def read_ml1m(folder: str | Path, scale: RatingScale) -> Dataset:
     """Read MovieLens 1M from ``folder`` (ratings.dat, movies.dat, users.dat; ``::``, latin-1)."""
     folder = Path(folder)
-    kw = {"sep": "::", "encoding": "latin-1", "header": False, "quoting": csv.QUOTE_NONE}
+    kw: dict[str, Any] = {
+        "sep": "::",
+        "encoding": "latin-1",
+        "header": False,
+        "quoting": csv.QUOTE_NONE,
+    }
     ratings = _ratings_frame(
         read_table(
             folder / "ratings.dat",

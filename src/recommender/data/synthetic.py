@@ -15,7 +15,7 @@ The data has the structure a recommender is meant to find, so that models can be
 Same config and seed, same tables (and the same Parquet bytes once written).
 
 Example:
-    >>> from recommender.config import SyntheticConfig
+    >>> from recommender.core.config import SyntheticConfig
     >>> ds = generate(SyntheticConfig(n_users=50, n_items=80, n_ratings=2000), seed=0)
     >>> len(ds.ratings)
     2000
@@ -26,8 +26,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recommender.config import RatingScale, SyntheticConfig
-from recommender.data.schema import (
+from recommender.core.config import RatingScale, SyntheticConfig
+from recommender.core.errors import ConfigError
+from recommender.core.schema import (
     ITEM,
     ITEM_COLUMNS,
     RATING,
@@ -39,7 +40,6 @@ from recommender.data.schema import (
     Dataset,
     DatasetInfo,
 )
-from recommender.errors import ConfigError
 
 #: MovieLens' genres with roughly their share of ML-100K's items (extra genres get 3%).
 GENRES: dict[str, float] = {

@@ -1,0 +1,135 @@
+"""Baselines every model must beat (NumPy only).
+
+:class:`GlobalMean` predicts the mean train rating; :class:`BiasBaseline` adds regularized user
+and item offsets, ``r(u, i) = mu + b_u + b_i``, fitted like Surprise's ``BaselineOnly`` with
+alternating least squares. On MovieLens-100K the bias baseline alone gets most of the way to a
+tuned matrix factorization, so a model that does not beat it has learned nothing about taste.
+
+Index 0 (unknown user or item) and indices never seen in ``fit`` get a zero bias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recommender.core.config import RatingScale
+
+
+def _arrays(
+    user_idx: np.ndarray, item_idx: np.ndarray, rating: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
+    u = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+    i = np.asarray(item_idx, dtype=np.int64).reshape(-1)
+    if u.shape != i.shape:
+        raise ValueError(f"{u.size} user indices but {i.size} item indices")
+    if (u < 0).any() or (i < 0).any():
+        raise ValueError("indices must be non-negative (0 is the unknown row)")
+    if rating is None:
+        return u, i
+    r = np.asarray(rating, dtype=np.float64).reshape(-1)
+    if r.shape != u.shape:
+        raise ValueError(f"{u.size} pairs but {r.size} ratings")
+    if r.size == 0:
+        raise ValueError("cannot fit on zero ratings")
+    return u, i, r
+
+
+def _bias_of(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``table[idx]``, with 0 for indices beyond the table (ids unseen when it was fitted)."""
+    inside = idx < table.size
+    return np.where(inside, table[np.where(inside, idx, 0)], 0.0)
+
+
+class GlobalMean:
+    """Predicts the mean train rating for every pair."""
+
+    def __init__(self) -> None:
+        self.global_mean: float | None = None
+
+    def fit(self, user_idx: np.ndarray, item_idx: np.ndarray, rating: np.ndarray) -> GlobalMean:
+        """Learn the mean rating."""
+        _, _, r = _arrays(user_idx, item_idx, rating)
+        self.global_mean = float(r.mean())
+        return self
+
+    def predict(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """The mean, once per pair."""
+        if self.global_mean is None:
+            raise RuntimeError("GlobalMean.predict called before fit")
+        u, _ = _arrays(user_idx, item_idx)
+        return np.full(u.shape, self.global_mean)
+
+
+class BiasBaseline:
+    """``r(u, i) = mu + b_u + b_i`` with damped (regularized) biases, fitted by ALS.
+
+    Each sweep solves for every ``b_u`` with the item biases fixed, then every ``b_i`` with the user
+    biases fixed. The damping terms ``reg_u`` and ``reg_i`` act as that many phantom ratings at the
+    mean, so a user with 3 ratings keeps a small bias and one with 300 keeps nearly their raw
+    offset (the defaults are Surprise's ``BaselineOnly`` ALS defaults).
+
+    Args:
+        reg_u: Damping of user biases.
+        reg_i: Damping of item biases.
+        n_epochs: ALS sweeps (it converges in a handful).
+        scale: Clip predictions to this rating scale when given.
+    """
+
+    def __init__(
+        self,
+        reg_u: float = 15.0,
+        reg_i: float = 10.0,
+        n_epochs: int = 10,
+        scale: RatingScale | None = None,
+    ) -> None:
+        if reg_u < 0 or reg_i < 0:
+            raise ValueError("reg_u and reg_i must be non-negative")
+        if n_epochs < 1:
+            raise ValueError("n_epochs must be at least 1")
+        self.reg_u = reg_u
+        self.reg_i = reg_i
+        self.n_epochs = n_epochs
+        self.scale = scale
+        self.global_mean: float | None = None
+        self.user_bias: np.ndarray | None = None
+        self.item_bias: np.ndarray | None = None
+
+    def fit(
+        self,
+        user_idx: np.ndarray,
+        item_idx: np.ndarray,
+        rating: np.ndarray,
+        n_users: int | None = None,
+        n_items: int | None = None,
+    ) -> BiasBaseline:
+        """Fit on train ratings; tables get ``n + 1`` rows (default: the largest index seen)."""
+        u, i, r = _arrays(user_idx, item_idx, rating)
+        n_users = int(u.max()) if n_users is None else n_users
+        n_items = int(i.max()) if n_items is None else n_items
+        mu = float(r.mean())
+        bu = np.zeros(n_users + 1)
+        bi = np.zeros(n_items + 1)
+        count_u = np.bincount(u, minlength=n_users + 1)
+        count_i = np.bincount(i, minlength=n_items + 1)
+        for _ in range(self.n_epochs):
+            bu = np.bincount(u, weights=r - mu - bi[i], minlength=n_users + 1) / (
+                self.reg_u + count_u
+            )
+            bi = np.bincount(i, weights=r - mu - bu[u], minlength=n_items + 1) / (
+                self.reg_i + count_i
+            )
+        # Row 0 is the unknown user/item: it must mean "no information", whatever the data held.
+        bu[0] = 0.0
+        bi[0] = 0.0
+        self.global_mean, self.user_bias, self.item_bias = mu, bu, bi
+        return self
+
+    def predict(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        """``mu + b_u + b_i`` per pair; indices outside the fitted tables get a zero bias."""
+        if self.user_bias is None or self.item_bias is None or self.global_mean is None:
+            raise RuntimeError("BiasBaseline.predict called before fit")
+        u, i = _arrays(user_idx, item_idx)
+        pred = self.global_mean + _bias_of(self.user_bias, u) + _bias_of(self.item_bias, i)
+        if self.scale is not None:
+            pred = np.clip(pred, self.scale.min, self.scale.max)
+        return pred

@@ -1,0 +1,171 @@
+"""Offline evaluation on the test split: rating error, ranking quality, baselines and slices.
+
+Everything is computed on the same test rows, in one pass: the model through
+:class:`~recommender.scoring.bundle.ModelBundle` (the code the service runs), the baselines
+fitted on the same train rows. Nothing here chooses anything; the test split only measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recommender.core.config import EvaluateConfig
+from recommender.evaluation import metrics
+from recommender.evaluation.baselines import BiasBaseline, GlobalMean
+from recommender.preprocess.processed import Processed, with_val_in_train
+from recommender.scoring.bundle import ModelBundle
+
+
+@dataclass
+class Evaluation:
+    """The metrics (``metrics.json``'s content) and per-row predictions (for plots)."""
+
+    metrics: dict[str, Any]
+    #: One row per test rating: user_idx, item_idx, rating, prediction, bias_prediction,
+    #: train_count (the user's train ratings), unknown (user or item unseen in train).
+    rows: pd.DataFrame
+
+
+def rating_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MSE (the tutorial's metric), RMSE and MAE."""
+    return {
+        "mse": metrics.mse(y_true, y_pred),
+        "rmse": metrics.rmse(y_true, y_pred),
+        "mae": metrics.mae(y_true, y_pred),
+    }
+
+
+def activity_slices(bins: list[int]) -> list[tuple[str, int, float]]:
+    """Slice names and [low, high) bounds of train-rating counts: bins [1, 6, 21] give
+    ``0``, ``1-5``, ``6-20`` and ``21+``."""
+    edges = [0, *bins]
+    slices = []
+    for low, high in zip(edges, [*bins, np.inf], strict=True):
+        if high == low + 1:
+            name = str(low)
+        elif np.isinf(high):
+            name = f"{low}+"
+        else:
+            name = f"{low}-{int(high) - 1}"
+        slices.append((name, low, high))
+    return slices
+
+
+def _ranking(
+    top_items: np.ndarray, relevant: list[set[int]], k: int, bundle: ModelBundle
+) -> dict[str, float]:
+    report = metrics.ranking_report(
+        top_items,
+        relevant,
+        k,
+        n_items=bundle.n_items,
+        popularity=bundle.popularity,
+        n_train_users=bundle.n_users,
+    )
+    # metrics.json's keys read like the literature: precision@10, ndcg@10, ...
+    return {key.replace(f"_at_{k}", f"@{k}"): value for key, value in report.items()}
+
+
+def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> Evaluation:
+    """Score the test split with the model and the baselines; rank for every test user."""
+    if bundle.meta.get("refit_train_rows"):  # the model learnt from train + val: so do these
+        processed = with_val_in_train(processed)
+    train, test = processed.train, processed.test
+    u_train, i_train = train["user_idx"].to_numpy(), train["item_idx"].to_numpy()
+    r_train = train["rating"].to_numpy(dtype=np.float64)
+    u, i = test["user_idx"].to_numpy(), test["item_idx"].to_numpy()
+    y = test["rating"].to_numpy(dtype=np.float64)
+
+    prediction = bundle.predict(u, i).astype(np.float64)
+    scale = processed.info.rating_scale
+    global_mean = GlobalMean().fit(u_train, i_train, r_train)
+    bias = BiasBaseline(scale=scale).fit(
+        u_train, i_train, r_train, n_users=bundle.n_users, n_items=bundle.n_items
+    )
+    bias_prediction = bias.predict(u, i)
+
+    # Ranking: every test user, candidates = every known item they did not rate in train;
+    # relevant = their test items rated >= the threshold. Cold test items (index 0) cannot be
+    # recommended, so they are left out of the relevant sets.
+    k = cfg.k
+    users = np.unique(u)
+    relevant = metrics.relevant_items(u, i, y, users, cfg.relevance_threshold)
+    relevant = [{item for item in r if item != 0} for r in relevant]
+    model_top = bundle.recommend(users, k).items
+    popular_top = bundle.popular(users, k).items
+
+    train_count = np.bincount(u_train, minlength=bundle.n_users + 1)
+    rows = pd.DataFrame(
+        {
+            "user_idx": u,
+            "item_idx": i,
+            "rating": y,
+            "prediction": prediction,
+            "bias_prediction": bias_prediction,
+            "train_count": np.where(u > 0, train_count[u], 0),
+            "unknown": (u == 0) | (i == 0),
+        }
+    )
+    slices: dict[str, Any] = {"user_train_ratings": {}}
+    for name, low, high in activity_slices(cfg.activity_bins):
+        part = rows[(rows["train_count"] >= low) & (rows["train_count"] < high)]
+        slices["user_train_ratings"][name] = _slice(part)
+    slices["unknown_user_or_item"] = _slice(rows[rows["unknown"]])
+    slices["known_user_and_item"] = _slice(rows[~rows["unknown"]])
+
+    result = {
+        "model": bundle.meta.get("model", bundle.meta.get("family")),
+        "test": {**rating_metrics(y, prediction), "rows": int(len(y))},
+        "baselines": {
+            "global_mean": rating_metrics(y, global_mean.predict(u, i)),
+            "bias": rating_metrics(y, bias_prediction),
+            "popularity": _ranking(popular_top, relevant, k, bundle),
+        },
+        "ranking": _ranking(model_top, relevant, k, bundle),
+        "slices": slices,
+    }
+    return Evaluation(_rounded(result), rows)
+
+
+def _slice(part: pd.DataFrame) -> dict[str, float | int]:
+    if part.empty:
+        return {"rows": 0}
+    y = part["rating"].to_numpy()
+    return {
+        "rows": int(len(part)),
+        "rmse": metrics.rmse(y, part["prediction"].to_numpy()),
+        "mae": metrics.mae(y, part["prediction"].to_numpy()),
+        "bias_rmse": metrics.rmse(y, part["bias_prediction"].to_numpy()),
+    }
+
+
+def _rounded(value: Any) -> Any:
+    """Round floats to 6 places so metrics.json diffs show real changes, not float noise."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, float | np.floating):
+        return None if np.isnan(value) else round(float(value), 6)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Flatten ``metrics.json`` into MLflow metric names (``test_rmse``, ``ranking_ndcg_at_10``);
+    MLflow names may not contain ``@``."""
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}_{key}" if prefix else str(key), sub)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            name = prefix.replace("@", "_at_").replace("+", "_plus").replace("-", "_to_")
+            flat[name] = float(value)
+
+    walk("", result)
+    return flat

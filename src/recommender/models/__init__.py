@@ -1,0 +1,50 @@
+"""Keras 3 recommender models, one module per family.
+
+Every model takes a dict of index tensors ``{"user": int32 (batch,), "item": int32 (batch,)}``
+(encoded by the preprocess vocabulary; index 0 is the out-of-vocabulary row, known ids are
+``1..n``) and returns predicted ratings of shape ``(batch,)``. At inference predictions are
+clipped to the rating scale; during training they are not, so the gradient still flows for
+predictions beyond the scale. Ranking uses the unclipped :meth:`RatingModel.score` (or the
+exported :class:`~recommender.scoring.factors.Factors`): clipping would tie the best items.
+
+Every class is registered as Keras-serializable, so ``model.save("m.keras")`` reloads with
+``keras.saving.load_model("m.keras", safe_mode=True)`` (no pickled code) and predicts identically.
+
+Families (``train.model``; their knobs come from ``params.yaml`` through
+:func:`~recommender.models.factory.build_model`):
+
+- ``mf``: :class:`MatrixFactorization` (:mod:`.mf`), the tutorial's plain dot product.
+- ``biased_mf``: :class:`BiasedMF` (:mod:`.biased_mf`): dot product plus biases and a mean.
+- ``ncf``: :class:`NeuMF` (:mod:`.ncf`), neural collaborative filtering (GMF + MLP paths).
+- ``hybrid``: :class:`HybridRecommender` (:mod:`.hybrid`), biased MF plus a content tower.
+- ``autorec``: :class:`ItemAutoRec` (:mod:`.autorec`), an autoencoder over item rating rows.
+- ``ensemble``: :class:`HybridAutoRecEnsemble` (:mod:`.ensemble`), the two above blended.
+
+:mod:`.inputs` holds the ``tf.data`` input pipeline every family trains on.
+"""
+
+from recommender.models.autorec import ItemAutoRec
+from recommender.models.base import RatingModel
+from recommender.models.biased_mf import BiasedMF
+from recommender.models.ensemble import HybridAutoRecEnsemble
+from recommender.models.factory import FAMILY_CLASSES, build_model, compile_model
+from recommender.models.hybrid import HybridRecommender
+from recommender.models.inputs import make_dataset, model_inputs, predict_ratings
+from recommender.models.mf import MatrixFactorization
+from recommender.models.ncf import NeuMF
+
+__all__ = [
+    "FAMILY_CLASSES",
+    "BiasedMF",
+    "HybridAutoRecEnsemble",
+    "HybridRecommender",
+    "ItemAutoRec",
+    "MatrixFactorization",
+    "NeuMF",
+    "RatingModel",
+    "build_model",
+    "compile_model",
+    "make_dataset",
+    "model_inputs",
+    "predict_ratings",
+]

@@ -1,0 +1,415 @@
+"""The register stage: version the trained model and move ``champion`` only through a tested gate.
+
+The candidate is the model the train stage logged (``models/run.json``). It always becomes a version
+of the registered model (once per training run: a rerun reuses the version). Whether it also
+becomes the ``champion`` is decided on the candidate's own test split:
+
+* with no champion yet, it must beat the bias baseline (``metrics.json``'s ``baselines.bias``);
+* otherwise the champion is loaded from the registry and re-scored on the same rows (its own
+  vocabulary maps the raw ids), and a paired bootstrap over users gives a confidence interval for
+  ``RMSE(candidate) - RMSE(champion)``. The candidate wins only if the whole interval lies below
+  ``-register.min_delta`` *and* it beats the bias baseline.
+
+A loser keeps its version and gets the ``challenger`` alias; the champion is untouched. A rerun
+for a candidate that already is the champion replays its recorded promotion (same report, same
+bytes); a champion set by hand is ``kept``.
+
+Crash safety: every write that describes the candidate (the version, its tags, the training run's
+metrics) happens first, and the alias move is the single last write to the registry. The version
+is READY and its bundle has been downloaded and loaded before that, so ``@champion`` always points
+at a complete model that loads. Killed at any point, the stage can simply be run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recommender import tracking
+from recommender.core.config import Params
+from recommender.core.errors import RecommenderError
+from recommender.core.io import write_json
+from recommender.registry.gate import bootstrap_rmse_delta, decide, round6
+
+log = logging.getLogger("recommender")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: Model version tag naming the training run a version came from (the idempotency key).
+RUN_TAG = "training_run_id"
+#: Model version tag holding the gate's full record as JSON.
+RECORD_TAG = "gate.record"
+#: How long to wait for a new model version to become READY (a remote registry may copy files).
+READY_TIMEOUT_S = 300
+
+
+class RegistryError(RecommenderError):
+    """The model registry cannot be used (unreachable, or a version that never became READY)."""
+
+
+# --- lineage ------------------------------------------------------------------------------------
+
+
+def lock_digest(lock_path: str | Path, exclude_stage: str = "register") -> str | None:
+    """SHA-256 of ``dvc.lock`` without ``exclude_stage``'s own entry; None when there is no lock.
+
+    The register stage's own entry records its previous output, so hashing the whole file would
+    make every rerun describe itself differently. What identifies the candidate is how its inputs
+    were made: the other stages' entries (commands, dependency and output hashes, params).
+    """
+    import yaml
+
+    path = Path(lock_path)
+    if not path.is_file():
+        return None
+    lock = yaml.safe_load(path.read_text()) or {}
+    stages = {k: v for k, v in (lock.get("stages") or {}).items() if k != exclude_stage}
+    canonical = json.dumps({**lock, "stages": stages}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def params_digest(params: Params) -> str:
+    """SHA-256 of the validated params (canonical JSON, defaults filled in)."""
+    canonical = json.dumps(
+        params.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def lineage(
+    params: Params,
+    run: dict[str, Any],
+    data_dir: str | Path,
+    lock_path: str | Path | None,
+    project_dir: str | Path = ".",
+) -> dict[str, str]:
+    """What the candidate was made from, as model version tags (absent facts are left out)."""
+    facts = {
+        RUN_TAG: run["run_id"],
+        "lineage.model_uri": run["model_uri"],
+        "lineage.git_commit": tracking.git_commit(project_dir),
+        "lineage.dvc_lock_sha256": lock_digest(lock_path) if lock_path else None,
+        "lineage.data_hash": tracking.file_digest([data_dir]),
+        "lineage.params_sha256": params_digest(params),
+    }
+    return {k: v for k, v in facts.items() if v is not None}
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _fail_fast() -> Iterator[None]:
+    """No retries and a short timeout for MLflow's HTTP calls inside the block."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_reachable(client: Any, uri: str, run_id: str) -> None:
+    """One quick registry call and one tracking call; a clear error instead of minutes of retries.
+
+    Raises:
+        RegistryError: Naming the URI and what failed.
+    """
+    with _fail_fast():
+        try:
+            client.search_registered_models(max_results=1)
+        except Exception as exc:  # noqa: BLE001 (MLflow raises many kinds; all mean "unusable")
+            raise RegistryError(
+                f"cannot use the MLflow tracking server / model registry at {tracking.redact(uri)} "
+                f"({_first_line(exc)}); start it or set MLFLOW_TRACKING_URI to one that is "
+                f"running. Nothing was registered and no alias moved."
+            ) from None
+        try:
+            client.get_run(run_id)
+        except Exception as exc:  # noqa: BLE001
+            raise RegistryError(
+                f"the training run {run_id} (models/run.json) is not in the tracking store at "
+                f"{tracking.redact(uri)} ({_first_line(exc)}): run register with the "
+                f"MLFLOW_TRACKING_URI that train used, or rerun train. Nothing was registered "
+                f"and no alias moved."
+            ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0][:300] if text else repr(exc)
+    return f"{type(exc).__name__}: {tracking.redact(first)}"
+
+
+def _is_not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and (
+        "not found" in str(exc).lower() or "does not exist" in str(exc).lower()
+    )
+
+
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    """The version ``alias`` points at, or None (asked directly: search results omit aliases)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+
+
+def wait_ready(client: Any, name: str, version: str, timeout: float = READY_TIMEOUT_S) -> Any:
+    """Poll until the version is READY; raise if it failed or the time ran out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mv = client.get_model_version(name, version)
+        if mv.status == "READY":
+            return mv
+        if mv.status == "FAILED_REGISTRATION":
+            raise RegistryError(
+                f"model version {name}/{version} failed to register: {mv.status_message}"
+            )
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"model version {name}/{version} is still {mv.status} after {timeout:.0f} s"
+            )
+        time.sleep(1.0)
+
+
+def ensure_version(client: Any, name: str, run: dict[str, Any], tags: dict[str, str]) -> Any:
+    """The version of ``name`` made from ``run``: the existing one, or a new one; READY.
+
+    Looked up by the training run id, so rerunning the stage (or resuming after a crash) never
+    creates a second version of the same model.
+    """
+    import mlflow
+
+    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run['run_id']}'")
+    mine = sorted(existing, key=lambda mv: int(mv.version))
+    if mine:
+        mv = mine[0]
+        log.info("training run %s is already version %s of %s", run["run_id"], mv.version, name)
+    else:
+        mv = mlflow.register_model(run["model_uri"], name, await_registration_for=0, tags=tags)
+        log.info("registered %s as version %s of %s", run["model_uri"], mv.version, name)
+    mv = wait_ready(client, name, str(mv.version))
+    if mv.run_id and mv.run_id != run["run_id"]:
+        raise RegistryError(
+            f"version {name}/{mv.version} belongs to run {mv.run_id}, not {run['run_id']}"
+        )
+    return mv
+
+
+def load_version_bundle(name: str, version: str, dst: str | Path) -> Any:
+    """Download a registered version and load its bundle (proves the version is usable).
+
+    The model is the pyfunc :mod:`recommender.tracking.pyfunc` logs.
+    """
+    import mlflow
+
+    from recommender.core.errors import DataError
+    from recommender.scoring.bundle import ModelBundle
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=dst))
+    try:
+        folder = tracking.bundle_dir(local)
+    except DataError as exc:
+        raise RegistryError(f"model version {name}/{version}: {exc}") from None
+    return ModelBundle.load(folder)
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+def _rmse(sq: np.ndarray) -> float:
+    return round6(np.sqrt(np.mean(sq)))
+
+
+def register_and_gate(
+    params: Params,
+    model_dir: str | Path,
+    data_dir: str | Path,
+    metrics_path: str | Path,
+    out_path: str | Path,
+    lock_path: str | Path | None = "dvc.lock",
+    project_dir: str | Path = ".",
+) -> dict[str, Any]:
+    """Register the train stage's model, run the champion gate, write ``out_path``.
+
+    Args:
+        params: The validated params (``register``, ``tracking`` and ``seed`` are read).
+        model_dir: The train stage's folder (``run.json`` names the MLflow run and model).
+        data_dir: The preprocess stage's folder (``test.parquet`` is scored).
+        metrics_path: The evaluate stage's ``metrics.json`` (bias baseline, test RMSE).
+        out_path: ``promotion.json`` to write (a DVC metric; same inputs, same bytes).
+        lock_path: ``dvc.lock`` whose digest goes into the lineage (skipped when missing).
+        project_dir: Where the default SQLite store lives and whose git commit is recorded.
+
+    Returns:
+        The content written to ``out_path``.
+
+    Raises:
+        RegistryError: The registry cannot be reached or refuses the model.
+    """
+    import mlflow
+    import pandas as pd
+
+    cfg, name = params.register_, params.tracking.registered_model
+    run = tracking.read_run(model_dir)
+    uri = tracking.configure(project_dir)
+    client = mlflow.MlflowClient()
+    check_reachable(client, uri, run["run_id"])
+
+    metrics = json.loads(Path(metrics_path).read_text())
+    bias_rmse = float(metrics["baselines"]["bias"]["rmse"])
+    facts = lineage(params, run, data_dir, lock_path, project_dir)
+    candidate = ensure_version(client, name, run, facts)
+    version = str(candidate.version)
+    champion = alias_version(client, name, CHAMPION)
+
+    test = pd.read_parquet(Path(data_dir) / "test.parquet")
+    users, items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
+    y = test["rating"].to_numpy(dtype=np.float64)
+
+    with tempfile.TemporaryDirectory(prefix="register-") as tmp:
+        # The registered copy is the one scored, so the gate judges exactly what @champion serves.
+        bundle = load_version_bundle(name, version, Path(tmp) / "candidate")
+        sq_c = (bundle.predict_raw(users, items).astype(np.float64) - y) ** 2
+        candidate_rmse = _rmse(sq_c)
+        expected = float(metrics["test"]["rmse"])
+        if abs(candidate_rmse - expected) > 1e-4:
+            raise RegistryError(
+                f"version {name}/{version} scores test RMSE {candidate_rmse:.6f} on "
+                f"{Path(data_dir) / 'test.parquet'}, but {metrics_path} says {expected:.6f}: "
+                f"the metrics are not from this model (rerun the evaluate stage)"
+            )
+
+        if champion is not None and str(champion.version) == version:
+            gate = _recorded_gate(candidate)
+        else:
+            interval, champion_rmse = None, None
+            if champion is not None:
+                held = load_version_bundle(name, str(champion.version), Path(tmp) / "champion")
+                sq_h = (held.predict_raw(users, items).astype(np.float64) - y) ** 2
+                champion_rmse = _rmse(sq_h)
+                interval = bootstrap_rmse_delta(
+                    sq_c, sq_h, users, cfg.bootstrap_resamples, cfg.confidence, params.seed
+                )
+            verdict = decide(candidate_rmse, bias_rmse, interval, cfg.min_delta)
+            gate = {
+                "decision": "promoted" if verdict.promote else "rejected",
+                "reason": verdict.reason,
+                "candidate_version": int(version),
+                "champion_version": int(champion.version) if champion is not None else None,
+                "candidate_rmse": candidate_rmse,
+                "champion_rmse": champion_rmse,
+                "bias_rmse": round6(bias_rmse),
+                "interval": asdict(interval) if interval is not None else None,
+                "min_delta": cfg.min_delta,
+                "confidence": cfg.confidence,
+                "resamples": cfg.bootstrap_resamples,
+                "test_rows": int(y.size),
+            }
+
+    record = {**gate, "registered_model": name, "lineage": facts}
+    _describe(client, name, version, run["run_id"], gate, facts)
+    _move_alias(client, name, version, gate["decision"])
+    write_json(record, out_path)
+    return record
+
+
+def _recorded_gate(mv: Any) -> dict[str, Any]:
+    """The gate record of a version that is already champion (a rerun after its promotion).
+
+    Replaying the recorded promotion keeps ``promotion.json`` byte-stable across reruns. A
+    champion whose record is missing or says otherwise was made champion by hand: it stays.
+    """
+    recorded = json.loads(mv.tags.get(RECORD_TAG) or "{}")
+    if recorded.get("decision") == "promoted":
+        return recorded
+    return {
+        "decision": "kept",
+        "reason": "already the champion (the alias was set outside this stage)",
+        "candidate_version": int(mv.version),
+        "champion_version": int(mv.version),
+    }
+
+
+def _describe(
+    client: Any,
+    name: str,
+    version: str,
+    run_id: str,
+    gate: dict[str, Any],
+    facts: dict[str, str],
+) -> None:
+    """Tag the version and log the gate to the training run: all before any alias moves."""
+    from mlflow.entities import Metric, RunTag
+
+    tags = {
+        **facts,
+        "gate.decision": gate["decision"],
+        "gate.reason": gate["reason"],
+        RECORD_TAG: json.dumps(gate, sort_keys=True),
+    }
+    if gate.get("champion_version") is not None:
+        tags["gate.champion_version"] = str(gate["champion_version"])
+    interval = gate.get("interval")
+    if interval:
+        tags["gate.delta_interval"] = f"[{interval['low']}, {interval['high']}]"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+    now = int(time.time() * 1000)
+    values = {
+        "gate_promoted": 1.0 if gate["decision"] == "promoted" else 0.0,
+        "gate_candidate_rmse": gate.get("candidate_rmse"),
+        "gate_champion_rmse": gate.get("champion_rmse"),
+        "gate_delta": interval["delta"] if interval else None,
+        "gate_delta_low": interval["low"] if interval else None,
+        "gate_delta_high": interval["high"] if interval else None,
+    }
+    metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None]
+    run_tags = [
+        RunTag("registry.model", name),
+        RunTag("registry.version", version),
+        RunTag("gate.decision", gate["decision"]),
+        RunTag("gate.reason", gate["reason"][:5000]),
+    ]
+    client.log_batch(run_id, metrics=metrics, tags=run_tags)
+    client.log_dict(run_id, {**gate, "lineage": facts}, "promotion.json")
+
+
+def _move_alias(client: Any, name: str, version: str, decision: str) -> None:
+    """The single last registry write: ``champion`` to a winner, ``challenger`` to a loser.
+
+    A version that is champion (``promoted`` or ``kept``) is never also the challenger.
+    """
+    if decision in ("promoted", "kept"):
+        challenger = alias_version(client, name, CHALLENGER)
+        if challenger is not None and str(challenger.version) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    if decision == "promoted":
+        client.set_registered_model_alias(name, CHAMPION, version)
+        log.info("%s version %s is now @%s", name, version, CHAMPION)
+    elif decision == "rejected":
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        log.info("%s version %s is @%s; @%s unchanged", name, version, CHALLENGER, CHAMPION)

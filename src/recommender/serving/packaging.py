@@ -1,0 +1,315 @@
+"""The package stage: the registry's ``champion`` into the BentoML store, and a Bento around it.
+
+Two steps, each idempotent for the same inputs:
+
+1. :func:`import_champion` resolves ``models:/<name>@champion`` to its version and imports that
+   MLflow model into the BentoML model store (``bentoml.mlflow.import_model``). The BentoML model
+   is labelled with the registered name, version and run, and carries the version's metrics and
+   lineage in its metadata, so the service can answer ``model_info`` without the tracking server.
+   The same champion version already in the store is reused, not imported again.
+2. :func:`build_bento` runs ``bentoml build`` on a build context assembled from ``serving/`` and
+   a copy of this library (so the Bento imports ``recommender`` without the project installed).
+   The model tag and the ``serve`` limits go in as Bento arguments. A Bento already built from the
+   same files, model and arguments is reused.
+
+``BENTOML_HOME`` decides which store both steps use (:func:`use_bentoml_home`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recommender import tracking
+from recommender.core.config import Params, ServeConfig
+from recommender.core.errors import RecommenderError
+from recommender.core.io import write_json
+
+log = logging.getLogger("recommender")
+
+ALIAS = "champion"
+#: Files of ``serving/`` that go into the Bento (the no-op benchmark service stays out).
+SERVING_FILES = ("service.py", "bentofile.yaml")
+#: The service class, as ``bentoml build`` and ``bentoml serve`` address it.
+SERVICE = "service:Recommender"
+
+
+class PackagingError(RecommenderError):
+    """The champion cannot be imported or built into a Bento."""
+
+
+class NoChampion(PackagingError):
+    """No registered version carries the alias (no model has passed the register gate yet)."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The registered model version behind an alias, with what the service reports about it."""
+
+    registered_model: str
+    alias: str
+    version: str
+    run_id: str
+    #: The pinned URI (``models:/<name>/<version>``): what the alias pointed to when packaged.
+    model_uri: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, str]:
+        """BentoML model labels that identify this version (what idempotency compares)."""
+        return {
+            "registered_model": self.registered_model,
+            "registered_version": self.version,
+            "run_id": self.run_id,
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything ``model_info`` serves."""
+        return asdict(self)
+
+
+def use_bentoml_home(path: str | Path) -> Path:
+    """Point BentoML (this process and its children) at the store in ``path``.
+
+    BentoML resolves its home once per process; if that already happened for another folder,
+    importing or listing would silently use the wrong store, so this refuses instead.
+    """
+    home = Path(path).resolve()
+    os.environ["BENTOML_HOME"] = str(home)
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    current = Path(BentoMLContainer.bentoml_home.get()).resolve()
+    if current != home:
+        raise PackagingError(
+            f"BentoML already uses the store {current} in this process; cannot switch to {home} "
+            "(run the package step in a fresh process)"
+        )
+    return home
+
+
+def bento_model_name(registered_model: str) -> str:
+    """A valid BentoML tag name (lowercase letters, digits, ``-_.``) for a registered model."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", registered_model.lower()).strip("-_.")
+    if not name:
+        raise PackagingError(f"cannot derive a BentoML model name from {registered_model!r}")
+    return name[:63]
+
+
+def find_champion(registered_model: str, alias: str = ALIAS) -> Champion:
+    """The version ``alias`` points to, its run's metrics and its lineage tags."""
+    from mlflow import MlflowClient
+
+    from recommender.registry.register import alias_version
+    from recommender.serving.api import select_metrics
+
+    uri = tracking.redact(tracking.configure())
+    client = MlflowClient()
+    try:
+        version = alias_version(client, registered_model, alias)
+    except Exception as exc:  # noqa: BLE001 (MLflow raises many kinds; all mean "unreadable")
+        # Only "no such model / no such alias" means nothing to package; anything else (the
+        # store unreachable, a broken database) must fail the stage, not look like a quiet no-op.
+        raise PackagingError(f"cannot read the registry at {uri}: {exc}") from None
+    if version is None:
+        raise NoChampion(
+            f"registered model {registered_model!r} has no version with alias {alias!r} in "
+            f"{uri} (run the register stage first: it sets the alias when a model passes the gate)"
+        )
+    run = client.get_run(version.run_id)
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    tags.update({f"version.{k}": v for k, v in (version.tags or {}).items()})
+    return Champion(
+        registered_model=registered_model,
+        alias=alias,
+        version=str(version.version),
+        run_id=version.run_id,
+        model_uri=f"models:/{registered_model}/{version.version}",
+        metrics=select_metrics(run.data.metrics),
+        tags=dict(sorted(tags.items())),
+    )
+
+
+def import_champion(champion: Champion) -> tuple[str, bool]:
+    """Import the champion into the BentoML store unless that version is there already.
+
+    Returns:
+        The BentoML model tag and whether a new import happened.
+    """
+    import bentoml
+
+    name = bento_model_name(champion.registered_model)
+    wanted = champion.labels()
+    try:
+        existing = bentoml.models.list(name)
+    except bentoml.exceptions.NotFound:  # no model of that name yet
+        existing = []
+    for model in existing:
+        if {k: model.info.labels.get(k) for k in wanted} == wanted:
+            return str(model.tag), False
+    model = bentoml.mlflow.import_model(
+        name, model_uri=champion.model_uri, labels=wanted, metadata=champion.metadata()
+    )
+    return str(model.tag), True
+
+
+def build_context(
+    serving_dir: str | Path, dest: str | Path, requirements: str | Path | None = None
+) -> Path:
+    """Assemble the Bento's build context: ``serving/``'s files plus a copy of this library."""
+    import recommender
+
+    serving_dir, dest = Path(serving_dir), Path(dest)
+    for name in SERVING_FILES:
+        if not (serving_dir / name).is_file():
+            raise PackagingError(f"{serving_dir / name}: missing (expected the service files)")
+        shutil.copy2(serving_dir / name, dest / name)
+    shutil.copytree(
+        Path(recommender.__file__).parent,
+        dest / "recommender",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    if requirements is not None:
+        if not Path(requirements).is_file():
+            raise PackagingError(f"{requirements}: missing (expected the pinned requirements)")
+        shutil.copy2(requirements, dest / "requirements.lock")
+    else:
+        (dest / "requirements.lock").write_text("")
+    return dest
+
+
+def model_id_type(model_tag: str) -> str:
+    """The raw id type (``int``/``str``) of an imported model, from its bundle's dataset.json."""
+    import bentoml
+
+    from recommender.core.errors import DataError
+
+    try:
+        folder = tracking.bundle_dir(bentoml.models.get(model_tag).path_of("mlflow_model"))
+    except DataError as exc:
+        raise PackagingError(str(exc)) from None
+    info = folder / "dataset.json"
+    if not info.is_file():
+        raise PackagingError(f"{info}: missing (expected the model bundle's dataset.json)")
+    return str(json.loads(info.read_text()).get("id_type", "int"))
+
+
+def build_args(model_tag: str, id_kind: str, serve: ServeConfig) -> dict[str, str]:
+    """The Bento arguments the service reads (``recommender.serving.api.ServiceArgs``)."""
+    args = {"model_tag": model_tag, "id_type": id_kind}
+    return {**args, **{k: str(v) for k, v in serve.model_dump().items()}}
+
+
+def build_bento(
+    serving_dir: str | Path,
+    model_tag: str,
+    serve: ServeConfig,
+    requirements: str | Path | None = None,
+) -> tuple[str, bool]:
+    """``bentoml build`` the service for ``model_tag``, unless the same Bento exists already.
+
+    Returns:
+        The Bento tag and whether a new Bento was built.
+    """
+    import bentoml
+
+    args = build_args(model_tag, model_id_type(model_tag), serve)
+    with tempfile.TemporaryDirectory(prefix="bento-ctx-") as tmp:
+        ctx = build_context(serving_dir, tmp, requirements)
+        files = sorted(p for p in ctx.iterdir())
+        digest = hashlib.sha256(
+            (tracking.file_digest(files) + json.dumps(args, sort_keys=True)).encode()
+        ).hexdigest()[:16]
+        labels = {"bento_model": model_tag, "build_digest": digest}
+        for bento in bentoml.bentos.list():
+            if {k: bento.info.labels.get(k) for k in labels} == labels:
+                return str(bento.tag), False
+        cmd = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "build",
+            str(ctx),
+            "--bentofile",
+            str(ctx / "bentofile.yaml"),
+            "--output",
+            "tag",
+            *(x for k, v in labels.items() for x in ("--label", f"{k}={v}")),
+            *(x for k, v in args.items() for x in ("--arg", f"{k}={v}")),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ctx, env=_env())
+    if proc.returncode != 0:
+        raise PackagingError(f"bentoml build failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+    match = re.search(r"__tag__:(\S+)", proc.stdout)
+    if not match:
+        raise PackagingError(f"bentoml build printed no tag:\n{proc.stdout[-2000:]}")
+    return match.group(1), True
+
+
+def package(
+    params: Params,
+    serving_dir: str | Path,
+    out_path: str | Path,
+    bentoml_home: str | Path,
+    requirements: str | Path | None = None,
+) -> dict[str, Any]:
+    """Import the champion, build its Bento, and write ``out_path`` (``reports/package.json``).
+
+    With no champion yet (every model so far failed the register gate) there is nothing to serve:
+    the record says so (``packaged: false``) and the stage succeeds, as register does when it
+    rejects a model; ``make serve`` then explains instead of serving something ungated.
+    """
+    use_bentoml_home(bentoml_home)
+    try:
+        champion = find_champion(params.tracking.registered_model)
+    except NoChampion as exc:
+        record = {
+            "packaged": False,
+            "registered_model": params.tracking.registered_model,
+            "alias": ALIAS,
+            "reason": str(exc),
+        }
+        write_json(record, out_path)
+        log.warning("nothing to package: %s", exc)
+        return record
+    model_tag, imported = import_champion(champion)
+    bento_tag, built = build_bento(serving_dir, model_tag, params.serve, requirements)
+    record = {
+        "packaged": True,
+        "registered_model": champion.registered_model,
+        "alias": champion.alias,
+        "version": champion.version,
+        "run_id": champion.run_id,
+        "model_uri": champion.model_uri,
+        "bento_model": model_tag,
+        "bento": bento_tag,
+        "service": SERVICE,
+        "serve": params.serve.model_dump(),
+        "metrics": {k: v for k, v in champion.metrics.items() if k.startswith("test_")},
+    }
+    write_json(record, out_path)
+    log.info(
+        "%s v%s -> BentoML model %s (%s), Bento %s (%s)",
+        champion.registered_model,
+        champion.version,
+        model_tag,
+        "imported" if imported else "already in the store",
+        bento_tag,
+        "built" if built else "unchanged",
+    )
+    return {**record, "imported": imported, "built": built}
+
+
+def _env() -> dict[str, str]:
+    from recommender.core.telemetry import QUIET, TELEMETRY_OFF
+
+    return {**TELEMETRY_OFF, **QUIET, **os.environ}

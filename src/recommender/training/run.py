@@ -1,0 +1,133 @@
+"""The train stage's work: fit, bundle, and record it all as one MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recommender import tracking
+from recommender.core.config import FAMILIES, Params
+from recommender.core.io import staged_dir, staged_file
+from recommender.preprocess.processed import Processed, with_val_in_train
+
+BUNDLE_DIR, RUN_FILE = tracking.BUNDLE_DIR, tracking.RUN_FILE
+
+
+def dataset_tags(processed: Processed, data_dir: str | Path) -> dict[str, str]:
+    """What identifies the training data: source, sizes and a hash of the processed files."""
+    return {
+        "data.source": processed.info.source,
+        "data.hash": tracking.file_digest([data_dir]),
+        "data.rows.train": str(len(processed.train)),
+        "data.rows.val": str(len(processed.val)),
+        "data.rows.test": str(len(processed.test)),
+        "data.n_users": str(len(processed.user_vocab) - 1),
+        "data.n_items": str(len(processed.item_vocab) - 1),
+    }
+
+
+def write_history(history: dict[str, list[float]], path: str | Path) -> None:
+    """Per-epoch metrics as CSV (epoch, loss, rmse, val_loss, val_rmse), for ``dvc plots``."""
+    names = sorted(history)
+    with staged_file(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", *names])
+        for epoch in range(len(history["loss"])):
+            writer.writerow([epoch + 1, *(f"{history[n][epoch]:.6f}" for n in names)])
+
+
+def train_and_log(
+    processed: Processed,
+    params: Params,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    history_path: str | Path,
+    verbose: int = 0,
+) -> dict[str, Any]:
+    """Fit ``params.train.model``, log the run and the model to MLflow, write ``out_dir``.
+
+    The output folder is staged and swapped in only after MLflow has the model, so a failure
+    anywhere leaves the previous model folder as it was.
+    """
+    import mlflow
+
+    from recommender.scoring.bundle import ModelBundle
+    from recommender.training.fit import fit, refit
+
+    cfg = params.train
+    tracking.configure()
+    mlflow.set_experiment(params.tracking.experiment)
+    run_params = tracking.flatten(
+        {
+            "seed": params.seed,
+            "data": params.data.model_dump(),
+            "preprocess": params.preprocess.model_dump(),
+            "train": {k: v for k, v in cfg.model_dump().items() if k not in FAMILIES}
+            | {"learning_rate": cfg.family_learning_rate},  # the family's own, when it has one
+            "hyper": cfg.hyper(),
+        }
+    )
+    tags = {**dataset_tags(processed, data_dir), "model.family": cfg.model}
+    commit = tracking.git_commit()
+    if commit:
+        tags["git.commit"] = commit
+
+    with mlflow.start_run(run_name=f"{cfg.model}", tags=tags) as run, staged_dir(out_dir) as tmp:
+        mlflow.log_params(run_params)
+        result = fit(processed, cfg, params.seed, [tracking.epoch_logger()], verbose)
+        summary = {
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "fit_seconds": round(result.seconds, 3),
+            "best_val_rmse": _best(result.history, "val_rmse"),
+            "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
+        }
+        model, learnt_from = result.model, processed
+        if cfg.refit and len(processed.val):
+            final = refit(
+                processed,
+                cfg,
+                params.seed,
+                result.best_epoch,
+                [tracking.epoch_logger("refit_")],
+                verbose,
+            )
+            # Its seen items and popularity include the validation ratings it learnt from.
+            model, learnt_from = final.model, with_val_in_train(processed)
+            summary["refit_seconds"] = round(final.seconds, 3)
+            summary["refit_train_rows"] = final.train_rows
+            summary["refit_train_rmse"] = _best(final.history, "rmse", at=final.epochs_run)
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+
+        bundle = ModelBundle.from_training(
+            model, learnt_from, {"model": cfg.model, "hyper": cfg.hyper(), **summary}
+        )
+        bundle.save(tmp / BUNDLE_DIR, data_dir)
+        sample = processed.test.head(5)
+        example = {
+            "user_id": sample["user_id"].to_numpy(),
+            "item_id": sample["item_id"].to_numpy(),
+        }
+        prediction = bundle.predict_raw(example["user_id"], example["item_id"])
+        model_uri = tracking.log_bundle_model(tmp / BUNDLE_DIR, example, prediction)
+        record = {
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "model_uri": model_uri,
+            "model": cfg.model,
+            "tracking_uri": mlflow.get_tracking_uri(),
+        }
+        (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_history(result.history, history_path)
+    return {**summary, **record}
+
+
+def _best(history: dict[str, list[float]], key: str, at: int | None = None) -> float:
+    values = history.get(key)
+    if not values:
+        return float("nan")
+    return float(values[at - 1]) if at else float(np.min(values))

@@ -1,0 +1,308 @@
+"""What tests in every folder share: the tiny datasets, real child processes and scratch repos.
+
+``conftest.py`` files turn these into fixtures; tests import the helpers directly
+(``from support import tiny_params``). Everything that starts a process binds 127.0.0.1 and
+stops it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recommender.core.telemetry import QUIET, TELEMETRY_OFF
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# --- the tiny pipeline dataset ------------------------------------------------------------------
+
+#: The seeded synthetic data every pipeline-level test runs on (~6 s to train a model on 2 cores).
+TINY_SYNTHETIC = {"n_users": 150, "n_items": 200, "n_ratings": 6000}
+#: params.yaml sections for it: thresholds it passes, and short training.
+TINY = {
+    "synthetic": TINY_SYNTHETIC,
+    "validate": {"min_ratings": 100},
+    "train": {"epochs": 4, "patience": 3, "batch_size": 256, "learning_rate": 0.01},
+    "register": {"bootstrap_resamples": 500},
+}
+
+
+def tiny_raw(**overrides: dict) -> dict[str, Any]:
+    """:data:`TINY` with per-section overrides merged in (one level deep), as a plain mapping."""
+    raw: dict[str, Any] = {name: dict(values) for name, values in TINY.items()}
+    for name, values in overrides.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return raw
+
+
+def tiny_params(**overrides: dict) -> Any:
+    """Validated params for the tiny dataset (see :func:`tiny_raw`)."""
+    from recommender.core.config import parse_params
+
+    return parse_params(tiny_raw(**overrides))
+
+
+# --- the tiny matrix for model tests ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's ratings as index arrays."""
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """A synthetic dataset following the preprocess contract (row 0 = unknown).
+
+    Attributes:
+        train, val, test: Warm splits (users and items all seen in train).
+        cold: Ratings of ``cold_items``, which appear in no other split.
+        item_features: ``(n_items + 1, n_genres + 2)`` genre multi-hot, year_norm, year_missing.
+        user_features: ``(n_users + 1, 3)`` age bucket, gender, occupation codes (0 = unknown).
+        user_cardinalities: Number of codes per user feature column, 0 included.
+    """
+
+    n_users: int
+    n_items: int
+    train: Split
+    val: Split
+    test: Split
+    cold: Split
+    cold_items: np.ndarray
+    item_features: np.ndarray
+    user_features: np.ndarray
+    user_cardinalities: tuple[int, int, int]
+    global_mean: float
+
+
+def make_synthetic(
+    n_users: int = 300,
+    n_items: int = 200,
+    n_ratings: int = 15_000,
+    rank: int = 4,
+    n_genres: int = 8,
+    n_cold: int = 20,
+    noise: float = 0.3,
+    seed: int = 0,
+) -> Synthetic:
+    """Ratings ``mu + b_u + b_i + u . v + noise``, rounded to 1..5, with taste driven by features.
+
+    Item factors and biases are mostly a function of genres, user factors mostly a function of the
+    user's codes, so a content model can predict items it never saw rated.
+    """
+    rng = np.random.default_rng(seed)
+    genres = (rng.random((n_items, n_genres)) < 0.25).astype(np.float32)
+    genres[np.arange(n_items), rng.integers(0, n_genres, n_items)] = 1.0  # at least one genre
+    year = rng.random(n_items).astype(np.float32)
+    genre_vec = rng.normal(0, 0.6, (n_genres, rank))
+    v = genres @ genre_vec / np.sqrt(genres.sum(1, keepdims=True))
+    v = v + rng.normal(0, 0.15, (n_items, rank))
+    b_i = genres @ rng.normal(0, 0.35, n_genres) + 0.4 * (year - 0.5) + rng.normal(0, 0.1, n_items)
+
+    cards = (5, 3, 6)  # codes 1..c-1 are used; 0 stays "unknown"
+    codes = np.stack([rng.integers(1, c, n_users) for c in cards], axis=1)
+    code_vec = [rng.normal(0, 0.5, (c, rank)) for c in cards]
+    u = sum(code_vec[k][codes[:, k]] for k in range(3)) + rng.normal(0, 0.2, (n_users, rank))
+    b_u = rng.normal(0, 0.3, n_users)
+
+    # Distinct (user, item) pairs; every user and item has at least one (before splitting).
+    flat = rng.choice(n_users * n_items, size=n_ratings, replace=False)
+    per_user = np.arange(n_users) * n_items + rng.integers(0, n_items, n_users)
+    per_item = rng.integers(0, n_users, n_items) * n_items + np.arange(n_items)
+    flat = np.unique(np.concatenate([flat, per_user, per_item]))
+    uu, ii = flat // n_items, flat % n_items
+    truth = 3.5 + b_u[uu] + b_i[ii] + np.einsum("ij,ij->i", u[uu], v[ii])
+    rating = np.clip(np.round(truth + rng.normal(0, noise, truth.size)), 1, 5).astype(np.float32)
+    user_idx, item_idx = (uu + 1).astype(np.int32), (ii + 1).astype(np.int32)
+
+    cold_items = rng.choice(np.arange(1, n_items + 1), n_cold, replace=False).astype(np.int32)
+    is_cold = np.isin(item_idx, cold_items)
+    warm = np.flatnonzero(~is_cold)
+    rng.shuffle(warm)
+    n_test, n_val = len(warm) // 10, len(warm) // 10
+    parts = {
+        "test": warm[:n_test],
+        "val": warm[n_test : n_test + n_val],
+        "train": warm[n_test + n_val :],
+    }
+
+    def split(rows: np.ndarray) -> Split:
+        return Split(user_idx[rows], item_idx[rows], rating[rows])
+
+    item_features = np.zeros((n_items + 1, n_genres + 2), dtype=np.float32)
+    item_features[1:, :n_genres] = genres
+    item_features[1:, n_genres] = year
+    item_features[0, n_genres + 1] = 1.0  # row 0: unknown, year missing
+    user_features = np.zeros((n_users + 1, 3), dtype=np.int32)
+    user_features[1:] = codes
+    train = split(parts["train"])
+    return Synthetic(
+        n_users=n_users,
+        n_items=n_items,
+        train=train,
+        val=split(parts["val"]),
+        test=split(parts["test"]),
+        cold=split(np.flatnonzero(is_cold)),
+        cold_items=np.sort(cold_items),
+        item_features=item_features,
+        user_features=user_features,
+        user_cardinalities=cards,
+        global_mean=float(train.rating.mean()),
+    )
+
+
+# --- child processes ----------------------------------------------------------------------------
+
+_MLFLOW_TARGETS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs.
+
+    The socket stays bound but never listens, so no other process (another test's server) can
+    take the port meanwhile, and a client gets "connection refused" at once.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for processes a test starts: telemetry off, quiet, loopback not proxied.
+
+    MLflow's ``set_tracking_uri``/``set_registry_uri`` write ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_REGISTRY_URI`` into this process's environment, so after any in-process MLflow use
+    they may name another test's store: a child gets them only when ``extra`` names them.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _MLFLOW_TARGETS}
+    env.update(TELEMETRY_OFF)
+    env.update(QUIET)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env.update(extra)
+    return env
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with opener.open(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session=True``, its workers included."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Server:
+    """A running server process and where it answers."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+
+def start_server(
+    args: list[str], ready_path: str, env: dict[str, str], log: Path, timeout: float = 180
+) -> Server:
+    """Start ``args`` (which must listen on ``--port`` :func:`free_port`'s port, appended here)
+    on 127.0.0.1 and return once ``ready_path`` answers 200; on any failure, stop it again."""
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [*args, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=log.parent,
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        wait_http(server.url + ready_path, proc, log, timeout)
+    except BaseException:
+        stop(proc)  # never leave a server behind, whatever went wrong
+        raise
+    return server
+
+
+# --- scratch DVC repositories -------------------------------------------------------------------
+
+
+def run_checked(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """Run a command; on failure, fail the test with its output."""
+    proc = subprocess.run(
+        args, cwd=cwd, env=env or child_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_scratch_repo(folder: Path) -> Path:
+    """A git + DVC repository holding a copy of the project's pipeline and code.
+
+    DVC then sees the same dependency graph a user's clone has; the code the stages run is the
+    installed ``recommender`` package.
+    """
+    repo = folder / "project"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for name in ("pipeline", "src", "serving", ".dvc"):
+        shutil.copytree(
+            ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache")
+        )
+    shutil.copy(ROOT / "requirements.lock", repo / "requirements.lock")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run_checked(["git", "init", "-q"], repo)
+    run_checked([*git, "add", "-A"], repo)
+    run_checked([*git, "commit", "-qm", "init"], repo)
+    return repo
