@@ -198,10 +198,13 @@ class Recommender:
     bento_model = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        import mlflow
+        from recommender import tracking
+        from recommender.scoring.bundle import ModelBundle
 
-        pyfunc = mlflow.pyfunc.load_model(self.bento_model.path_of("mlflow_model"))
-        bundle = pyfunc.unwrap_python_model().bundle
+        # The bundle inside the imported MLflow model, loaded by this Bento's own library (Keras
+        # with safe_mode): the model's logged code is not run, so a champion logged by an older
+        # version of the project serves with the code this Bento was built with.
+        bundle = ModelBundle.load(tracking.bundle_dir(self.bento_model.path_of("mlflow_model")))
         info = {**self.bento_model.info.metadata, "bento_model": str(self.bento_model.tag)}
         limits = {"max_k": ARGS.max_k, "max_pairs": ARGS.max_pairs}
         self.model = ServingModel(bundle, info, limits)

@@ -131,12 +131,12 @@ def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], outp
     from mlflow.models import infer_signature
 
     import recommender
-    from recommender.tracking import pyfunc as mlflow_model
+    from recommender.tracking import pyfunc
 
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=mlflow_model.__file__,
-        artifacts={mlflow_model.BUNDLE: str(bundle_dir)},
+        python_model=pyfunc.__file__,
+        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
         code_paths=[str(Path(recommender.__file__).parent)],
         signature=infer_signature(input_example, output),
         input_example=input_example,

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from recommender.tracking import BUNDLE_ARTIFACT as BUNDLE
+from recommender.tracking import BUNDLE_ARTIFACT
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):
@@ -24,7 +24,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):  # noqa: ANN001, ANN201
         from recommender.scoring.bundle import ModelBundle
 
-        self.bundle = ModelBundle.load(context.artifacts[BUNDLE])
+        self.bundle = ModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
     # ``pd.DataFrame``: MLflow infers no schema from this hint (the logged signature is the
     # schema) and, hinted, stops printing its "add type hints to predict" advice at every log
