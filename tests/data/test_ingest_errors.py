@@ -287,6 +287,7 @@ def _run_stage(params: dict, params_path: Path, out: Path) -> subprocess.Complet
     )  # fmt: skip
 
 
+@pytest.mark.slow  # runs the stage twice in child processes
 def test_stage_failure_exits_1_and_keeps_the_previous_output(tmp_path: Path):
     out = tmp_path / "interim"
     good = {"seed": 1, "synthetic": {"n_users": 40, "n_items": 60, "n_ratings": 1200}}

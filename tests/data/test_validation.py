@@ -319,6 +319,7 @@ def test_summary_is_stable_and_has_no_clock_time() -> None:
     assert str(NOW + 86_400) not in json.dumps(first)
 
 
+@pytest.mark.slow  # writes Data Docs (a file-mode GX project)
 def test_data_docs_are_written_without_network(tmp_path: Path) -> None:
     events: list[str] = []
     watching = True
@@ -369,6 +370,7 @@ def tree_digest(path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # the stage twice, with Data Docs
 def test_run_validate_keeps_last_good_reports_on_failure(tmp_path: Path) -> None:
     data, docs, summary = tmp_path / "interim", tmp_path / "reports/validation", tmp_path / "s.json"
     failed_dir = tmp_path / "reports/validation_failed"

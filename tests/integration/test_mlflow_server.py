@@ -19,7 +19,7 @@ import yaml
 from integration_helpers import MlflowServer, Postgres, start_mlflow_server
 from support import ROOT, child_env, run_checked, stop, tiny_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 NAME = "recommender-pg"
 

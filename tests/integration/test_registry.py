@@ -35,7 +35,7 @@ from recommender.registry.register import (
     register_and_gate,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,24 @@ def test_the_check_finds_a_module_imported_inside_a_function_through_a_package(
     assert missing_deps(toy_project) == {}
     _write_stage(toy_project, ["src/lib"])  # the script itself is a dep too
     assert missing_deps(toy_project) == {"go": ["pipeline/go.py"]}
+
+
+SLOW_FOLDERS = {"model": "slow", "serving": "slow", "integration": "integration", "e2e": "e2e"}
+
+
+def test_slow_folders_hold_only_marked_tests(project_root: Path) -> None:
+    # `make test-fast` collects tests/unit and tests/data only; that is the same as deselecting
+    # slow, integration and e2e tests as long as every module of the other folders is marked.
+    unmarked = []
+    for folder, marker in SLOW_FOLDERS.items():
+        for module in sorted((project_root / "tests" / folder).glob("test_*.py")):
+            tree = ast.parse(module.read_text())
+            marks = [
+                ast.unparse(node.value)
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+            ]
+            if not any(f"pytest.mark.{marker}" in m for m in marks):
+                unmarked.append(f"{module.relative_to(project_root)} (needs pytest.mark.{marker})")
+    assert unmarked == []
