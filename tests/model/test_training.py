@@ -93,6 +93,12 @@ def test_evaluation_beats_the_baselines_and_has_the_promised_shape(
     assert result["test"]["rmse"] < result["baselines"]["bias"]["rmse"]
     assert result["baselines"]["bias"]["rmse"] < result["baselines"]["global_mean"]["rmse"]
     assert {"precision@10", "recall@10", "ndcg@10", "map@10"} <= set(result["ranking"])
+    # EASE: its lambda chosen on the validation split (one NDCG per candidate), then measured.
+    ease = result["baselines"]["ease"]
+    assert ease["chosen_on"] == "validation split"
+    assert ease["lambda"] in params.evaluate.ease_lambdas
+    assert set(ease["val_ndcg@10"]) == {str(lam) for lam in params.evaluate.ease_lambdas}
+    assert ease["ndcg@10"] > result["baselines"]["popularity"]["ndcg@10"]
     slices = result["slices"]["user_train_ratings"]
     assert list(slices) == ["0", "1-5", "6-20", "21+"]
     assert sum(s["rows"] for s in slices.values()) == result["test"]["rows"]

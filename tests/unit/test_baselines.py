@@ -7,7 +7,7 @@ import pytest
 
 from recommender.core.config import RatingScale
 from recommender.evaluation import metrics
-from recommender.evaluation.baselines import BiasBaseline, GlobalMean
+from recommender.evaluation.baselines import EASE, BiasBaseline, GlobalMean
 
 # (user, item, rating): (1, 1, 5), (1, 2, 4), (2, 1, 3); mean 4
 USERS, ITEMS, RATINGS = np.array([1, 1, 2]), np.array([1, 2, 1]), np.array([5.0, 4.0, 3.0])
@@ -67,3 +67,25 @@ def test_misuse_is_reported():
         BiasBaseline().fit(USERS, ITEMS, RATINGS[:2])
     with pytest.raises(ValueError, match="non-negative"):
         GlobalMean().fit([-1], [1], [3.0])
+
+
+def test_ease_matches_the_closed_form_on_a_tiny_case():
+    # 3 users x 3 items; liked (rating >= 4): u1 {1, 2}, u2 {2, 3}, u3 {1}; u3's 2 is not liked.
+    users = np.array([1, 1, 2, 2, 3, 3])
+    items = np.array([1, 2, 2, 3, 1, 2])
+    ratings = np.array([5.0, 4.0, 4.0, 5.0, 4.0, 2.0])
+    lam = 1.0
+    model = EASE(lam=lam, threshold=4.0).fit(users, items, ratings, n_users=3, n_items=3)
+    x = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=float)
+    p = np.linalg.inv(x.T @ x + lam * np.eye(3))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    np.testing.assert_allclose(model.weights, b)
+    scores = model.score(np.array([1, 2, 3, 0]))
+    np.testing.assert_allclose(scores[:3, 1:], x @ b)
+    assert np.isneginf(scores[:, 0]).all()  # the unknown item is never recommended
+    np.testing.assert_array_equal(scores[3, 1:], 0.0)  # an unknown user has liked nothing
+    # Hand check of one entry: B[0, 1] = -P[0, 1] / P[1, 1].
+    assert model.weights[0, 1] == pytest.approx(-p[0, 1] / p[1, 1])
+    with pytest.raises(ValueError, match="positive"):
+        EASE(lam=0.0, threshold=4.0)

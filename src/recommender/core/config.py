@@ -288,6 +288,10 @@ class EvaluateConfig(Section):
     relevance_threshold: float = 4.0
     #: Users are sliced by their number of training ratings: [0], [1, 5], [6, 20], [21, ...].
     activity_bins: list[int] = [1, 6, 21]
+    #: The EASE ranking baseline's L2 strength is chosen among these on the validation split.
+    ease_lambdas: list[float] = Field([50.0, 100.0, 200.0, 300.0, 500.0, 1000.0], min_length=1)
+    #: Larger catalogs skip EASE (its item x item matrix: n^2 floats in memory, n^3 to invert).
+    ease_max_items: int = Field(10_000, ge=1)
 
 
 class TuneConfig(Section):

@@ -15,9 +15,10 @@ import pandas as pd
 
 from recommender.core.config import EvaluateConfig
 from recommender.evaluation import metrics
-from recommender.evaluation.baselines import BiasBaseline, GlobalMean
+from recommender.evaluation.baselines import EASE, BiasBaseline, GlobalMean
 from recommender.preprocess.processed import Processed, with_val_in_train
 from recommender.scoring.bundle import ModelBundle
+from recommender.scoring.ranking import SeenItems, rank
 
 
 @dataclass
@@ -70,8 +71,56 @@ def _ranking(
     return {key.replace(f"_at_{k}", f"@{k}"): value for key, value in report.items()}
 
 
+def _relevant(part: Any, users: np.ndarray, threshold: float) -> list[set[int]]:
+    """Each user's items in ``part`` rated at least ``threshold``; cold items (0) left out:
+    they cannot be recommended."""
+    relevant = metrics.relevant_items(
+        part["user_idx"].to_numpy(), part["item_idx"].to_numpy(), part["rating"].to_numpy(),
+        users, threshold,
+    )  # fmt: skip
+    return [{item for item in r if item != 0} for r in relevant]
+
+
+def _fit_ease(data: Processed, lam: float, threshold: float) -> EASE:
+    train = data.train
+    return EASE(lam, threshold).fit(
+        train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train["rating"].to_numpy(),
+        len(data.user_vocab) - 1, len(data.item_vocab) - 1,
+    )  # fmt: skip
+
+
+def choose_ease_lambda(processed: Processed, cfg: EvaluateConfig) -> tuple[float, dict[str, Any]]:
+    """EASE's L2 strength: the best NDCG@k on the validation split (EASE fitted on train alone).
+
+    Without a validation split nothing may choose it (never the test split): the middle of
+    ``cfg.ease_lambdas`` is used and the record says so.
+    """
+    lambdas = sorted(cfg.ease_lambdas)
+    val = processed.val
+    if not len(val):
+        lam = lambdas[len(lambdas) // 2]
+        return lam, {"lambda": lam, "chosen_on": "nothing (no validation split): the middle value"}
+    users = np.unique(val["user_idx"].to_numpy())
+    users = users[users > 0]
+    relevant = _relevant(val, users, cfg.relevance_threshold)
+    train = processed.train
+    seen = SeenItems(
+        train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), len(processed.user_vocab) - 1
+    )
+    n_cols = len(processed.item_vocab)
+    by_lambda = {}
+    for lam in lambdas:
+        ease = _fit_ease(processed, lam, cfg.relevance_threshold)
+        top = rank(ease.score, users, cfg.k, n_cols, seen=seen).items
+        by_lambda[lam] = metrics.ndcg_at_k(top, relevant, cfg.k)
+    best = max(lambdas, key=lambda lam: (by_lambda[lam], -lam))
+    record = {f"val_ndcg@{cfg.k}": {str(lam): by_lambda[lam] for lam in lambdas}}
+    return best, {"lambda": best, "chosen_on": "validation split", **record}
+
+
 def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> Evaluation:
     """Score the test split with the model and the baselines; rank for every test user."""
+    original = processed
     if bundle.meta.get("refit_train_rows"):  # the model learnt from train + val: so do these
         processed = with_val_in_train(processed)
     train, test = processed.train, processed.test
@@ -93,10 +142,18 @@ def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> 
     # recommended, so they are left out of the relevant sets.
     k = cfg.k
     users = np.unique(u)
-    relevant = metrics.relevant_items(u, i, y, users, cfg.relevance_threshold)
-    relevant = [{item for item in r if item != 0} for r in relevant]
+    relevant = _relevant(test, users, cfg.relevance_threshold)
     model_top = bundle.recommend(users, k).items
     popular_top = bundle.popular(users, k).items
+    if bundle.n_items <= cfg.ease_max_items:
+        lam, ease_record = choose_ease_lambda(original, cfg)
+        ease = _fit_ease(processed, lam, cfg.relevance_threshold)
+        ease_top = rank(ease.score, users, k, bundle.n_items + 1, seen=bundle.seen).items
+        ease_metrics = {**_ranking(ease_top, relevant, k, bundle), **ease_record}
+    else:
+        ease_metrics = {
+            "skipped": f"{bundle.n_items} items > evaluate.ease_max_items ({cfg.ease_max_items})"
+        }
 
     train_count = np.bincount(u_train, minlength=bundle.n_users + 1)
     rows = pd.DataFrame(
@@ -124,6 +181,7 @@ def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> 
             "global_mean": rating_metrics(y, global_mean.predict(u, i)),
             "bias": rating_metrics(y, bias_prediction),
             "popularity": _ranking(popular_top, relevant, k, bundle),
+            "ease": ease_metrics,
         },
         "ranking": _ranking(model_top, relevant, k, bundle),
         "slices": slices,
