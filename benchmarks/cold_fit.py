@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     result = fit(processed, cfg, params.seed)
     refit_seconds = 0.0
     if cfg.refit and len(processed.val):  # as the train stage does
-        refit_seconds = refit(processed, cfg, params.seed, result.best_epoch).seconds
+        refit_seconds = refit(processed, cfg, params.seed, result).seconds
     done = time.perf_counter()
     out = {
         "family": args.family,

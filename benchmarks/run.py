@@ -107,7 +107,7 @@ def run_ours(params: Any, processed: Any, families: list[str], with_refit: bool)
         entry = {
             "hyper": cfg.hyper(),
             "learning_rate": cfg.family_learning_rate,  # the family's own, when it has one
-            "batch_size": cfg.batch_size,
+            "batch_size": cfg.family_batch_size,
             "early_stopped": {
                 **_evaluate(fitted.model, processed),
                 "best_epoch": fitted.best_epoch,
@@ -119,7 +119,7 @@ def run_ours(params: Any, processed: Any, families: list[str], with_refit: bool)
         keras.backend.clear_session()
         if with_refit:
             print(f"[bench] {family}: refit on train + val ...", file=sys.stderr)
-            again = refit(processed, cfg, params.seed, fitted.best_epoch)
+            again = refit(processed, cfg, params.seed, fitted)
             entry["refit"] = {
                 **_evaluate(again.model, processed),
                 "epochs_run": again.epochs_run,

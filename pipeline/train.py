@@ -39,12 +39,14 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
     processed = load_processed(args.data)
     result = train_and_log(processed, params, args.data, args.out, args.history, keras_verbosity())
+    ndcg = result.get("best_val_ndcg_at_10")
     log.info(
-        "%s: best epoch %d of %d, val RMSE %.4f, %.1f s; MLflow run %s",
+        "%s: best epoch %d of %d, val RMSE %.4f%s, %.1f s; MLflow run %s",
         params.train.model,
         result["best_epoch"],
         result["epochs_run"],
         result["best_val_rmse"],
+        "" if ndcg is None else f", val NDCG@10 {ndcg:.4f}",
         result["fit_seconds"],
         result["run_id"],
     )

@@ -34,9 +34,10 @@ def body(params: Params, args: argparse.Namespace) -> None:
     result = tune(load_processed(args.data), params)
     write_json(result.to_json(), args.report)
     log.info(
-        "%s: best val RMSE %.4f in %d trials with %s (MLflow parent run %s)",
+        "%s: best %s %.4f in %d trials with %s (MLflow parent run %s)",
         result.family,
-        result.best_val_rmse,
+        result.metric,
+        result.best_value,
         len(result.trials),
         result.best_params,
         result.parent_run_id,

@@ -27,13 +27,22 @@ def summarize(reports: Path = Path("reports")) -> str:
         )
     if metrics := _read(reports / "metrics.json"):
         test, base = metrics["test"], metrics["baselines"]
-        ndcg_key, ndcg = next(
-            ((k, v) for k, v in metrics["ranking"].items() if k.startswith("ndcg@")), ("ndcg", 0.0)
+        key = next((k for k in metrics["ranking"] if k.startswith("ndcg@")), "ndcg@10")
+        cover = key.replace("ndcg", "coverage")
+
+        def ranked(m: dict[str, Any]) -> str:
+            if m.get(key) is None:
+                return f"skipped ({m.get('skipped', 'no value')})"
+            return f"{m[key]:.4f} (coverage {m.get(cover, 0.0):.3f})"
+
+        lines.append(
+            f"ranking   {key.upper()} {ranked(metrics['ranking'])}; popularity "
+            f"{ranked(base['popularity'])}; EASE {ranked(base.get('ease', {}))}"
         )
         lines.append(
-            f"model     {metrics['model']}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f}, "
+            f"rating    {metrics['model']}: test RMSE {test['rmse']:.4f}, MAE {test['mae']:.4f}, "
             f"MSE {test['mse']:.4f}; bias baseline RMSE {base['bias']['rmse']:.4f}, "
-            f"global mean {base['global_mean']['rmse']:.4f}; {ndcg_key.upper()} {ndcg:.4f}"
+            f"global mean {base['global_mean']['rmse']:.4f}"
         )
     if promotion := _read(reports / "promotion.json"):
         lines.append(f"registry  {promotion.get('decision')}: {promotion.get('reason')}")

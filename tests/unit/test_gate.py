@@ -1,13 +1,26 @@
-"""The champion gate's statistics on hand-made squared errors: no model, no MLflow."""
+"""The champion gate's statistics on hand-made errors and NDCGs: no model, no MLflow."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from recommender.registry.gate import Bootstrap, bootstrap_rmse_delta, decide
+from recommender.registry.gate import Bootstrap, Comparison, decide, paired_bootstrap
 from recommender.registry.register import lock_digest
 from recommender.tracking import redact
+
+
+def rmse(candidate: float, bias: float = 10.0, interval: Bootstrap | None = None) -> Comparison:
+    return Comparison("rmse", False, candidate, bias, "bias baseline", interval)
+
+
+def ndcg(candidate: float, popular: float = 0.1, interval: Bootstrap | None = None) -> Comparison:
+    return Comparison("ndcg@10", True, candidate, popular, "popularity ranking", interval)
+
+
+def _interval(low: float, high: float) -> Bootstrap:
+    return Bootstrap(delta=(low + high) / 2, low=low, high=high, confidence=0.95, resamples=100,
+                     users=50)  # fmt: skip
 
 
 def _errors(n_users: int = 200, per_user: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -22,19 +35,19 @@ def _errors(n_users: int = 200, per_user: int = 10, seed: int = 0) -> tuple[np.n
 def test_clearly_better_candidate_has_interval_below_zero() -> None:
     sq_h, users = _errors()
     sq_c = 0.6 * sq_h  # 40% less squared error everywhere
-    b = bootstrap_rmse_delta(sq_c, sq_h, users, 500, 0.95, seed=1)
+    b = paired_bootstrap(sq_c, sq_h, users, 500, 0.95, seed=1)
     rmse_h, rmse_c = np.sqrt(sq_h.mean()), np.sqrt(sq_c.mean())
     assert b.delta == pytest.approx(rmse_c - rmse_h, abs=1e-6)
     assert b.low <= b.delta <= b.high < 0
     assert b.users == 200 and b.resamples == 500
-    assert decide(float(rmse_c), 10.0, b, min_delta=0.001).promote
+    assert decide(rmse(float(rmse_c), 10.0, b), None, 0.001, 0.01).promote
 
 
 def test_identical_models_have_a_zero_interval_and_are_refused() -> None:
     sq_h, users = _errors()
-    b = bootstrap_rmse_delta(sq_h, sq_h.copy(), users, 300, 0.95, seed=1)
+    b = paired_bootstrap(sq_h, sq_h.copy(), users, 300, 0.95, seed=1)
     assert b.low == b.high == b.delta == 0.0
-    verdict = decide(float(np.sqrt(sq_h.mean())), 10.0, b, min_delta=0.0)
+    verdict = decide(rmse(float(np.sqrt(sq_h.mean())), 10.0, b), None, 0.0, 0.01)
     assert not verdict.promote
     assert "not entirely below" in verdict.reason
 
@@ -44,28 +57,28 @@ def test_tiny_improvement_inside_the_noise_is_refused() -> None:
     rng = np.random.default_rng(3)
     # On average 0.5% less squared error, but with per-row noise far larger than that.
     sq_c = sq_h * 0.995 * rng.lognormal(0.0, 0.3, sq_h.size) / np.exp(0.3**2 / 2)
-    b = bootstrap_rmse_delta(sq_c, sq_h, users, 1000, 0.95, seed=4)
+    b = paired_bootstrap(sq_c, sq_h, users, 1000, 0.95, seed=4)
     assert b.low < 0 < b.high
     rmse_c = float(np.sqrt(sq_c.mean()))
-    assert not decide(rmse_c, 10.0, b, min_delta=0.0).promote
+    assert not decide(rmse(rmse_c, 10.0, b), None, 0.0, 0.01).promote
 
 
 def test_an_improvement_smaller_than_min_delta_is_refused() -> None:
     sq_h, users = _errors()
     sq_c = 0.98 * sq_h  # consistently ~1% lower RMSE: the interval is narrow and below zero
-    b = bootstrap_rmse_delta(sq_c, sq_h, users, 500, 0.95, seed=1)
+    b = paired_bootstrap(sq_c, sq_h, users, 500, 0.95, seed=1)
     assert b.high < 0
     rmse_c = float(np.sqrt(sq_c.mean()))
-    assert decide(rmse_c, 10.0, b, min_delta=0.0).promote
-    assert not decide(rmse_c, 10.0, b, min_delta=-b.high + 1e-3).promote
+    assert decide(rmse(rmse_c, 10.0, b), None, 0.0, 0.01).promote
+    assert not decide(rmse(rmse_c, 10.0, b), None, -b.high + 1e-3, 0.01).promote
 
 
 def test_same_seed_same_interval_other_seed_other_interval() -> None:
     sq_h, users = _errors()
     sq_c = sq_h * np.random.default_rng(5).uniform(0.7, 1.2, sq_h.size)
-    first = bootstrap_rmse_delta(sq_c, sq_h, users, 400, 0.9, seed=42)
-    again = bootstrap_rmse_delta(sq_c, sq_h, users, 400, 0.9, seed=42)
-    other = bootstrap_rmse_delta(sq_c, sq_h, users, 400, 0.9, seed=43)
+    first = paired_bootstrap(sq_c, sq_h, users, 400, 0.9, seed=42)
+    again = paired_bootstrap(sq_c, sq_h, users, 400, 0.9, seed=42)
+    other = paired_bootstrap(sq_c, sq_h, users, 400, 0.9, seed=43)
     assert first == again
     assert (first.low, first.high) != (other.low, other.high)
     assert first.delta == other.delta  # the point estimate does not depend on the resampling
@@ -78,44 +91,90 @@ def test_users_not_rows_are_resampled() -> None:
     users = np.repeat(np.arange(10), 100)
     sq_h = rng.chisquare(1, users.size)
     sq_c = sq_h * rng.uniform(0.3, 1.6, 10)[users]
-    by_user = bootstrap_rmse_delta(sq_c, sq_h, users, 1000, 0.95, seed=0)
-    by_row = bootstrap_rmse_delta(sq_c, sq_h, np.arange(users.size), 1000, 0.95, seed=0)
+    by_user = paired_bootstrap(sq_c, sq_h, users, 1000, 0.95, seed=0)
+    by_row = paired_bootstrap(sq_c, sq_h, np.arange(users.size), 1000, 0.95, seed=0)
     assert by_user.users == 10 and by_row.users == 1000
     assert (by_user.high - by_user.low) > 2 * (by_row.high - by_row.low)
 
 
-def test_decide_without_champion_needs_only_the_bias_baseline() -> None:
-    assert decide(0.90, 0.95, None, 0.001).promote
-    refused = decide(0.97, 0.95, None, 0.001)
+def test_decide_without_champion_needs_only_the_baseline() -> None:
+    assert decide(rmse(0.90, 0.95), None, 0.001, 0.01).promote
+    refused = decide(rmse(0.97, 0.95), None, 0.001, 0.01)
     assert not refused.promote and "bias baseline" in refused.reason
+    assert decide(ndcg(0.30, popular=0.25), rmse(0.99), 0.001, 0.01).promote
+    refused = decide(ndcg(0.20, popular=0.25), rmse(0.90), 0.001, 0.01)
+    assert not refused.promote and "popularity ranking" in refused.reason
 
 
-def test_decide_needs_the_bias_baseline_even_when_better_than_the_champion() -> None:
-    interval = Bootstrap(delta=-0.2, low=-0.3, high=-0.1, confidence=0.95, resamples=100, users=9)
-    assert decide(0.90, 0.95, interval, 0.001).promote
-    verdict = decide(0.99, 0.95, interval, 0.001)
+def test_decide_needs_the_baseline_even_when_better_than_the_champion() -> None:
+    better = _interval(-0.3, -0.1)
+    assert decide(rmse(0.90, 0.95, better), None, 0.001, 0.01).promote
+    verdict = decide(rmse(0.99, 0.95, better), None, 0.001, 0.01)
     assert not verdict.promote and "bias baseline" in verdict.reason
+
+
+def test_better_rmse_but_significantly_worse_ranking_stays_challenger() -> None:
+    # Ranking is primary (a two_tower candidate): a clearly better RMSE does not matter when
+    # NDCG@10 is clearly worse.
+    verdict = decide(
+        ndcg(0.40, interval=_interval(-0.05, -0.02)),
+        rmse(0.85, interval=_interval(-0.06, -0.03)),
+        0.001,
+        0.01,
+    )
+    assert not verdict.promote and "ndcg@10 change" in verdict.reason
+    # RMSE primary (a rating-only family): the NDCG guard stops the same candidate.
+    verdict = decide(
+        rmse(0.85, interval=_interval(-0.06, -0.03)),
+        ndcg(0.40, interval=_interval(-0.05, -0.02)),
+        0.001,
+        0.01,
+    )
+    assert not verdict.promote and "guard fails" in verdict.reason
+
+
+def test_better_ranking_with_a_slightly_worse_rmse_is_promoted() -> None:
+    # NDCG clearly up; RMSE a little worse, but not surely worse by more than guard_delta.
+    primary = ndcg(0.47, popular=0.25, interval=_interval(0.02, 0.05))
+    verdict = decide(primary, rmse(0.93, interval=_interval(0.001, 0.008)), 0.001, 0.01)
+    assert verdict.promote and "guard" in verdict.reason
+    # RMSE surely worse by more than guard_delta: refused.
+    verdict = decide(primary, rmse(0.99, interval=_interval(0.02, 0.04)), 0.001, 0.01)
+    assert not verdict.promote and "guard fails" in verdict.reason
+
+
+def test_mean_statistic_bootstraps_a_per_user_metric() -> None:
+    rng = np.random.default_rng(7)
+    users = np.arange(300)
+    champion = rng.uniform(0, 1, users.size)  # e.g. one NDCG per user
+    candidate = np.clip(champion + 0.1 + rng.normal(0, 0.05, users.size), 0, 1)
+    b = paired_bootstrap(candidate, champion, users, 500, 0.95, seed=1, statistic="mean")
+    assert b.delta == pytest.approx(candidate.mean() - champion.mean(), abs=1e-6)
+    assert 0 < b.low <= b.delta <= b.high
+    assert decide(ndcg(float(candidate.mean()), interval=b), None, 0.001, 0.01).promote
+    with pytest.raises(ValueError, match="statistic"):
+        paired_bootstrap(candidate, champion, users, 10, 0.95, seed=1, statistic="median")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"sq_champion": np.ones(3)}, "one squared error per row"),
+        ({"champion": np.ones(3)}, "one value per row"),
         ({"resamples": 0}, "resamples"),
         ({"confidence": 1.0}, "confidence"),
     ],
 )
 def test_bad_inputs_say_what_is_wrong(kwargs: dict, message: str) -> None:
     args = {
-        "sq_candidate": np.ones(4),
-        "sq_champion": np.ones(4),
+        "candidate": np.ones(4),
+        "champion": np.ones(4),
         "users": np.arange(4),
         "resamples": 10,
         "confidence": 0.95,
         "seed": 0,
     } | kwargs
     with pytest.raises(ValueError, match=message):
-        bootstrap_rmse_delta(**args)
+        paired_bootstrap(**args)
 
 
 def test_lock_digest_ignores_the_register_entry(tmp_path) -> None:  # noqa: ANN001

@@ -9,7 +9,14 @@ import pytest
 from keras import ops
 
 from recommender import models
-from recommender.core.config import FAMILIES, RatingScale, TrainConfig, load_params, parse_params
+from recommender.core.config import (
+    FAMILIES,
+    TRAINING_KNOBS,
+    RatingScale,
+    TrainConfig,
+    load_params,
+    parse_params,
+)
 from recommender.core.errors import ConfigError
 
 SCALE = RatingScale(min=1.0, max=5.0, step=1.0)
@@ -29,7 +36,7 @@ def test_params_yaml_is_the_configs_defaults(project_root):
 @pytest.mark.parametrize("name", ["mf", "biased_mf", "ncf"])
 def test_a_built_model_carries_the_configured_knobs(name):
     model = models.build_model(name, 10, 12, SCALE, 3.5)
-    section = getattr(TrainConfig(), name).model_dump(exclude={"learning_rate"})
+    section = getattr(TrainConfig(), name).model_dump(exclude=set(TRAINING_KNOBS))
     config = model.get_config()
     for key, value in section.items():
         assert config[key] == value, key
@@ -186,3 +193,38 @@ def test_dataset_yields_every_row_once_per_epoch_reshuffled_and_seeded():
     # Without shuffling, the rows come in order.
     plain = models.make_dataset(user, item, rating, batch_size=batch, shuffle=False)
     np.testing.assert_array_equal(_epochs(plain, 1)[0], rating)
+
+
+def test_two_tower_softmax_loss_matches_a_hand_computation():
+    model = models.build_model("two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.5)
+    users = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)  # row 0: unknown user
+    items = np.array([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    prior = np.array([[0.0], [0.1], [0.0], [-0.2]], np.float32)
+    model.user_tower.embeddings.assign(users)
+    model.item_tower.embeddings.assign(items)
+    model.item_prior.embeddings.assign(prior)
+    x = models.model_inputs([1, 2, 2], [1, 3, 2])
+    rating = np.array([5.0, 4.0, 2.0], np.float32)  # the third row is not a positive
+    got = float(ops.convert_to_numpy(model.retrieval_loss(x, rating)))
+
+    def ce(u: int, i: int) -> float:
+        logits = users[u] @ items[1:].T + prior[1:, 0]  # item 0 (unknown) is never a candidate
+        return float(np.log(np.exp(logits).sum()) - logits[i - 1])
+
+    l2 = 0.5 * np.mean([users[u] @ users[u] + items[i] @ items[i] for u, i in [(1, 1), (2, 3)]])
+    assert got == pytest.approx((ce(1, 1) + ce(2, 3)) / 2 + l2, rel=1e-5)
+    # A batch without a positive contributes nothing (and no NaN).
+    assert float(ops.convert_to_numpy(model.retrieval_loss(x, np.full(3, 1.0)))) == 0.0
+
+
+def test_two_tower_ranks_with_its_towers_and_rates_with_its_head():
+    model = models.build_model("two_tower", 5, 7, SCALE, 3.5)
+    retrieval, rating = model.retrieval_factors(), model.factors()
+    assert retrieval.item_vectors.shape == (8, model.embedding_dim)
+    assert rating.item_vectors.shape == (8, model.rating_head.embedding_dim)
+    x = models.model_inputs([1, 2], [3, 4])
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model.score(x)), rating.predict([1, 2], [3, 4]), atol=1e-5
+    )
+    # The rating head takes train.biased_mf's knobs, with train.two_tower.rating over them.
+    assert model.rating_hyper == TrainConfig(model="two_tower").hyper()["rating"]

@@ -70,7 +70,13 @@ def test_a_family_keeps_its_own_learning_rate(processed):
     from recommender.training.fit import build
 
     params = parse_params(
-        {"train": {"learning_rate": 0.003, "biased_mf": {"learning_rate": 0.02}}}
+        {
+            "train": {
+                "model": "biased_mf",
+                "learning_rate": 0.003,
+                "biased_mf": {"learning_rate": 0.02},
+            }
+        }
     ).train
     assert params.family_learning_rate == 0.02
     assert "learning_rate" not in params.hyper()  # a training knob, not a constructor argument
@@ -118,13 +124,14 @@ def test_search_logs_parent_and_child_runs_and_writes_valid_params(
             "biased_mf.l2",
             "biased_mf.bias_l2",
         }
-        trial_rmse[int(child.data.params["trial"])] = child.data.metrics["val_rmse"]
+        trial_rmse[int(child.data.params["trial"])] = child.data.metrics[result.metric]
     assert sorted(trial_rmse) == [0, 1, 2]
     # The best is the lowest val RMSE among the children, and the parent records it.
-    assert result.best_val_rmse == pytest.approx(min(trial_rmse.values()))
+    assert result.metric == "val_rmse"  # biased_mf is a rating family
+    assert result.best_value == pytest.approx(min(trial_rmse.values()))
     parent = parents[0]
-    assert parent.data.metrics["best_val_rmse"] == pytest.approx(result.best_val_rmse)
-    best = next(t for t in result.trials if t.val_rmse == result.best_val_rmse)
+    assert parent.data.metrics["best_val_rmse"] == pytest.approx(result.best_value)
+    best = next(t for t in result.trials if t.value == result.best_value)
     assert parent.data.params["best.biased_mf.l2"] == str(result.best_params["biased_mf"]["l2"])
     assert result.best_params["biased_mf"]["embedding_dim"] == best.params["embedding_dim"]
 
@@ -160,10 +167,12 @@ def test_invalid_values_are_not_written(tmp_path):
     target = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", target)
     before = target.read_text()
-    bad = TuneResult("biased_mf", {"biased_mf": {"embeding_dim": 8}}, 0.9, "run")
+    bad = TuneResult("biased_mf", {"biased_mf": {"embeding_dim": 8}}, "val_rmse", 0.9, "run")
     with pytest.raises(ConfigError, match="train.biased_mf.embeding_dim: unknown key"):
         write_best_params(bad, target)
-    negative = TuneResult("biased_mf", {"biased_mf": {"learning_rate": -1.0}}, 0.9, "run")
+    negative = TuneResult(
+        "biased_mf", {"biased_mf": {"learning_rate": -1.0}}, "val_rmse", 0.9, "run"
+    )
     with pytest.raises(ConfigError, match="train.biased_mf.learning_rate"):
         write_best_params(negative, target)
     assert target.read_text() == before

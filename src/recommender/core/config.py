@@ -26,7 +26,7 @@ Source = Literal[
 
 
 #: The model families ``train.model`` may name (each has its own section under ``train``).
-Family = Literal["mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble"]
+Family = Literal["mf", "biased_mf", "ncf", "hybrid", "autorec", "ensemble", "two_tower"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 
 
@@ -143,12 +143,21 @@ class PreprocessConfig(Section):
     n_last: int = Field(1, ge=1)
 
 
+#: Knobs of how a family is trained (not constructor arguments): a family's section may set its
+#: own, over the ``train`` section's.
+TRAINING_KNOBS = frozenset({"learning_rate", "batch_size", "patience"})
+
+
 class FamilyHyper(Section):
-    """Base of each family's section: its own knobs, plus an optional learning rate."""
+    """Base of each family's section: its own knobs, plus optional training knobs of its own."""
 
     #: Adam's step size for this family; ``null``: ``train.learning_rate``. Families differ (an
     #: ensemble overfits at a step that suits a plain MF), so each may keep its tuned value.
     learning_rate: float | None = Field(None, gt=0)
+    #: Batch size for this family; ``null``: ``train.batch_size``.
+    batch_size: int | None = Field(None, ge=1)
+    #: Early-stopping patience for this family; ``null``: ``train.patience``.
+    patience: int | None = Field(None, ge=1)
 
 
 class MFHyper(FamilyHyper):
@@ -222,10 +231,32 @@ class EnsembleHyper(FamilyHyper):
     autorec: dict[str, Any] = {}
 
 
+class TwoTowerHyper(FamilyHyper):
+    """``two_tower``: user and item towers trained with a softmax over items (ranking), plus a
+    biased-MF rating head; early-stopped on the validation split's NDCG@10."""
+
+    #: Size of the user and item tower vectors.
+    embedding_dim: int = Field(64, ge=1)
+    #: Per-example L2 on the towers' rows of each positive.
+    l2: float = Field(0.1, ge=0)
+    #: Weight of the rating head's MSE (with its L2) beside the retrieval loss.
+    rating_loss_weight: float = Field(1.0, ge=0)
+    #: Training ratings at or above this are the positives the softmax learns to rank first
+    #: (keep it equal to ``evaluate.relevance_threshold``, which measures the same thing).
+    relevance_threshold: float = 4.0
+    learning_rate: float | None = Field(3e-3, gt=0)
+    #: A full softmax learns from every step: smaller batches than the rating families'.
+    batch_size: int | None = Field(1024, ge=1)
+    #: Validation NDCG is noisier than RMSE: more patience before stopping.
+    patience: int | None = Field(5, ge=1)
+    #: The rating head's knobs over ``train.biased_mf``'s (e.g. ``{l2: 0.15}``).
+    rating: dict[str, Any] = {}
+
+
 class TrainConfig(Section):
     """Train stage: which model family, and how to fit it."""
 
-    model: Family = "biased_mf"
+    model: Family = "two_tower"
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(4096, ge=1)
     #: Adam's step size, for the families whose section sets none of its own.
@@ -241,36 +272,51 @@ class TrainConfig(Section):
     hybrid: HybridHyper = HybridHyper()
     autorec: AutoRecHyper = AutoRecHyper()
     ensemble: EnsembleHyper = EnsembleHyper()
+    two_tower: TwoTowerHyper = TwoTowerHyper()
 
     @model_validator(mode="after")
     def _members_are_valid(self) -> TrainConfig:
-        for family in ("hybrid", "autorec"):
+        members: tuple[tuple[str, Literal["hybrid", "autorec", "biased_mf"]], ...] = (
+            ("ensemble", "hybrid"),
+            ("ensemble", "autorec"),
+            ("two_tower", "biased_mf"),
+        )
+        for owner, family in members:
             try:
                 self.member(family)
             except ValidationError as exc:
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
                 )
-                message = f"ensemble.{family} overrides train.{family}: {problems}"
+                key = "rating" if owner == "two_tower" else family
+                message = f"{owner}.{key} overrides train.{family}: {problems}"
                 raise ValueError(message) from None
         return self
 
     def hyper(self) -> dict[str, Any]:
         """Constructor arguments of the chosen family (its section without ``learning_rate``)."""
-        own = {"learning_rate"}
+        own = set(TRAINING_KNOBS)
         if self.model == "ensemble":  # its members: their own sections, then its overrides
             return {
                 **self.ensemble.model_dump(exclude=own),
                 "hybrid": self.member("hybrid").model_dump(exclude=own),
                 "autorec": self.member("autorec").model_dump(exclude=own),
             }
+        if self.model == "two_tower":  # its rating head: train.biased_mf, then its overrides
+            return {
+                **self.two_tower.model_dump(exclude=own),
+                "rating": self.member("biased_mf").model_dump(exclude=own),
+            }
         section: FamilyHyper = getattr(self, self.model)
         return section.model_dump(exclude=own)
 
-    def member(self, family: Literal["hybrid", "autorec"]) -> FamilyHyper:
-        """An ensemble member's knobs: ``train.<family>``, ``train.ensemble.<family>`` over it."""
+    def member(self, family: Literal["hybrid", "autorec", "biased_mf"]) -> FamilyHyper:
+        """A member's knobs: ``train.<family>`` with its owner's overrides over it (the
+        ensemble's ``hybrid`` / ``autorec``; the two-tower's rating head, ``rating``)."""
         section = getattr(self, family)
-        overrides = getattr(self.ensemble, family)
+        overrides = (
+            self.two_tower.rating if family == "biased_mf" else getattr(self.ensemble, family)
+        )
         return type(section).model_validate({**section.model_dump(), **overrides})
 
     @property
@@ -278,6 +324,18 @@ class TrainConfig(Section):
         """The step size training uses: the chosen family's own, else ``learning_rate``."""
         own = getattr(self, self.model).learning_rate
         return self.learning_rate if own is None else own
+
+    @property
+    def family_batch_size(self) -> int:
+        """The batch size training uses: the chosen family's own, else ``batch_size``."""
+        own = getattr(self, self.model).batch_size
+        return self.batch_size if own is None else own
+
+    @property
+    def family_patience(self) -> int:
+        """Early stopping's patience: the chosen family's own, else ``patience``."""
+        own = getattr(self, self.model).patience
+        return self.patience if own is None else own
 
 
 class EvaluateConfig(Section):
@@ -317,12 +375,19 @@ class TrackingConfig(Section):
 class RegisterConfig(Section):
     """Register stage: the gate a candidate must pass to become the ``champion``."""
 
+    #: The metric that decides: ``auto`` is NDCG@k (``evaluate.k``) for families trained to rank
+    #: and RMSE for rating-only ones; the other metric is the guard.
+    primary: Literal["auto", "rmse", "ndcg"] = "auto"
     #: Resamples of the paired bootstrap over users.
     bootstrap_resamples: int = Field(1000, ge=100, le=100_000)
-    #: Two-sided coverage of the interval of ``RMSE(candidate) - RMSE(champion)``.
+    #: Two-sided coverage of the intervals of ``metric(candidate) - metric(champion)``.
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    #: The whole interval must lie below ``-min_delta``: the smallest RMSE gain worth a promotion.
+    #: The primary metric's whole interval must lie beyond this: the smallest gain worth a
+    #: promotion (in RMSE or in NDCG).
     min_delta: float = Field(0.001, ge=0)
+    #: The guard fails (no promotion) when the whole interval of the other metric shows the
+    #: candidate worse than the champion by more than this.
+    guard_delta: float = Field(0.01, ge=0)
 
 
 class ServeConfig(Section):

@@ -227,3 +227,37 @@ def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
 
     walk("", result)
     return flat
+
+
+def ndcg_by_user(
+    bundle: ModelBundle,
+    reference: ModelBundle,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    ratings: np.ndarray,
+    k: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NDCG@k of each test user, for comparing two models on the same users and relevant sets.
+
+    The register gate ranks the candidate and the champion each with its own vocabulary and its
+    own top-K path (its own train items masked). Relevance is judged in the ``reference`` model's
+    item indices (the candidate's: both models face the same relevant sets): the test items rated
+    at least ``threshold`` that it knows. Users (raw ids) with no such item are left out.
+
+    Returns:
+        The users (raw ids, sorted) and their NDCG@k (:func:`metrics.ndcg_per_user`), aligned.
+    """
+    items = reference.item_index(item_ids)
+    keep = (np.asarray(ratings) >= threshold) & (items > 0)
+    relevant_by_user: dict[Any, set[int]] = {}
+    for user, item in zip(np.asarray(user_ids)[keep].tolist(), items[keep].tolist(), strict=True):
+        relevant_by_user.setdefault(user, set()).add(item)
+    users = sorted(relevant_by_user)
+    if not users:
+        return np.array([], dtype=object), np.empty(0)
+    top = bundle.recommend(bundle.user_index(users), k).items
+    raw = bundle.item_vocab.decode(np.where(top < 0, 0, top))  # padding -> None -> index 0
+    top_in_reference = reference.item_index(raw.reshape(-1)).reshape(top.shape)
+    relevant = [relevant_by_user[u] for u in users]
+    return np.array(users, dtype=object), metrics.ndcg_per_user(top_in_reference, relevant, k)

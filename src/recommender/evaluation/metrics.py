@@ -101,8 +101,9 @@ def _discounts(k: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, k + 2))
 
 
-def ndcg_at_k(top_items: np.ndarray, relevant: Sequence[Collection[int]], k: int) -> float:
-    """Mean NDCG@K: DCG = sum of 1/log2(rank + 1) over hits, over the ideal DCG.
+def ndcg_per_user(top_items: np.ndarray, relevant: Sequence[Collection[int]], k: int) -> np.ndarray:
+    """NDCG@K of each user with a relevant item, in row order (the register gate's bootstrap
+    resamples these): DCG = sum of 1/log2(rank + 1) over hits, over the ideal DCG.
 
     The ideal list puts min(K, n_relevant) hits first, so a user with 2 relevant items who gets
     both at ranks 1 and 2 scores 1.0.
@@ -111,7 +112,12 @@ def ndcg_at_k(top_items: np.ndarray, relevant: Sequence[Collection[int]], k: int
     disc = _discounts(k)
     dcg = hits @ disc
     ideal = np.cumsum(disc)[np.minimum(n_rel, k).astype(int) - 1]
-    return _mean(dcg / ideal)
+    return np.asarray(dcg / ideal, dtype=np.float64)
+
+
+def ndcg_at_k(top_items: np.ndarray, relevant: Sequence[Collection[int]], k: int) -> float:
+    """Mean NDCG@K over users with a relevant item (:func:`ndcg_per_user`)."""
+    return _mean(ndcg_per_user(top_items, relevant, k))
 
 
 def map_at_k(top_items: np.ndarray, relevant: Sequence[Collection[int]], k: int) -> float:

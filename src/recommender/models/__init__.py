@@ -19,6 +19,8 @@ Families (``train.model``; their knobs come from ``params.yaml`` through
 - ``hybrid``: :class:`HybridRecommender` (:mod:`.hybrid`), biased MF plus a content tower.
 - ``autorec``: :class:`ItemAutoRec` (:mod:`.autorec`), an autoencoder over item rating rows.
 - ``ensemble``: :class:`HybridAutoRecEnsemble` (:mod:`.ensemble`), the two above blended.
+- ``two_tower`` (the default): :class:`TwoTower` (:mod:`.two_tower`), user and item towers
+  trained to rank with a softmax over items, plus a biased-MF rating head.
 
 :mod:`.inputs` holds the ``tf.data`` input pipeline every family trains on.
 """
@@ -32,6 +34,7 @@ from recommender.models.hybrid import HybridRecommender
 from recommender.models.inputs import make_dataset, model_inputs, predict_ratings
 from recommender.models.mf import MatrixFactorization
 from recommender.models.ncf import NeuMF
+from recommender.models.two_tower import TwoTower
 
 __all__ = [
     "FAMILY_CLASSES",
@@ -42,6 +45,7 @@ __all__ = [
     "MatrixFactorization",
     "NeuMF",
     "RatingModel",
+    "TwoTower",
     "build_model",
     "compile_model",
     "make_dataset",

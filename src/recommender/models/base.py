@@ -77,6 +77,10 @@ class RatingModel(keras.Model):
     needs_features: ClassVar[bool] = False
     #: The constructor takes the train ratings (``train_ratings``).
     needs_ratings: ClassVar[bool] = False
+    #: Trained to rank (a retrieval loss): early stopping and tuning watch the validation split's
+    #: NDCG@10, the register gate's primary metric is NDCG, and ranking uses
+    #: :meth:`retrieval_factors`.
+    ranking_trained: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -142,6 +146,11 @@ class RatingModel(keras.Model):
     def factors(self) -> Factors | None:
         """The trained model as NumPy :class:`Factors` (ranking without TensorFlow), or None for
         a family that is not a dot product (``ncf``)."""
+        return None
+
+    def retrieval_factors(self) -> Factors | None:
+        """What ranking scores with, when it is not the rating model (:attr:`ranking_trained`
+        families); None: rank by the predicted rating (:meth:`factors`)."""
         return None
 
     def item_vectors(self) -> np.ndarray:

@@ -15,6 +15,7 @@ from recommender.models.ensemble import HybridAutoRecEnsemble
 from recommender.models.hybrid import HybridRecommender
 from recommender.models.mf import MatrixFactorization
 from recommender.models.ncf import NeuMF
+from recommender.models.two_tower import TwoTower
 
 #: The class of each family in ``config.FAMILIES`` (the one list of family names).
 FAMILY_CLASSES: dict[str, type[RatingModel]] = {
@@ -26,6 +27,7 @@ FAMILY_CLASSES: dict[str, type[RatingModel]] = {
         HybridRecommender,
         ItemAutoRec,
         HybridAutoRecEnsemble,
+        TwoTower,
     )
 }
 if tuple(FAMILY_CLASSES) != FAMILIES:  # pragma: no cover (a family added to one list only)

@@ -4,11 +4,16 @@ The candidate is the model the train stage logged (``models/run.json``). It alwa
 of the registered model (once per training run: a rerun reuses the version). Whether it also
 becomes the ``champion`` is decided on the candidate's own test split:
 
-* with no champion yet, it must beat the bias baseline (``metrics.json``'s ``baselines.bias``);
-* otherwise the champion is loaded from the registry and re-scored on the same rows (its own
-  vocabulary maps the raw ids), and a paired bootstrap over users gives a confidence interval for
-  ``RMSE(candidate) - RMSE(champion)``. The candidate wins only if the whole interval lies below
-  ``-register.min_delta`` *and* it beats the bias baseline.
+* the *primary* metric is NDCG@k for families trained to rank and RMSE for the others
+  (``register.primary``); the other metric is the *guard*;
+* with no champion yet, it must beat the baseline on the primary metric (popularity's NDCG or the
+  bias baseline's RMSE, from ``metrics.json``);
+* otherwise the champion is loaded from the registry and re-scored on the same test rows and
+  users (its own vocabulary maps the raw ids), and a paired bootstrap over users gives confidence
+  intervals for the change of both metrics. The candidate wins only if the whole primary
+  interval lies beyond ``register.min_delta`` on the better side, the guard interval does not
+  lie entirely beyond ``register.guard_delta`` on the worse side, *and* it beats the baseline
+  (:func:`recommender.registry.gate.decide`).
 
 A loser keeps its version and gets the ``challenger`` alias; the champion is untouched. A rerun
 for a candidate that already is the champion replays its recorded promotion (same report, same
@@ -30,7 +35,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,7 @@ from recommender import tracking
 from recommender.core.config import Params
 from recommender.core.errors import RecommenderError
 from recommender.core.io import write_json
-from recommender.registry.gate import bootstrap_rmse_delta, decide, round6
+from recommender.registry.gate import Comparison, decide, paired_bootstrap, round6
 
 log = logging.getLogger("recommender")
 
@@ -272,6 +277,8 @@ def register_and_gate(
     import mlflow
     import pandas as pd
 
+    from recommender.evaluation.evaluate import ndcg_by_user
+
     cfg, name = params.register_, params.tracking.registered_model
     run = tracking.read_run(model_dir)
     uri = tracking.configure(project_dir)
@@ -305,25 +312,55 @@ def register_and_gate(
         if champion is not None and str(champion.version) == version:
             gate = _recorded_gate(candidate)
         else:
-            interval, champion_rmse = None, None
+            k, threshold = params.evaluate.k, params.evaluate.relevance_threshold
+            ndcg_name = f"ndcg@{k}"
+            ranked_users, ndcg_c = ndcg_by_user(bundle, bundle, users, items, y, k, threshold)
+            rmse = Comparison("rmse", False, candidate_rmse, bias_rmse, "bias baseline")
+            ndcg = Comparison(
+                ndcg_name,
+                True,
+                round6(np.mean(ndcg_c)) if ndcg_c.size else 0.0,
+                float(metrics["baselines"]["popularity"][ndcg_name] or 0.0),
+                "popularity ranking",
+            )
+            champion_rmse = champion_ndcg = None
             if champion is not None:
                 held = load_version_bundle(name, str(champion.version), Path(tmp) / "champion")
                 sq_h = (held.predict_raw(users, items).astype(np.float64) - y) ** 2
                 champion_rmse = _rmse(sq_h)
-                interval = bootstrap_rmse_delta(
-                    sq_c, sq_h, users, cfg.bootstrap_resamples, cfg.confidence, params.seed
-                )
-            verdict = decide(candidate_rmse, bias_rmse, interval, cfg.min_delta)
+                _, ndcg_h = ndcg_by_user(held, bundle, users, items, y, k, threshold)
+                champion_ndcg = round6(np.mean(ndcg_h)) if ndcg_h.size else 0.0
+                n, conf, seed = cfg.bootstrap_resamples, cfg.confidence, params.seed
+                rmse_change = paired_bootstrap(sq_c, sq_h, users, n, conf, seed)
+                rmse = replace(rmse, interval=rmse_change)
+                if ndcg_c.size:
+                    ndcg_change = paired_bootstrap(
+                        ndcg_c, ndcg_h, ranked_users, n, conf, seed, statistic="mean"
+                    )
+                    ndcg = replace(ndcg, interval=ndcg_change)
+            ranking = cfg.primary == "ndcg" or (
+                cfg.primary == "auto" and bundle.retrieval is not None
+            )
+            primary, guard = (ndcg, rmse) if ranking else (rmse, ndcg)
+            verdict = decide(primary, guard, cfg.min_delta, cfg.guard_delta)
             gate = {
                 "decision": "promoted" if verdict.promote else "rejected",
                 "reason": verdict.reason,
+                "primary": primary.name,
+                "guard": guard.name,
                 "candidate_version": int(version),
                 "champion_version": int(champion.version) if champion is not None else None,
                 "candidate_rmse": candidate_rmse,
                 "champion_rmse": champion_rmse,
                 "bias_rmse": round6(bias_rmse),
-                "interval": asdict(interval) if interval is not None else None,
+                "candidate_ndcg": ndcg.candidate,
+                "champion_ndcg": champion_ndcg,
+                "popularity_ndcg": round6(ndcg.baseline),
+                "ranked_users": int(ndcg_c.size),
+                "interval": asdict(primary.interval) if primary.interval else None,
+                "guard_interval": asdict(guard.interval) if guard.interval else None,
                 "min_delta": cfg.min_delta,
+                "guard_delta": cfg.guard_delta,
                 "confidence": cfg.confidence,
                 "resamples": cfg.bootstrap_resamples,
                 "test_rows": int(y.size),
@@ -372,9 +409,13 @@ def _describe(
     }
     if gate.get("champion_version") is not None:
         tags["gate.champion_version"] = str(gate["champion_version"])
-    interval = gate.get("interval")
+    interval, guard = gate.get("interval"), gate.get("guard_interval")
+    if gate.get("primary"):
+        tags["gate.primary"] = str(gate["primary"])
     if interval:
         tags["gate.delta_interval"] = f"[{interval['low']}, {interval['high']}]"
+    if guard:
+        tags["gate.guard_interval"] = f"[{guard['low']}, {guard['high']}]"
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
 
@@ -386,6 +427,10 @@ def _describe(
         "gate_delta": interval["delta"] if interval else None,
         "gate_delta_low": interval["low"] if interval else None,
         "gate_delta_high": interval["high"] if interval else None,
+        "gate_candidate_ndcg": gate.get("candidate_ndcg"),
+        "gate_champion_ndcg": gate.get("champion_ndcg"),
+        "gate_guard_low": guard["low"] if guard else None,
+        "gate_guard_high": guard["high"] if guard else None,
     }
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None]
     run_tags = [

@@ -28,6 +28,7 @@ from recommender.scoring.ranking import SeenItems, TopK, rank, similar_items
 
 MODEL_FILE = "model.keras"
 FACTORS_FILE = "factors.npz"
+RETRIEVAL_FILE = "retrieval.npz"
 SEEN_FILE = "seen.npz"
 META_FILE = "meta.json"
 COPIED = ("vocab.json", "features.json", "dataset.json", "items.parquet")
@@ -44,6 +45,7 @@ class ModelBundle:
     """
 
     model: Any
+    #: The rating model as NumPy (``predict``); None for a family that is not a dot product.
     factors: Factors | None
     user_vocab: Vocabulary
     item_vocab: Vocabulary
@@ -54,6 +56,9 @@ class ModelBundle:
     #: Number of train ratings per item index (row 0 = 0), for cold-start recommendations.
     popularity: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    #: What ranking scores with, for a family trained to rank (``recommend``, ``similar``);
+    #: None: ranking uses the predicted ratings.
+    retrieval: Factors | None = None
     _score_fn: Any = None
 
     # --- building and files ---------------------------------------------------------------------
@@ -67,6 +72,7 @@ class ModelBundle:
         return cls(
             model=model,
             factors=model.factors(),
+            retrieval=model.retrieval_factors(),
             user_vocab=processed.user_vocab,
             item_vocab=processed.item_vocab,
             info=processed.info,
@@ -88,6 +94,8 @@ class ModelBundle:
         self.model.save(folder / MODEL_FILE)
         if self.factors is not None:
             self.factors.save(folder / FACTORS_FILE)
+        if self.retrieval is not None:
+            self.retrieval.save(folder / RETRIEVAL_FILE)
         np.savez(
             folder / SEEN_FILE,
             indptr=self.seen.indptr,
@@ -111,6 +119,8 @@ class ModelBundle:
                 raise DataError(folder / name, "missing", expected="a model bundle folder")
         model = keras.saving.load_model(folder / MODEL_FILE, safe_mode=True, compile=False)
         factors = Factors.load(folder / FACTORS_FILE) if (folder / FACTORS_FILE).exists() else None
+        retrieval_file = folder / RETRIEVAL_FILE
+        retrieval = Factors.load(retrieval_file) if retrieval_file.exists() else None
         user_vocab, item_vocab = load_vocabularies(folder / "vocab.json")
         with np.load(folder / SEEN_FILE, allow_pickle=False) as z:
             seen = SeenItems.__new__(SeenItems)
@@ -128,6 +138,7 @@ class ModelBundle:
             seen=seen,
             popularity=popularity,
             meta=json.loads((folder / META_FILE).read_text()),
+            retrieval=retrieval,
         )
 
     # --- scoring: the one implementation evaluate, register and the service share ---------------
@@ -177,8 +188,11 @@ class ModelBundle:
         return self.predict(self.user_index(user_ids), self.item_index(item_ids))
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
-        """Unclipped scores of every item index (columns) for each user index (rows)."""
+        """Ranking scores of every item index (columns) for each user index (rows): the
+        retrieval scores of a family trained to rank, else the unclipped predicted ratings."""
         users = np.asarray(users, dtype=np.int32).reshape(-1)
+        if self.retrieval is not None:
+            return self.retrieval.score(users).astype(np.float32)
         if self.factors is not None:
             return self.factors.score(users).astype(np.float32)
         cols = np.arange(self.n_items + 1, dtype=np.int32)
@@ -226,8 +240,14 @@ class ModelBundle:
         return rank(score_rows, users, k, counts.size, seen=seen, allowed=allowed_items)
 
     def similar(self, item_idx: int, k: int) -> TopK:
-        """Items nearest to ``item_idx`` by cosine similarity of their embeddings."""
-        vectors = self.model.item_vectors() if self.factors is None else self.factors.item_vectors
+        """Items nearest to ``item_idx`` by cosine similarity of their embeddings (the retrieval
+        space for a family trained to rank)."""
+        if self.retrieval is not None:
+            vectors = self.retrieval.item_vectors
+        elif self.factors is not None:
+            vectors = self.factors.item_vectors
+        else:
+            vectors = self.model.item_vectors()
         return similar_items(vectors, int(item_idx), k)
 
     def _graph_score(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Fit one model family on the preprocessed data.
 
 Early stopping watches the validation part carved from train (never the test split) and restores
-the best epoch's weights. Seeds cover weights, dropout and the ``tf.data`` shuffle, and TensorFlow's
-op determinism is on, so the same data and params give the same model on a CPU.
+the best epoch's weights: its RMSE for rating families, its NDCG@10 for families trained to rank
+(:attr:`~recommender.models.RatingModel.ranking_trained`), computed after each epoch through the
+same top-K path evaluation uses. Seeds cover weights, dropout and the ``tf.data`` shuffle, and
+TensorFlow's op determinism is on, so the same data and params give the same model on a CPU.
 """
 
 from __future__ import annotations
@@ -19,9 +21,122 @@ from recommender.core.config import TrainConfig
 from recommender.preprocess.features import item_feature_matrix, user_feature_matrix
 from recommender.preprocess.processed import Processed, with_val_in_train
 
-#: Monitored for early stopping: RMSE on the validation part, without the L2 penalty that
-#: ``val_loss`` includes.
-MONITOR = "val_rmse"
+#: Monitored for early stopping, with the better direction: RMSE on the validation part (without
+#: the L2 penalty that ``val_loss`` includes), or NDCG@10 for families trained to rank.
+RATING_MONITOR = ("val_rmse", "min")
+RANKING_MONITOR = ("val_ndcg_at_10", "max")
+#: The cut-off of the validation NDCG that ranking families early-stop and are tuned on.
+RANKING_K = 10
+
+
+def monitor_of(family: str) -> tuple[str, str]:
+    """``(metric, "min" | "max")`` that early stopping and tuning watch for ``family``."""
+    from recommender.models import FAMILY_CLASSES
+
+    return RANKING_MONITOR if FAMILY_CLASSES[family].ranking_trained else RATING_MONITOR
+
+
+def best_epoch_of(history: dict[str, list[float]], monitor: tuple[str, str]) -> int | None:
+    """1-based epoch with the best monitored value (the first among ties); None if unmonitored."""
+    values = history.get(monitor[0])
+    if not values:
+        return None
+    best = np.argmax(values) if monitor[1] == "max" else np.argmin(values)
+    return int(best) + 1
+
+
+def validation_ranking(processed: Processed, threshold: float, k: int = RANKING_K) -> Any:
+    """A Keras callback adding ``val_ndcg_at_<k>`` to each epoch's logs (before early stopping).
+
+    The model's retrieval factors rank every validation user's unseen items (train items
+    masked), through :func:`recommender.scoring.ranking.rank`; relevant = their validation items
+    rated at least ``threshold``.
+    """
+    import keras
+
+    from recommender.evaluation import metrics
+    from recommender.scoring.ranking import SeenItems, rank
+
+    train, val = processed.train, processed.val
+    n_users = len(processed.user_vocab) - 1
+    seen = SeenItems(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), n_users)
+    u, i, r = (val[c].to_numpy() for c in ("user_idx", "item_idx", "rating"))
+    users = np.unique(u[u > 0])
+    relevant = [
+        {item for item in rel if item != 0}
+        for rel in metrics.relevant_items(u, i, r, users, threshold)
+    ]
+    n_cols = len(processed.item_vocab)
+    name = f"val_ndcg_at_{k}"
+
+    class ValidationRanking(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            factors = self.model.retrieval_factors()
+            top = rank(factors.score, users, k, n_cols, seen=seen).items
+            if logs is not None:
+                logs[name] = metrics.ndcg_at_k(top, relevant, k)
+
+    return ValidationRanking()
+
+
+def head_stopping(
+    heads: dict[str, tuple[tuple[str, str], list[Any]]],
+    patience: int | None = None,
+    stop_at: dict[str, int] | None = None,
+) -> Any:
+    """Early stopping for a model whose parts answer different questions, each on its metric.
+
+    ``two_tower``'s towers rank and its rating head rates; their best epochs differ (a softmax
+    converges later than an MSE). Each head keeps the weights of its own best epoch on its own
+    validation metric, and training stops once every head has gone ``patience`` epochs without
+    improving. With ``stop_at`` instead (a refit), each head keeps its weights from that epoch.
+
+    Args:
+        heads: name -> ((metric, "min" | "max"), the head's variables).
+        patience: Epochs without improvement, per head (fit with a validation part).
+        stop_at: name -> the 1-based epoch whose weights the head keeps (refit).
+    """
+    import keras
+
+    class HeadStopping(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best: dict[str, float] = {}
+            self.epochs: dict[str, int] = {}
+            self.saved: dict[str, list[Any]] = {}
+
+        def _save(self, name: str, epoch: int) -> None:
+            self.saved[name] = [v.numpy().copy() for v in heads[name][1]]
+            self.epochs[name] = epoch
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            done = epoch + 1
+            if stop_at is not None:
+                for name, at in stop_at.items():
+                    if done == at:
+                        self._save(name, done)
+                return
+            logs = logs or {}
+            waiting = []
+            for name, ((metric, mode), _) in heads.items():
+                value = logs.get(metric)
+                if value is None:
+                    continue
+                best = self.best.get(name)
+                if best is None or (value > best if mode == "max" else value < best):
+                    self.best[name] = float(value)
+                    self._save(name, done)
+                waiting.append(done - self.epochs.get(name, done) >= (patience or 0))
+            if waiting and all(waiting):
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: dict | None = None) -> None:
+            for name, values in self.saved.items():
+                for variable, value in zip(heads[name][1], values, strict=True):
+                    variable.assign(value)
+
+    return HeadStopping()
+
 
 #: Batches per call into the compiled train function (at most; an epoch of fewer runs in one
 #: call). Removes Python's per-step overhead, which dominates for models this small, while a
@@ -42,6 +157,9 @@ class FitResult:
     seconds: float = 0.0
     #: Ratings the model was trained on.
     train_rows: int = 0
+    #: For a model whose parts stop on their own metrics (:meth:`stopping_heads`), the 1-based
+    #: epoch each part's weights come from (a refit replays them); empty otherwise.
+    head_epochs: dict[str, int] = field(default_factory=dict)
 
 
 def model_kwargs(processed: Processed, family: str) -> dict[str, Any]:
@@ -85,7 +203,7 @@ def build(processed: Processed, cfg: TrainConfig) -> Any:
         **cfg.hyper(),
         **model_kwargs(processed, cfg.model),
     )
-    n_batches = max(1, math.ceil(len(processed.train) / cfg.batch_size))
+    n_batches = max(1, math.ceil(len(processed.train) / cfg.family_batch_size))
     return compile_model(model, cfg.family_learning_rate, min(n_batches, STEPS_PER_EXECUTION))
 
 
@@ -95,6 +213,7 @@ def fit(
     seed: int,
     callbacks: Sequence[Any] = (),
     verbose: int | str = 0,
+    head_epochs: dict[str, int] | None = None,
 ) -> FitResult:
     """Train ``cfg.model`` on ``processed.train``, early-stopping on ``processed.val``.
 
@@ -104,6 +223,8 @@ def fit(
         seed: Seeds weights, dropout and shuffling.
         callbacks: Extra Keras callbacks (e.g. the MLflow epoch logger).
         verbose: Keras' ``verbose`` (1 = progress bar, 2 = a line per epoch, 0 = quiet).
+        head_epochs: Without a validation part, the epoch each head of a multi-head model keeps
+            (what a :func:`fit` with one chose; see :func:`head_stopping`).
     """
     import keras
     import tensorflow as tf
@@ -119,11 +240,12 @@ def fit(
         train["user_idx"].to_numpy(),
         train["item_idx"].to_numpy(),
         train["rating"].to_numpy(),
-        batch_size=cfg.batch_size,
+        batch_size=cfg.family_batch_size,
         seed=seed,
     )
     val = processed.val
     val_ds = None
+    stopper: Any = None
     all_callbacks = list(callbacks)
     if len(val):
         val_ds = make_dataset(
@@ -133,11 +255,22 @@ def fit(
             batch_size=8192,
             shuffle=False,
         )
-        all_callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=MONITOR, mode="min", patience=cfg.patience, restore_best_weights=True
+        monitor = monitor_of(cfg.model)
+        if monitor == RANKING_MONITOR:  # computed into the logs before early stopping reads them
+            all_callbacks.insert(0, validation_ranking(processed, model.relevance_threshold))
+        if hasattr(model, "stopping_heads"):
+            stopper = head_stopping(model.stopping_heads(), patience=cfg.family_patience)
+        else:
+            stopper = keras.callbacks.EarlyStopping(
+                monitor=monitor[0],
+                mode=monitor[1],
+                patience=cfg.family_patience,
+                restore_best_weights=True,
             )
-        )
+        all_callbacks.append(stopper)
+    elif head_epochs and hasattr(model, "stopping_heads"):
+        stopper = head_stopping(model.stopping_heads(), stop_at=head_epochs)
+        all_callbacks.append(stopper)
     start = time.perf_counter()
     # shuffle=False: the tf.data pipeline already reshuffles (seeded) every epoch.
     history = model.fit(
@@ -151,27 +284,35 @@ def fit(
     seconds = time.perf_counter() - start
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
     epochs_run = len(history["loss"])
-    best_epoch = int(np.argmin(history[MONITOR])) + 1 if MONITOR in history else epochs_run
-    return FitResult(model, history, best_epoch, epochs_run, seconds, len(train))
+    best_epoch = best_epoch_of(history, monitor_of(cfg.model)) or epochs_run
+    epochs_of = dict(getattr(stopper, "epochs", {}))
+    return FitResult(model, history, best_epoch, epochs_run, seconds, len(train), epochs_of)
 
 
 def refit(
     processed: Processed,
     cfg: TrainConfig,
     seed: int,
-    epochs: int,
+    chosen: FitResult | int,
     callbacks: Sequence[Any] = (),
     verbose: int | str = 0,
 ) -> FitResult:
-    """Train ``cfg.model`` afresh on train + validation for ``epochs`` epochs (no early stopping).
+    """Train ``cfg.model`` afresh on train + validation for the epochs a :func:`fit` chose.
 
-    ``epochs`` is the best epoch a :func:`fit` with early stopping found: the validation part
-    chose how long to train, and now adds its ratings to what the model learns from.
+    The validation part chose how long to train (``chosen``: the early-stopped fit, or its best
+    epoch count), and now adds its ratings to what the model learns from. A model with heads that
+    stopped apart keeps each head's weights from its own epoch.
     """
+    if isinstance(chosen, int):
+        epochs, heads = chosen, None
+    else:
+        heads = chosen.head_epochs or None
+        epochs = max(heads.values()) if heads else chosen.best_epoch
     return fit(
         with_val_in_train(processed),
         cfg.model_copy(update={"epochs": epochs}),
         seed,
         callbacks,
         verbose,
+        head_epochs=heads,
     )

@@ -67,7 +67,11 @@ def train_and_log(
             "data": params.data.model_dump(),
             "preprocess": params.preprocess.model_dump(),
             "train": {k: v for k, v in cfg.model_dump().items() if k not in FAMILIES}
-            | {"learning_rate": cfg.family_learning_rate},  # the family's own, when it has one
+            | {  # the family's own, where it has them
+                "learning_rate": cfg.family_learning_rate,
+                "batch_size": cfg.family_batch_size,
+                "patience": cfg.family_patience,
+            },
             "hyper": cfg.hyper(),
         }
     )
@@ -83,16 +87,26 @@ def train_and_log(
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "fit_seconds": round(result.seconds, 3),
-            "best_val_rmse": _best(result.history, "val_rmse"),
+            "best_val_rmse": _best(result.history, "val_rmse", at=result.best_epoch),
             "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
         }
+        if "val_ndcg_at_10" in result.history:  # a family trained to rank: what stopped it
+            summary["best_val_ndcg_at_10"] = _best(
+                result.history, "val_ndcg_at_10", at=result.best_epoch
+            )
+        for head, epoch in result.head_epochs.items():  # heads that stopped apart
+            summary[f"best_epoch_{head}"] = epoch
+        if "rating" in result.head_epochs:  # the rating head's own best, not the towers' epoch
+            summary["best_val_rmse"] = _best(
+                result.history, "val_rmse", at=result.head_epochs["rating"]
+            )
         model, learnt_from = result.model, processed
         if cfg.refit and len(processed.val):
             final = refit(
                 processed,
                 cfg,
                 params.seed,
-                result.best_epoch,
+                result,
                 [tracking.epoch_logger("refit_")],
                 verbose,
             )

@@ -2,10 +2,11 @@
 
 An Optuna study (TPE, seeded) proposes a family's main knobs; each trial trains that family with
 :func:`recommender.training.fit` (early stopping on the validation part, never the test split) and
-scores it by its best validation RMSE. MLflow gets one parent run per search and one nested child
-run per trial (its parameters, val RMSE, best epoch, state), so searches can be compared in the
-UI. Trials whose validation RMSE is clearly worse than the median of earlier trials at the same
-epoch are pruned early (``tune.prune``).
+scores it by the metric early stopping watches: the best validation RMSE, or the best validation
+NDCG@10 for families trained to rank (:func:`~recommender.training.fit.monitor_of`). MLflow gets
+one parent run per search and one nested child run per trial (its parameters, that metric, best
+epoch, state), so searches can be compared in the UI. Trials clearly worse than the median of
+earlier trials at the same epoch are pruned early (``tune.prune``).
 
 The best trial's values are written back into ``params.yaml``'s ``train.<family>`` section
 (the family's knobs and its own ``learning_rate``, so tuning one family never moves another's)
@@ -70,16 +71,22 @@ FAMILY_SPACE: dict[str, dict[str, Range]] = {
         "dropout": ("float", 0.0, 0.5),
     },
     "ensemble": {"blend": ("float", 0.2, 0.8)},
+    "two_tower": {
+        "embedding_dim": ("choice", [32, 64, 128]),
+        "l2": ("log", 1e-2, 1.0),
+        "rating_loss_weight": ("log", 0.1, 10.0),
+    },
 }
 
 
 @dataclass
 class Trial:
-    """One trial: its number, proposed values, best val RMSE (None if it failed) and state."""
+    """One trial: its number, proposed values, best value of the watched validation metric (None
+    if it failed) and state."""
 
     number: int
     params: dict[str, Any]
-    val_rmse: float | None
+    value: float | None
     best_epoch: int | None
     state: str
 
@@ -90,7 +97,9 @@ class TuneResult:
 
     family: str
     best_params: dict[str, Any]
-    best_val_rmse: float
+    #: The validation metric the trials were scored on (``val_rmse``, ``val_ndcg_at_10``).
+    metric: str
+    best_value: float
     parent_run_id: str
     trials: list[Trial] = field(default_factory=list)
 
@@ -99,7 +108,8 @@ class TuneResult:
         return {
             "family": self.family,
             "best_params": self.best_params,
-            "best_val_rmse": self.best_val_rmse,
+            "metric": self.metric,
+            "best_value": self.best_value,
             "parent_run_id": self.parent_run_id,
             "trials": [t.__dict__ for t in self.trials],
         }
@@ -152,20 +162,18 @@ def _round(value: Any) -> Any:
     return value
 
 
-def _pruning_callback(trial: Any, seen: list[float]) -> Any:
-    """Report each epoch's val RMSE to Optuna (and append it to ``seen``); stop when pruned."""
+def _pruning_callback(trial: Any, seen: list[float], metric: str = "val_rmse") -> Any:
+    """Report each epoch's ``metric`` to Optuna (and append it to ``seen``); stop when pruned."""
     import keras
     import optuna
 
-    from recommender.training.fit import MONITOR
-
     class Pruner(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            if logs and MONITOR in logs:
-                seen.append(float(logs[MONITOR]))
+            if logs and metric in logs:
+                seen.append(float(logs[metric]))
                 trial.report(seen[-1], epoch)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"epoch {epoch + 1}: val RMSE {logs[MONITOR]:.4f}")
+                    raise optuna.TrialPruned(f"epoch {epoch + 1}: {metric} {logs[metric]:.4f}")
 
     return Pruner()
 
@@ -189,7 +197,7 @@ def tune(processed: Processed, params: Params) -> TuneResult:
     import mlflow
     import optuna
 
-    from recommender.training.fit import fit
+    from recommender.training.fit import fit, monitor_of
 
     cfg = params.tune
     if len(processed.val) == 0:
@@ -213,7 +221,10 @@ def tune(processed: Processed, params: Params) -> TuneResult:
         if cfg.prune
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    metric, mode = monitor_of(family)
+    best_of = max if mode == "max" else min
+    direction = "maximize" if mode == "max" else "minimize"
+    study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
 
     tracking.configure()
     mlflow.set_experiment(params.tracking.experiment)
@@ -232,23 +243,24 @@ def tune(processed: Processed, params: Params) -> TuneResult:
                 tracking.flatten({**train_overrides(family, values), "trial": trial.number})
             )
             try:
-                result = fit(processed, train_cfg, params.seed, [_pruning_callback(trial, seen)])
+                callback = _pruning_callback(trial, seen, metric)
+                result = fit(processed, train_cfg, params.seed, [callback])
             except optuna.TrialPruned as exc:
-                # A pruned trial is a finished run (not a failure): it keeps the best val RMSE
-                # it reached, and the exception is re-raised for Optuna once the run is closed.
+                # A pruned trial is a finished run (not a failure): it keeps the best value it
+                # reached, and the exception is re-raised for Optuna once the run is closed.
                 pruned = exc
                 record.state = "PRUNED"
                 if seen:
-                    record.val_rmse = float(min(seen))
-                    mlflow.log_metric("val_rmse", record.val_rmse)
+                    record.value = float(best_of(seen))
+                    mlflow.log_metric(metric, record.value)
             finally:
                 keras.backend.clear_session()  # trials must not pile up graphs and memory
             if pruned is None:
-                record.val_rmse = float(min(result.history["val_rmse"]))
+                record.value = float(best_of(result.history[metric]))
                 record.best_epoch, record.state = result.best_epoch, "COMPLETE"
                 mlflow.log_metrics(
                     {
-                        "val_rmse": record.val_rmse,
+                        metric: record.value,
                         "best_epoch": result.best_epoch,
                         "fit_seconds": result.seconds,
                     }
@@ -256,9 +268,9 @@ def tune(processed: Processed, params: Params) -> TuneResult:
             mlflow.set_tag("trial.state", record.state)
         if pruned is not None:
             raise pruned
-        log.info("trial %d: val RMSE %.4f with %s", trial.number, record.val_rmse, values)
-        assert record.val_rmse is not None  # set just above: the trial completed
-        return record.val_rmse
+        log.info("trial %d: %s %.4f with %s", trial.number, metric, record.value, values)
+        assert record.value is not None  # set just above: the trial completed
+        return record.value
 
     with mlflow.start_run(run_name=f"tune-{family}", tags=tags) as parent:
         mlflow.log_params(
@@ -282,9 +294,9 @@ def tune(processed: Processed, params: Params) -> TuneResult:
             family: {k: _round(v) for k, v in train_overrides(family, best.params)[family].items()}
         }
         mlflow.log_params(tracking.flatten({"best": best_params}))
-        mlflow.log_metrics({"best_val_rmse": float(best.value), "best_trial": best.number})
+        mlflow.log_metrics({f"best_{metric}": float(best.value), "best_trial": best.number})
         run_id = parent.info.run_id
-    return TuneResult(family, best_params, float(best.value), run_id, trials)
+    return TuneResult(family, best_params, metric, float(best.value), run_id, trials)
 
 
 def write_best_params(result: TuneResult, path: str | Path) -> dict[str, Any]:

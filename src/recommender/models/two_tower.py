@@ -1,0 +1,203 @@
+"""``two_tower``: user and item towers trained to rank (a softmax over items), plus a rating head.
+
+The default family, because what the endpoint serves is a top-K list: a model trained only to
+predict ratings ranks the catalog worse than a most-popular list (see the README's ranking
+table), while a dot product trained for the task beats it (Rendle et al. 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from recommender.core.errors import ConfigError
+from recommender.models.base import (
+    DATA_ARGS,
+    RatingModel,
+    as_index,
+    constructor_args,
+    lookup,
+    register,
+    table_with_mean_oov,
+)
+from recommender.models.biased_mf import BiasedMF
+from recommender.scoring.factors import Factors
+
+#: A logit that no softmax will pick (the unknown item is never a candidate).
+_NEVER = -1e9
+
+
+@register
+class TwoTower(RatingModel):
+    """Two towers scored by a dot product, trained with a full softmax; a biased-MF rating head.
+
+    Retrieval: ``s(u, i) = v_u . w_i + c_i``, with a user tower ``v`` and an item tower ``w``
+    (id embeddings) and a per-item bias ``c`` (a learnt popularity prior). For every training
+    rating at or above ``relevance_threshold`` (a *positive*) the loss is the cross-entropy of
+    that item against every item of the catalog, the full softmax: each step scores
+    ``batch x n_items`` logits, cheap while the catalog is small (MovieLens 100K to 1M). Index 0,
+    the unknown item, is never a candidate. L2 ``l2`` shrinks the positives' rows (per example,
+    as in Funk-SVD). Ranking, ``recommend`` and ``similar_items`` use the towers; the exported
+    :meth:`retrieval_factors` make them a NumPy matrix product at serving time.
+
+    Rating: the rating head is a :class:`BiasedMF` with its own tables (``rating`` takes its
+    knobs, ``train.biased_mf``'s by default): it answers ``predict`` and its MSE joins the loss
+    with weight ``rating_loss_weight``, so one model answers all three endpoints. Sharing the
+    towers with the rating head was measured worse on both tasks (see ``benchmarks/``).
+
+    Early stopping watches the validation split (never the test split), each part on its own
+    metric (:meth:`stopping_heads`): the towers keep their best epoch by NDCG@10 (the train stage
+    computes it after each epoch, :mod:`recommender.training.fit`), the rating head its best by
+    RMSE.
+
+    Example:
+        >>> model = build_model("two_tower", 943, 1682, RatingScale(), global_mean=3.53)
+        >>> compile_model(model, 3e-3)
+        >>> model.fit(make_dataset(u, i, r, batch_size=1024), epochs=20)
+        >>> model.retrieval_factors().score(np.array([1]))  # scores of every item for user 1
+    """
+
+    family = "two_tower"
+    ranking_trained = True
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        *,
+        embedding_dim: int,
+        l2: float,
+        rating_loss_weight: float,
+        relevance_threshold: float,
+        global_mean: float,
+        rating: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(n_users, n_items, l2=l2, **kwargs)
+        if rating_loss_weight < 0:
+            raise ConfigError(f"rating_loss_weight must be >= 0, got {rating_loss_weight}")
+        self.embedding_dim = int(embedding_dim)
+        self.rating_loss_weight = float(rating_loss_weight)
+        self.relevance_threshold = float(relevance_threshold)
+        self.global_mean = float(global_mean)
+        self.rating_hyper = _rating_hyper(rating)
+        d = self.embedding_dim
+        self.user_tower = self._embedding(self.n_users + 1, d, "user_tower")
+        self.item_tower = self._embedding(self.n_items + 1, d, "item_tower")
+        self.item_prior = self._embedding(self.n_items + 1, 1, "item_prior", stddev=None, l2=0.0)
+        self.rating_head = BiasedMF(
+            n_users,
+            n_items,
+            global_mean=global_mean,
+            min_rating=self.min_rating,
+            max_rating=self.max_rating,
+            name="rating_head",
+            **self.rating_hyper,
+        )
+
+    def build(self, input_shape: Any = None) -> None:
+        for layer in (self.user_tower, self.item_tower, self.item_prior):
+            layer.build((None,))
+        self.rating_head.build()
+
+    # --- the rating head: what ``call`` (and so ``predict`` and the MSE) sees -------------------
+
+    def score(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        return self.rating_head.score(inputs, training)
+
+    def factors(self) -> Factors:
+        """The rating head as :class:`Factors` (what ``predict`` serves)."""
+        return self.rating_head.factors()
+
+    # --- the towers: what ranking sees ------------------------------------------------------------
+
+    def retrieval_factors(self) -> Factors:
+        """The towers as :class:`Factors`: ``score(u, i) = v_u . w_i + c_i`` (row 0 = mean row)."""
+        n_users = self.n_users + 1
+        return Factors(
+            user_vectors=table_with_mean_oov(self.user_tower),
+            item_vectors=table_with_mean_oov(self.item_tower),
+            user_bias=ops.convert_to_numpy(ops.zeros((n_users,), "float32")),
+            item_bias=table_with_mean_oov(self.item_prior)[:, 0],
+            global_mean=0.0,
+        )
+
+    def item_vectors(self) -> Any:
+        """The item tower: ``similar_items`` compares items in the space ranking uses."""
+        return table_with_mean_oov(self.item_tower)
+
+    def retrieval_loss(self, inputs: dict[str, Any], rating: Any) -> Any:
+        """Full-softmax cross-entropy of each positive against the catalog, plus its L2 term.
+
+        Rows below ``relevance_threshold`` contribute nothing; a batch without a positive gives 0.
+        """
+        users, items = as_index(inputs["user"]), as_index(inputs["item"])
+        positive = ops.cast(ops.reshape(rating, (-1,)) >= self.relevance_threshold, "float32")
+        n_positive = ops.maximum(ops.sum(positive), 1.0)
+        v = lookup(self.user_tower, users, training=True)
+        logits = ops.matmul(v, ops.transpose(self.item_tower.embeddings))
+        logits = logits + ops.reshape(self.item_prior.embeddings, (1, -1))
+        never = ops.concatenate(
+            [ops.full((1, 1), _NEVER, logits.dtype), ops.zeros((1, self.n_items), logits.dtype)],
+            axis=1,
+        )
+        logits = logits + never
+        ce = keras.losses.sparse_categorical_crossentropy(items, logits, from_logits=True)
+        loss = ops.sum(ce * positive) / n_positive
+        if self.l2:
+            w = self.item_tower(items)
+            norms = ops.sum(ops.square(v), axis=-1) + ops.sum(ops.square(w), axis=-1)
+            loss = loss + self.l2 * ops.sum(norms * positive) / n_positive
+        return loss
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        """``retrieval loss + rating_loss_weight * (rating MSE + its L2)``.
+
+        Keras' own loss (the compiled MSE) and the rating head's penalties come from the parent
+        and are weighted; the retrieval loss is added on top.
+        """
+        rating_loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        return self.retrieval_loss(x, y) + self.rating_loss_weight * rating_loss
+
+    def stopping_heads(self) -> dict[str, tuple[tuple[str, str], list[Any]]]:
+        """The parts that early-stop apart, each on its validation metric (see
+        :func:`recommender.training.fit.head_stopping`): the towers on NDCG@10, the rating head
+        on RMSE. A softmax converges later than an MSE; one shared epoch would leave one of them
+        under- or over-trained."""
+        towers = [self.user_tower, self.item_tower, self.item_prior]
+        return {
+            "ranking": (("val_ndcg_at_10", "max"), [w for t in towers for w in t.weights]),
+            "rating": (("val_rmse", "min"), list(self.rating_head.weights)),
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "embedding_dim": self.embedding_dim,
+            "rating_loss_weight": self.rating_loss_weight,
+            "relevance_threshold": self.relevance_threshold,
+            "global_mean": self.global_mean,
+            "rating": dict(self.rating_hyper),
+        }
+
+
+def _rating_hyper(given: dict[str, Any]) -> dict[str, Any]:
+    """The rating head's knobs (``train.biased_mf`` with ``train.two_tower.rating`` over it),
+    checked against what :class:`BiasedMF` takes."""
+    allowed = constructor_args(BiasedMF) - DATA_ARGS
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"two_tower's rating head has no hyperparameter {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
+    return dict(given)
