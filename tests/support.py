@@ -44,7 +44,7 @@ TINY = {
         "learning_rate": 0.01,
         # The default family brings its own training knobs, sized for MovieLens: small data
         # wants the same short, fast training as the others.
-        "two_tower": {"batch_size": 256, "learning_rate": 0.01, "patience": 3},
+        "two_tower": {"batch_size": 256, "learning_rate": 0.01, "patience": 3, "epochs": 4},
     },
     "register": {"bootstrap_resamples": 500},
 }

@@ -236,6 +236,10 @@ def fit(
 
     model = build(processed, cfg)
     train = processed.train
+    if hasattr(model, "set_training_positives"):  # masked out of each other's softmax
+        model.set_training_positives(
+            train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train["rating"].to_numpy()
+        )
     train_ds = make_dataset(
         train["user_idx"].to_numpy(),
         train["item_idx"].to_numpy(),
@@ -276,7 +280,7 @@ def fit(
     history = model.fit(
         train_ds,
         validation_data=val_ds,
-        epochs=cfg.epochs,
+        epochs=cfg.family_epochs,
         callbacks=all_callbacks,
         shuffle=False,
         verbose=verbose,
@@ -310,7 +314,7 @@ def refit(
         epochs = max(heads.values()) if heads else chosen.best_epoch
     return fit(
         with_val_in_train(processed),
-        cfg.model_copy(update={"epochs": epochs}),
+        cfg.with_epochs(epochs),
         seed,
         callbacks,
         verbose,

@@ -208,7 +208,7 @@ def tune(processed: Processed, params: Params) -> TuneResult:
     family = cfg.family
     base = params.train
     if cfg.epochs is not None:
-        base = base.model_copy(update={"epochs": cfg.epochs})
+        base = base.model_copy(update={"model": family}).with_epochs(cfg.epochs)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (
