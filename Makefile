@@ -62,9 +62,17 @@ $(SURPRISE_VENV)/.installed:
 	$(SURPRISE_VENV)/bin/pip install --quiet --disable-pip-version-check "numpy==1.26.4" "scikit-surprise==1.1.5"
 	@touch $@
 
-bench: install $(SURPRISE_VENV)/.installed ## Our families vs Surprise SVD/SVD++ on ML-100K u1 -> reports/benchmark.md (minutes)
+# make bench: which families the ranking table trains on each fold (default: all; each fold of
+# every family takes ~10 min on 2 cores), and which folds.
+RANKING_FAMILIES ?=
+RANKING_FOLDS ?= u1,u2,u3,u4,u5
+
+bench: install $(SURPRISE_VENV)/.installed ## Rating table vs Surprise (u1) and ranking table vs popularity/EASE (u1..u5) -> reports/ (long)
 	$(BIN)/python benchmarks/run.py --ml100k $(ML100K_DIR) --params params.yaml \
 		--surprise-python $(SURPRISE_VENV)/bin/python --out reports/benchmark.md --json reports/benchmark.json
+	$(BIN)/python benchmarks/ranking.py --ml100k $(ML100K_DIR) --params params.yaml \
+		--folds $(RANKING_FOLDS) $(if $(RANKING_FAMILIES),--families $(RANKING_FAMILIES)) \
+		--out reports/bench_ranking.md --json reports/bench_ranking.json
 
 tune: install ## Search tune.family's knobs on the validation split (MLflow runs), write the best to params.yaml
 	@[ -d .git ] || { echo "dvc needs a git repository: run from a clone of this project"; exit 1; }
