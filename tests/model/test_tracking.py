@@ -40,13 +40,17 @@ def test_train_and_evaluate_log_one_complete_run(
     client = mlflow.MlflowClient(tracking_db)
     run = client.get_run(record["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["train.model"] == "biased_mf"
-    assert run.data.params["hyper.embedding_dim"] == str(params.train.biased_mf.embedding_dim)
+    assert run.data.params["train.model"] == "two_tower"  # the default family
+    assert run.data.params["hyper.embedding_dim"] == str(params.train.two_tower.embedding_dim)
+    assert run.data.params["hyper.rating.embedding_dim"] == str(
+        params.train.biased_mf.embedding_dim
+    )
     assert run.data.tags["data.source"] == "synthetic"
     assert len(run.data.tags["data.hash"]) == 64
     # One point per epoch for the learning curves.
-    curve = client.get_metric_history(record["run_id"], "val_rmse")
-    assert [m.step for m in curve] == list(range(1, summary["epochs_run"] + 1))
+    for name in ("val_rmse", "val_ndcg_at_10"):  # the rating head's and the towers' curves
+        curve = client.get_metric_history(record["run_id"], name)
+        assert [m.step for m in curve] == list(range(1, summary["epochs_run"] + 1)), name
     csv = pd.read_csv(history)
     assert list(csv["epoch"]) == list(range(1, summary["epochs_run"] + 1))
     # train.refit: the final model trained again on train + val for the best epoch count.

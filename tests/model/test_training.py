@@ -18,8 +18,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(processed: Processed, params: Params):  # noqa: ANN201
-    return fit(processed, params.train, params.seed)
+def rating_params(params: Params) -> Params:
+    """The tiny params with a rating family: these tests pin down RMSE early stopping and the
+    refit (the ranking default's two-headed stopping is tested below)."""
+    return params.model_copy(
+        update={"train": params.train.model_copy(update={"model": "biased_mf"})}
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(processed: Processed, rating_params: Params):  # noqa: ANN201
+    return fit(processed, rating_params.train, rating_params.seed)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +48,8 @@ def test_training_loss_decreases_and_early_stopping_keeps_the_best_epoch(trained
     assert history["val_rmse"][trained.best_epoch - 1] == min(history["val_rmse"])
 
 
-def test_same_seed_same_model(processed: Processed, trained, params: Params) -> None:  # noqa: ANN001
-    again = fit(processed, params.train, params.seed)
+def test_same_seed_same_model(processed: Processed, trained, rating_params: Params) -> None:  # noqa: ANN001
+    again = fit(processed, rating_params.train, rating_params.seed)
     assert again.history == trained.history
     u = processed.test["user_idx"].to_numpy()
     i = processed.test["item_idx"].to_numpy()
@@ -112,7 +121,7 @@ def test_activity_slice_names() -> None:
 
 
 def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
-    processed: Processed, trained, params: Params
+    processed: Processed, trained, rating_params: Params
 ) -> None:  # noqa: ANN001
     from recommender.preprocess.processed import with_val_in_train
     from recommender.training.fit import refit
@@ -123,7 +132,7 @@ def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
     assert len(merged.train) == len(processed.train) + int(known.sum())
     assert len(merged.val) == 0 and len(processed.val) == len(val)  # the input is untouched
 
-    final = refit(processed, params.train, params.seed, trained.best_epoch)
+    final = refit(processed, rating_params.train, rating_params.seed, trained.best_epoch)
     assert final.epochs_run == trained.best_epoch and "val_rmse" not in final.history
     # The refit learnt from the validation ratings: it fits them better than the model that
     # only early-stopped on them.
@@ -132,3 +141,32 @@ def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
     before = ModelBundle.from_training(trained.model, processed, {}).predict(u, i)
     after = ModelBundle.from_training(final.model, processed, {}).predict(u, i)
     assert np.sqrt(np.mean((after - y) ** 2)) < np.sqrt(np.mean((before - y) ** 2))
+
+
+def test_two_tower_heads_stop_apart_and_the_refit_replays_both(
+    processed: Processed, params: Params
+) -> None:
+    from recommender.evaluation import metrics
+    from recommender.scoring.ranking import SeenItems, rank
+    from recommender.training.fit import refit
+
+    cfg = params.train.model_copy(update={"model": "two_tower"}).with_epochs(6)
+    result = fit(processed, cfg, params.seed)
+    history, heads = result.history, result.head_epochs
+    assert set(heads) == {"ranking", "rating"}
+    ndcg, rmse = history["val_ndcg_at_10"], history["val_rmse"]
+    assert ndcg[heads["ranking"] - 1] == max(ndcg) and rmse[heads["rating"] - 1] == min(rmse)
+    assert result.best_epoch == heads["ranking"]
+    # The towers hold their best epoch's weights: ranking validation again gives its NDCG.
+    train, val = processed.train, processed.val
+    n_users = len(processed.user_vocab) - 1
+    seen = SeenItems(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), n_users)
+    u, i, r = (val[c].to_numpy() for c in ("user_idx", "item_idx", "rating"))
+    users = np.unique(u[u > 0])
+    relevant = [{x for x in rel if x} for rel in metrics.relevant_items(u, i, r, users, 4.0)]
+    factors = result.model.retrieval_factors()
+    top = rank(factors.score, users, 10, len(processed.item_vocab), seen=seen).items
+    assert metrics.ndcg_at_k(top, relevant, 10) == pytest.approx(max(ndcg), abs=1e-6)
+    # The refit trains as long as the later head needs, and keeps each head's own epoch.
+    again = refit(processed, cfg, params.seed, result)
+    assert again.epochs_run == max(heads.values()) and again.head_epochs == heads

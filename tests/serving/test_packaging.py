@@ -34,7 +34,8 @@ def test_bento_model_carries_labels_metrics_and_lineage(packaged: Packaged) -> N
     assert meta["version"] == packaged.version
     assert meta["metrics"]["test_rmse"] == pytest.approx(packaged.record["metrics"]["test_rmse"])
     # Lineage: the run's data hash and model family, and the registry version's own tags.
-    assert meta["tags"]["model.family"] == "biased_mf"
+    assert meta["tags"]["model.family"] == "two_tower"  # the default family
+    assert meta["tags"]["version.gate.primary"] == "ndcg@10"  # judged by its ranking
     assert len(meta["tags"]["data.hash"]) == 64
     assert meta["tags"]["version.gate.decision"] == "promoted"
 
