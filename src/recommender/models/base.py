@@ -200,6 +200,19 @@ DATA_ARGS = frozenset(
 )
 
 
+def member_knobs(cls: type[RatingModel], given: dict[str, Any], owner: str) -> dict[str, Any]:
+    """A member model's knobs (its ``train.<family>`` section with its owner's overrides over
+    it), checked against what ``cls``'s constructor takes; ``owner`` names it in the error."""
+    allowed = constructor_args(cls) - DATA_ARGS
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{owner} has no hyperparameter {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+
+
 def constructor_args(cls: type) -> set[str]:
     """Named constructor arguments of ``cls`` and its bases up to :class:`RatingModel`."""
     names: set[str] = set()

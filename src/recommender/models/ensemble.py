@@ -9,7 +9,7 @@ import numpy as np
 
 from recommender.core.errors import ConfigError
 from recommender.models.autorec import ItemAutoRec
-from recommender.models.base import DATA_ARGS, RatingModel, constructor_args, register
+from recommender.models.base import RatingModel, member_knobs, register
 from recommender.models.hybrid import HybridRecommender
 from recommender.scoring.factors import Factors
 
@@ -59,8 +59,8 @@ class HybridAutoRecEnsemble(RatingModel):
             raise ConfigError(f"blend must be in [0, 1], got {blend}")
         self.blend = float(blend)
         self.global_mean = float(global_mean)
-        self.hybrid_hyper = _member_hyper(HybridRecommender, hybrid)
-        self.autorec_hyper = _member_hyper(ItemAutoRec, autorec)
+        self.hybrid_hyper = member_knobs(HybridRecommender, hybrid, "ensemble member 'hybrid'")
+        self.autorec_hyper = member_knobs(ItemAutoRec, autorec, "ensemble member 'autorec'")
         scale: dict[str, Any] = {"min_rating": self.min_rating, "max_rating": self.max_rating}
         self.hybrid = HybridRecommender(
             n_users,
@@ -117,16 +117,3 @@ class HybridAutoRecEnsemble(RatingModel):
             "user_cardinalities": list(self.hybrid.user_cardinalities),
             "n_train_ratings": self.autorec.n_train_ratings,
         }
-
-
-def _member_hyper(cls: type[RatingModel], given: dict[str, Any]) -> dict[str, Any]:
-    """A member's knobs (its ``train.<family>`` section with the ensemble's overrides), checked
-    against what its constructor takes."""
-    allowed = constructor_args(cls) - DATA_ARGS
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"ensemble member {cls.family!r} has no hyperparameter {', '.join(unknown)}; "
-            f"it takes {', '.join(sorted(allowed))}"
-        )
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}

@@ -14,11 +14,10 @@ from keras import ops
 
 from recommender.core.errors import ConfigError
 from recommender.models.base import (
-    DATA_ARGS,
     RatingModel,
     as_index,
-    constructor_args,
     lookup,
+    member_knobs,
     register,
     table_with_mean_oov,
 )
@@ -87,7 +86,7 @@ class TwoTower(RatingModel):
         self.rating_loss_weight = float(rating_loss_weight)
         self.relevance_threshold = float(relevance_threshold)
         self.global_mean = float(global_mean)
-        self.rating_hyper = _rating_hyper(rating)
+        self.rating_hyper = member_knobs(BiasedMF, rating, "two_tower's rating head")
         d = self.embedding_dim
         self.user_tower = self._embedding(self.n_users + 1, d, "user_tower")
         self.item_tower = self._embedding(self.n_items + 1, d, "item_tower")
@@ -226,16 +225,3 @@ class TwoTower(RatingModel):
             "global_mean": self.global_mean,
             "rating": dict(self.rating_hyper),
         }
-
-
-def _rating_hyper(given: dict[str, Any]) -> dict[str, Any]:
-    """The rating head's knobs (``train.biased_mf`` with ``train.two_tower.rating`` over it),
-    checked against what :class:`BiasedMF` takes."""
-    allowed = constructor_args(BiasedMF) - DATA_ARGS
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"two_tower's rating head has no hyperparameter {', '.join(unknown)}; "
-            f"it takes {', '.join(sorted(allowed))}"
-        )
-    return dict(given)
