@@ -71,7 +71,7 @@ def _ranking(
     return {key.replace(f"_at_{k}", f"@{k}"): value for key, value in report.items()}
 
 
-def _relevant(part: Any, users: np.ndarray, threshold: float) -> list[set[int]]:
+def relevant_sets(part: Any, users: np.ndarray, threshold: float) -> list[set[int]]:
     """Each user's items in ``part`` rated at least ``threshold``; cold items (0) left out:
     they cannot be recommended."""
     relevant = metrics.relevant_items(
@@ -102,7 +102,7 @@ def choose_ease_lambda(processed: Processed, cfg: EvaluateConfig) -> tuple[float
         return lam, {"lambda": lam, "chosen_on": "nothing (no validation split): the middle value"}
     users = np.unique(val["user_idx"].to_numpy())
     users = users[users > 0]
-    relevant = _relevant(val, users, cfg.relevance_threshold)
+    relevant = relevant_sets(val, users, cfg.relevance_threshold)
     train = processed.train
     seen = SeenItems(
         train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), len(processed.user_vocab) - 1
@@ -142,7 +142,7 @@ def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> 
     # recommended, so they are left out of the relevant sets.
     k = cfg.k
     users = np.unique(u)
-    relevant = _relevant(test, users, cfg.relevance_threshold)
+    relevant = relevant_sets(test, users, cfg.relevance_threshold)
     model_top = bundle.recommend(users, k).items
     popular_top = bundle.popular(users, k).items
     if bundle.n_items <= cfg.ease_max_items:

@@ -55,17 +55,15 @@ def validation_ranking(processed: Processed, threshold: float, k: int = RANKING_
     import keras
 
     from recommender.evaluation import metrics
+    from recommender.evaluation.evaluate import relevant_sets
     from recommender.scoring.ranking import SeenItems, rank
 
     train, val = processed.train, processed.val
     n_users = len(processed.user_vocab) - 1
     seen = SeenItems(train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), n_users)
-    u, i, r = (val[c].to_numpy() for c in ("user_idx", "item_idx", "rating"))
-    users = np.unique(u[u > 0])
-    relevant = [
-        {item for item in rel if item != 0}
-        for rel in metrics.relevant_items(u, i, r, users, threshold)
-    ]
+    users = np.unique(val["user_idx"].to_numpy())
+    users = users[users > 0]
+    relevant = relevant_sets(val, users, threshold)  # the rule evaluate measures by
     n_cols = len(processed.item_vocab)
     name = f"val_ndcg_at_{k}"
 
