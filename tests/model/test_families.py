@@ -1,9 +1,9 @@
 """Every model family, trained once on the synthetic low-rank matrix of ``tests/conftest.py``.
 
 Trains six small models (about a minute on 2 cores), hence ``slow``; the checks that need no
-training live in ``tests/unit/test_models.py``. What holds for every family is one test,
-parametrized over ``FAMILIES``: the loss falls, it beats the bias baseline, predictions are on
-the scale, a safe-mode save/load round trip is exact, exported factors reproduce it.
+training live in ``tests/model/test_model_construction.py``. What holds for every family is one
+test, parametrized over ``FAMILIES``: the loss falls, it beats the bias baseline, predictions are
+on the scale, a safe-mode save/load round trip is exact, exported factors reproduce it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Hyperparameter search: search spaces, MLflow parent/child runs, and params written back.
 
 The search itself runs for real (Optuna, Keras, a SQLite MLflow store in tmp_path) on a tiny
-synthetic dataset; the cheap tests drive real Optuna trials without training anything.
+synthetic dataset; the cheap tests drive real Optuna trials without training anything. The
+tests that build Keras objects are in ``tests/model/test_tuning_trials.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from recommender.core.errors import ConfigError
 from recommender.training.tuning import (
     FAMILY_SPACE,
     TuneResult,
-    _pruning_callback,
     suggest,
     train_overrides,
     trial_config,
@@ -53,37 +53,6 @@ def test_a_family_without_a_space_is_refused():
     study = optuna.create_study()
     with pytest.raises(ConfigError, match="tune.family 'svd'"):
         suggest(study.ask(), "svd")
-
-
-def test_a_trailing_trial_is_pruned_and_its_values_kept():
-    # A real pruner that prunes anything above 0.5: the callback must stop the trial.
-    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.5))
-    seen: list[float] = []
-    callback = _pruning_callback(study.ask(), seen)
-    callback.on_epoch_end(0, {"val_rmse": 0.4})  # under the threshold: training goes on
-    with pytest.raises(optuna.TrialPruned):
-        callback.on_epoch_end(1, {"val_rmse": 0.9})
-    assert seen == [0.4, 0.9]
-
-
-def test_a_family_keeps_its_own_learning_rate(processed):
-    from recommender.training.fit import build
-
-    params = parse_params(
-        {
-            "train": {
-                "model": "biased_mf",
-                "learning_rate": 0.003,
-                "biased_mf": {"learning_rate": 0.02},
-            }
-        }
-    ).train
-    assert params.family_learning_rate == 0.02
-    assert "learning_rate" not in params.hyper()  # a training knob, not a constructor argument
-    hybrid = params.model_copy(update={"model": "hybrid"})
-    assert hybrid.family_learning_rate == 0.003  # no value of its own: the shared one
-    model = build(processed, params)
-    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
 
 
 def test_tune_config_is_strict():

@@ -193,6 +193,11 @@ def tune(processed: Processed, params: Params) -> TuneResult:
     Raises:
         ConfigError: No validation rows to score trials on, or a family without a search space.
     """
+    if len(processed.val) == 0:  # before the heavy imports: a config mistake fails in a blink
+        raise ConfigError(
+            "tuning needs a validation split to score trials on, but data/processed has none: "
+            "set preprocess.val_fraction above 0 (e.g. 0.1) and rerun `dvc repro preprocess`"
+        )
     import keras
     import mlflow
     import optuna
@@ -200,11 +205,6 @@ def tune(processed: Processed, params: Params) -> TuneResult:
     from recommender.training.fit import fit, monitor_of
 
     cfg = params.tune
-    if len(processed.val) == 0:
-        raise ConfigError(
-            "tuning needs a validation split to score trials on, but data/processed has none: "
-            "set preprocess.val_fraction above 0 (e.g. 0.1) and rerun `dvc repro preprocess`"
-        )
     family = cfg.family
     base = params.train
     if cfg.epochs is not None:

@@ -1,6 +1,9 @@
 """Model checks that need no training: construction, the penalty's forms, bad configuration,
 one source of defaults, and the ``tf.data`` input pipeline. The trained families are tested in
-``tests/model/test_families.py``."""
+``tests/model/test_families.py``.
+
+Marked slow with the rest of ``tests/model``: each test is quick, but the module imports Keras and
+TensorFlow (~10 s), which ``make test-fast`` does not pay for."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from recommender.core.config import (
     parse_params,
 )
 from recommender.core.errors import ConfigError
+
+pytestmark = pytest.mark.slow
 
 SCALE = RatingScale(min=1.0, max=5.0, step=1.0)
 
