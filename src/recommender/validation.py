@@ -43,6 +43,7 @@ from recommender.core.schema import (
     read_dataset,
 )
 from recommender.core.telemetry import disable_telemetry
+from recommender.datadocs import make_offline
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -492,6 +493,9 @@ def validate_dataset(
 
         if docs_dir is not None:
             site = Path(project) / "gx" / "uncommitted" / "data_docs" / "local_site"
+            # GX's pages load their libraries from CDNs and a logo beacon from a GX host: point
+            # them at pinned local copies so that the docs render offline and call nobody.
+            make_offline(site)
             shutil.copytree(site, docs_dir, dirs_exist_ok=True)
 
     return ValidationReport(
