@@ -15,26 +15,35 @@ folder directly during development, ``RECOMMENDER_BENTO_MODEL`` and ``RECOMMENDE
 the environment override the first two.
 
 Besides the four APIs, BentoML serves ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus, with
-``recommender_unknown_ids_total`` counting ids the model has never seen).
+``recommender_unknown_ids_total`` counting ids the model has never seen), and ``/docs.json`` (the
+OpenAPI schema). ``/`` is this service's own page, which loads nothing from any other host
+(BentoML's Swagger UI index loads Google Tag Manager).
+
+HTTP contract, kept by :class:`HttpGuard` in front of BentoML's handlers: every 4xx is JSON
+``{"error": ...}`` (405 and 404 included) and is logged at INFO in one line, without a traceback
+(5xx stay ERROR with one); a request body must arrive within ``BODY_TIMEOUT`` seconds (else 408).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import html
 import json
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from recommender.core.telemetry import disable_telemetry
 
 disable_telemetry()  # before BentoML and MLflow load: both read their opt-outs from the environment
-
 import bentoml  # noqa: E402
-from bentoml.exceptions import InvalidArgument  # noqa: E402
+from bentoml.exceptions import BentoMLException, InvalidArgument  # noqa: E402
 from bentoml.exceptions import NotFound as HTTPNotFound  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: E402
 
 from recommender.serving.api import (  # noqa: E402
     MAX_GENRES,
@@ -63,6 +72,14 @@ Genres = Annotated[list[Genre], Field(max_length=MAX_GENRES)]
 #: Largest request body: generous for max_pairs pairs of 128-character ids, small enough that a
 #: huge upload is refused before anything parses it.
 MAX_BODY = 64 * 1024 + 512 * ARGS.max_pairs
+#: Seconds a client has to send its whole request body: a stalled upload is the client's fault,
+#: so it gets a 408, before BentoML's own timeout (below) would answer 504.
+BODY_TIMEOUT = 5.0
+#: Seconds a request may take once its body is in; past it BentoML answers 504 (a server fault).
+HANDLER_TIMEOUT = 10.0
+
+logger = logging.getLogger("recommender.serving")
+logger.setLevel(logging.INFO)
 
 
 class _Request(BaseModel):
@@ -102,46 +119,100 @@ UNKNOWN_IDS = bentoml.metrics.Counter(
 
 @contextlib.contextmanager
 def _client_errors() -> Iterator[None]:
-    """The library's request errors as HTTP 4xx with their message (never a 500)."""
+    """The library's request errors as HTTP 4xx with their message (never a 500).
+
+    A pydantic ``ValidationError`` raised here is a bug of ours (the request was validated
+    before), not the client's: it becomes a 500, which BentoML would otherwise answer 400.
+    """
     try:
         yield
     except BadRequest as exc:
         raise InvalidArgument(str(exc)) from None
     except NotFound as exc:
         raise HTTPNotFound(str(exc)) from None
+    except ValidationError as exc:
+        raise RuntimeError(f"the service built an invalid value: {exc}") from exc
 
 
-class JsonBodies:
-    """ASGI middleware: API calls must send JSON (else 415) of at most ``max_bytes`` (else 413).
+def _is_client_error(exc: BaseException | None) -> bool:
+    """Whether BentoML answers ``exc`` raised by a request with a 4xx."""
+    if isinstance(exc, ValidationError):  # the request body did not validate
+        return True
+    return isinstance(exc, BentoMLException) and int(exc.error_code) < 500
 
-    BentoML also accepts form and multipart bodies and answers some malformed ones with a 500;
-    this service's contract is JSON only, so everything else is refused up front, with a message.
-    It also gives every 4xx one shape, ``{"error": ...}``: BentoML 1.4 wraps the errors our code
-    raises in a one-element list.
+
+class _NoClientErrorTracebacks(logging.Filter):
+    """Drop BentoML's ERROR record (with a ~2.4 KB traceback) of a request answered 4xx.
+
+    :class:`HttpGuard` logs every 4xx at INFO in one line instead; 5xx keep BentoML's ERROR record
+    and traceback.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_client_error(record.exc_info[1]))
+
+
+# BentoML logs each exception a request raised through this logger (``log_exception``).
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoClientErrorTracebacks())
+
+
+class HttpGuard:
+    """ASGI middleware in front of BentoML's routes: the service's HTTP contract.
+
+    - ``GET /`` is :data:`INDEX_HTML`, a page that loads nothing from another host (BentoML's
+      own index is a Swagger UI that loads Google Tag Manager).
+    - API calls must send JSON (else 415) of at most ``max_bytes`` (else 413), all of it within
+      ``body_timeout`` seconds (else 408: a stalled upload is the client's fault, where BentoML's
+      request timeout would answer 504). BentoML also accepts form and multipart bodies and
+      answers some malformed ones with a 500; this service's contract is JSON only.
+    - Every 4xx has one shape, ``{"error": ...}`` (see :func:`_json_errors`), and one INFO log line.
+
+    BentoML's own timeout middleware wraps this one, so ``body_timeout`` must be shorter than the
+    service's ``traffic.timeout``.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, body_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        method, path = scope["method"], scope["path"]
+        send = _json_errors(send, method, path)
+        if path == "/" and method in ("GET", "HEAD"):
+            return await _send_index(send)
+        if method != "POST":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if media not in (b"", b"application/json"):
             return await _reply(send, 415, "send the request as Content-Type: application/json")
         body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                return await _reply(
-                    send, 413, f"request body over {self.max_bytes} bytes (the service's limit)"
-                )
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_bytes:
+                        return await _reply(
+                            send,
+                            413,
+                            f"request body over {self.max_bytes} bytes (the service's limit)",
+                            close=True,
+                        )
+        except TimeoutError:
+            return await _reply(
+                send,
+                408,
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                f"({len(body)} bytes received)",
+                close=True,
+            )
         replayed = False
 
         async def replay() -> dict:
@@ -151,11 +222,18 @@ class JsonBodies:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return await self.app(scope, replay, _unwrap_errors(send))
+        return await self.app(scope, replay, send)
 
 
-def _unwrap_errors(send: Callable[[dict], Awaitable[None]]) -> Callable[[dict], Awaitable[None]]:
-    """Wrap ``send`` so a 4xx body ``[{"error": ...}]`` goes out as ``{"error": ...}``."""
+def _json_errors(
+    send: Callable[[dict], Awaitable[None]], method: str, path: str
+) -> Callable[[dict], Awaitable[None]]:
+    """Wrap ``send`` so every 4xx goes out as JSON ``{"error": ...}`` and is logged in one line.
+
+    BentoML wraps the errors our code raises in a one-element list (``[{"error": ...}]``), names
+    an internal class in its validation errors (the fields are in ``detail``), and Starlette
+    answers 404 and 405 in plain text: each becomes ``{"error": "<what>"}``, other keys kept.
+    """
     start: dict | None = None
     chunks: list[bytes] = []
 
@@ -169,29 +247,89 @@ def _unwrap_errors(send: Callable[[dict], Awaitable[None]]) -> Callable[[dict], 
         chunks.append(message.get("body", b""))
         if message.get("more_body", False):
             return None
-        body = b"".join(chunks)
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
-            body = json.dumps(data[0]).encode()
-        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-        headers.append((b"content-length", b"%d" % len(body)))
+        status = start["status"]
+        payload = _error_payload(status, b"".join(chunks), start["headers"], method, path)
+        logger.info("%s %s %d %s", method, path, status, _one_line(payload["error"]))
+        body = json.dumps(payload).encode()
+        drop = (b"content-length", b"content-type")
+        headers = [(k, v) for k, v in start["headers"] if k.lower() not in drop]
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     return wrapped
 
 
-async def _reply(send: Callable[[dict], Awaitable[None]], status: int, message: str) -> None:
+def _error_payload(
+    status: int, body: bytes, headers: list[tuple[bytes, bytes]], method: str, path: str
+) -> dict[str, Any]:
+    """The ``{"error": ...}`` object of a 4xx response whose body BentoML or Starlette wrote."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]
+    if isinstance(data, dict) and "error" in data:
+        detail = data.get("detail")
+        if isinstance(detail, list) and detail and all(isinstance(d, dict) for d in detail):
+            # A pydantic validation error: say which fields and why, not the internal class name.
+            problems = [
+                f"{'.'.join(str(part) for part in d.get('loc', ())) or 'body'}: {d.get('msg', '')}"
+                for d in detail
+            ]
+            return {**data, "error": "; ".join(problems)}
+        return data
+    if status == 405:
+        allowed = dict((k.lower(), v) for k, v in headers).get(b"allow", b"").decode("latin-1")
+        message = f"method {method} is not allowed on {path}" + (
+            f" (allowed: {allowed})" if allowed else ""
+        )
+    elif status == 404:
+        message = f"no such endpoint: {method} {path}"
+    else:
+        text = body.decode("utf-8", "replace").strip()
+        message = text or HTTPStatus(status).phrase
+    return {"error": message}
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    """``text`` on one line, at most ``limit`` characters (a log line a client cannot inflate)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+async def _reply(
+    send: Callable[[dict], Awaitable[None]], status: int, message: str, close: bool = False
+) -> None:
     payload = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    if close:  # the rest of the request body is not read: the connection cannot be reused
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
-@bentoml.service(name="recommender", workers=1, traffic={"timeout": 10})
+#: ``/``'s Content-Security-Policy: nothing may load from anywhere, inline styles aside.
+INDEX_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+async def _send_index(send: Callable[[dict], Awaitable[None]]) -> None:
+    page = INDEX_HTML.encode()
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", b"%d" % len(page)),
+        (b"content-security-policy", INDEX_CSP.encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": page})
+
+
+@bentoml.service(name="recommender", workers=1, traffic={"timeout": BODY_TIMEOUT + HANDLER_TIMEOUT})
 class Recommender:
     """Ratings, top-K recommendations and similar items from the packaged champion."""
 
@@ -263,4 +401,43 @@ class Recommender:
         return self.model.model_info()
 
 
-Recommender.add_asgi_middleware(JsonBodies, max_bytes=MAX_BODY)
+def _index_html() -> str:
+    """``/``: what the service answers and where its OpenAPI schema is, with no external loads."""
+    rows = "\n".join(
+        f"<li><code>POST {html.escape(method.route)}</code>: "
+        f"{html.escape((method.doc or '').strip().splitlines()[0] if method.doc else '')}</li>"
+        for method in Recommender.apis.values()
+    )
+    example = html.escape(
+        "curl -s -XPOST http://127.0.0.1:3000/recommend -H 'content-type: application/json' "
+        """-d '{"user_id": 1, "k": 5}'"""
+    )
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>recommender</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 50rem; margin: 2rem auto; padding: 0 1rem; }}
+code, pre {{ background: #f3f3f3; padding: 0.1rem 0.3rem; }}
+</style>
+</head>
+<body>
+<h1>recommender</h1>
+<p>Ratings, top-K recommendations and similar items from the registry's champion model.
+Every endpoint takes and returns JSON.</p>
+<ul>
+{rows}
+</ul>
+<pre>{example}</pre>
+<p>The OpenAPI schema: <a href="docs.json">/docs.json</a>.
+Probes: <a href="healthz">/healthz</a>, <a href="readyz">/readyz</a>.
+Prometheus metrics: <a href="metrics">/metrics</a>.</p>
+</body>
+</html>
+"""
+
+
+INDEX_HTML = _index_html()
+
+Recommender.add_asgi_middleware(HttpGuard, max_bytes=MAX_BODY, body_timeout=BODY_TIMEOUT)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from bentoml.exceptions import InvalidArgument, NotFound
-from serving_helpers import SERVING, Packaged
+from serving_helpers import Packaged
 
 from recommender.serving.api import Pair
 
@@ -18,15 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def service(packaged: Packaged) -> Iterator[Any]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECOMMENDER_BENTO_MODEL", packaged.record["bento_model"])
-        spec = importlib.util.spec_from_file_location("recommender_service", SERVING / "service.py")
-        module = importlib.util.module_from_spec(spec)
-        # Registered like a real import: pydantic resolves the generic models through it.
-        mp.setitem(sys.modules, spec.name, module)
-        spec.loader.exec_module(module)
-        yield module.Recommender()
+def service(service_module: Any) -> Any:
+    return service_module.Recommender()
 
 
 def _known(packaged: Packaged) -> tuple[int, int]:
