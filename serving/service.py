@@ -83,8 +83,9 @@ logger.setLevel(logging.INFO)
 
 
 class _Request(BaseModel):
-    # A misspelled field ("topk") is an error, not a silently ignored default.
-    model_config = ConfigDict(extra="forbid")
+    # A misspelled field ("topk") is an error, not a silently ignored default; strict types: a
+    # JSON string is not read as a number ("5") or a boolean ("yes"), nor a boolean as a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PredictRequest(_Request):

@@ -6,7 +6,8 @@ maps the errors below to 4xx responses. Scoring and top-K ranking are the bundle
 evaluation runs), so a served prediction equals the offline one.
 
 Raw ids are typed by the model: one trained on integer ids takes JSON integers (a string is a
-400), one trained on text ids takes strings. Unknown ids are not errors for ``predict`` (they get
+400), one trained on text ids takes strings. Every request field is strict the same way (``"5"`` is
+not a ``k``, ``"yes"`` not a boolean). Unknown ids are not errors for ``predict`` (they get
 the out-of-vocabulary row and a flag) nor for ``recommend`` (a cold-start answer, flagged);
 ``similar_items`` needs a known item (else 404). The request and response models are generic in
 the id type (``Pair[IntId]``), so the service's OpenAPI schema says which one it takes.
@@ -58,7 +59,8 @@ class NotFound(RecommenderError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No unknown fields, and no coercion: a JSON string is not read as a number or a boolean.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     @classmethod
     def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
