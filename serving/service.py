@@ -22,6 +22,8 @@ OpenAPI schema). ``/`` is this service's own page, which loads nothing from any 
 HTTP contract, kept by :class:`HttpGuard` in front of BentoML's handlers: every 4xx is JSON
 ``{"error": ...}`` (405 and 404 included) and is logged at INFO in one line, without a traceback
 (5xx stay ERROR with one); a request body must arrive within ``BODY_TIMEOUT`` seconds (else 408).
+A champion that cannot load ends ``bentoml serve`` with a non-zero status and a one-line error
+naming the model, instead of being restarted forever.
 """
 
 from __future__ import annotations
@@ -33,13 +35,24 @@ import html
 import json
 import logging
 import os
+import sys
+import time
+import zipfile
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 from recommender.core.telemetry import disable_telemetry
 
 disable_telemetry()  # before BentoML and MLflow load: both read their opt-outs from the environment
+# A worker that exits (its model cannot load, or it crashed) is not started again; once none is
+# left, ``bentoml serve`` stops with a non-zero status ("No active process found for watcher")
+# instead of restarting the worker every 10 s forever with its port open and requests hanging.
+# This is BentoML's own setting in the containers it builds; ``bentoml serve`` imports this module
+# before it creates its worker watcher, which reads the variable.
+os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
+
 import bentoml  # noqa: E402
 from bentoml.exceptions import BentoMLException, InvalidArgument  # noqa: E402
 from bentoml.exceptions import NotFound as HTTPNotFound  # noqa: E402
@@ -338,19 +351,33 @@ class Recommender:
 
     def __init__(self) -> None:
         from recommender import tracking
-        from recommender.scoring.bundle import ModelBundle
 
         # The bundle inside the imported MLflow model, loaded by this Bento's own library (Keras
         # with safe_mode): the model's logged code is not run, so a champion logged by an older
         # version of the project serves with the code this Bento was built with.
-        bundle = ModelBundle.load(tracking.bundle_dir(self.bento_model.path_of("mlflow_model")))
+        where = f"the model {self.bento_model.tag}"
+        try:
+            folder = Path(tracking.bundle_dir(self.bento_model.path_of("mlflow_model")))
+        except Exception as exc:
+            _cannot_serve(f"cannot load {where}: {_one_line(exc)}", exc)
+        # Damaged files are named in seconds, before TensorFlow loads (a worker's slowest step).
+        if problem := _damaged_file(folder):
+            _cannot_serve(f"cannot load {where} from {folder}: {problem}", None)
+        try:
+            from recommender.scoring.bundle import ModelBundle
+
+            bundle = ModelBundle.load(folder)
+        except Exception as exc:
+            message = _one_line(f"{type(exc).__name__}: {exc}", limit=400)
+            _cannot_serve(f"cannot load {where} from {folder}: {message}", exc)
         info = {**self.bento_model.info.metadata, "bento_model": str(self.bento_model.tag)}
         limits = {"max_k": ARGS.max_k, "max_pairs": ARGS.max_pairs}
         self.model = ServingModel(bundle, info, limits)
         if self.model.id_kind != ID_KIND:
-            raise RuntimeError(
+            _cannot_serve(
                 f"the model {self.bento_model.tag} takes {self.model.id_kind} ids but the service "
-                f"was built for {ID_KIND} ids (rebuild the Bento with `make bento`)"
+                f"was built for {ID_KIND} ids (rebuild the Bento with `make bento`)",
+                None,
             )
         # TensorFlow, Keras and MLflow leave millions of long-lived objects behind; freezing them
         # keeps the garbage collector from walking them again during requests (a tail-latency
@@ -400,6 +427,40 @@ class Recommender:
     def model_info(self) -> ModelInfo:
         """The served registered model: name, version, alias, test metrics and lineage tags."""
         return self.model.model_info()
+
+
+def _damaged_file(folder: Path) -> str | None:
+    """A zip file of the bundle (``model.keras``, ``*.npz``) that cannot be read, by name."""
+    for path in sorted(folder.glob("*")):
+        if path.suffix not in (".keras", ".npz") or not path.is_file():
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as err:
+            size = path.stat().st_size
+            return f"{path.name} is damaged (truncated or corrupt: {size} bytes, {err})"
+        if bad is not None:
+            return f"{path.name} is damaged (its member {bad} fails its CRC check)"
+    return None
+
+
+def _cannot_serve(message: str, exc: BaseException | None) -> NoReturn:
+    """Stop: in a ``bentoml serve`` worker, exit at once with ``message`` as the one line on stderr.
+
+    Raising instead would let uvicorn print a traceback and exit 0, and BentoML start the worker
+    again. With no worker left, ``bentoml serve`` exits non-zero (``BENTOML_CONTAINERIZED``,
+    above). Anywhere else (the service class used directly, in tests) it raises.
+    """
+    from bentoml._internal.context import server_context
+
+    if server_context.worker_index is None:
+        raise RuntimeError(message) from exc
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    sys.stdout.flush()
+    sys.stderr.write(f"{stamp} [ERROR] [recommender] {_one_line(message, limit=1000)}\n")
+    sys.stderr.flush()
+    os._exit(3)  # uvicorn's status for a failed startup
 
 
 def _index_html() -> str:

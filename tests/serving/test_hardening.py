@@ -12,7 +12,10 @@ import contextlib
 import json
 import logging
 import re
+import shutil
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +26,8 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
-from support import Server
+from serving_helpers import Packaged, env_for_children
+from support import Server, free_port, stop
 
 pytestmark = pytest.mark.slow
 
@@ -289,6 +293,55 @@ def test_no_page_loads_anything_from_another_host(server: Server) -> None:
     assert spec.status_code == 200
     assert {"/recommend", "/predict", "/similar_items", "/model_info"} <= set(spec.json()["paths"])
     assert requests.head(server.url + "/", timeout=30).status_code == 200
+
+
+# --- 6. a champion that cannot load --------------------------------------------------------------
+
+
+def test_a_damaged_champion_ends_bentoml_serve_with_a_one_line_error(
+    packaged: Packaged, tmp_path: Path
+) -> None:
+    home = tmp_path / "bentoml"
+    shutil.copytree(
+        packaged.bentoml_home, home, ignore=shutil.ignore_patterns("prometheus_multiproc_dir")
+    )
+    (model_file,) = home.joinpath("models").rglob("model.keras")
+    model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    env = {**env_for_children(packaged), "BENTOML_HOME": str(home)}
+    env.pop("BENTOML_CONTAINERIZED", None)  # the service itself must turn restarts off
+    port = free_port()
+    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
+    args = [sys.executable, "-m", "bentoml", "serve", packaged.record["bento"]]
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [*args, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            cwd=tmp_path,
+        )
+    started = time.monotonic()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"bentoml serve still running after 60 s:\n{err.read_text()[-3000:]}")
+    finally:
+        stop(proc)
+    elapsed = time.monotonic() - started
+    assert proc.returncode != 0
+    errors = [line for line in err.read_text().splitlines() if "[recommender]" in line]
+    assert len(errors) == 1, err.read_text()[-3000:]
+    (line,) = errors
+    assert "[ERROR]" in line and packaged.record["bento_model"] in line
+    assert "model.keras is damaged (truncated or corrupt" in line
+    # One worker start, not a restart loop.
+    assert "cannot load" not in out.read_text()
+    assert err.read_text().count("cannot load the model") == 1
+    # Nothing listens on the port any more.
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    assert elapsed < 60
 
 
 # --- the log filter, in-process -----------------------------------------------------------------
