@@ -465,3 +465,154 @@ def test_dvc_repro_twice_worse_params_leave_the_champion(tmp_path: Path) -> None
     # dvc.lock is not a dependency of register: a third repro has nothing to do.
     third = run_checked([*dvc, "repro", "register"], repo, env)
     assert "Stage 'register' didn't change, skipping" in third.stdout
+
+
+# --- hardening: kills at named points, two stages at once, identical retrains, a broken champion --
+
+
+def _running_runs(store: Store) -> list[str]:
+    client = _client(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    return [r.info.run_id for r in runs]
+
+
+def _scratch_debris(tmp: Path) -> list[Path]:
+    return sorted(tmp.glob("recommender-*")) + sorted(tmp.glob("register-*"))
+
+
+@pytest.mark.parametrize("point", ["register.before_alias", "register.after_alias"])
+def test_killed_around_the_alias_move_a_plain_rerun_converges(
+    store: Store, tmp_path: Path, point: str
+) -> None:
+    from recommender.registry.register import LOCK_SUFFIX, load_version_bundle
+
+    name = f"kill-{point.split('.')[1]}"
+    _register(store, "base", name, tmp_path / "p1.json")
+    better = store.models["better"]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    args = _stage_args(
+        better, _params_file(better.params, tmp_path / "params.yaml", name), store.data_dir,
+        tmp_path / "p2.json",
+    )  # fmt: skip
+    env = child_env(MLFLOW_TRACKING_URI=store.uri, TMPDIR=str(scratch))
+    killed = subprocess.run(
+        args, cwd=tmp_path, env={**env, "RECOMMENDER_FAILPOINT": point}, timeout=300
+    )
+    assert killed.returncode == -9  # SIGKILL: no cleanup of any kind ran
+    assert not (tmp_path / "p2.json").exists()
+    assert _alias(store, name, CHAMPION) == (1 if point.endswith("before_alias") else 2)
+    assert name + LOCK_SUFFIX in {m.name for m in _client(store).search_registered_models()}
+    assert _scratch_debris(scratch)  # the killed stage's temporary folder is still there
+
+    rerun = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    assert rerun.returncode == 0, rerun.stderr
+    record = json.loads((tmp_path / "p2.json").read_text())
+    assert record["candidate_version"] == 2 and _versions(store, name) == [1, 2]
+    assert _alias(store, name, CHAMPION) == 2
+    # Promoted either way: over version 1, or (after the alias moved) a replay of that promotion.
+    assert record["decision"] == "promoted" and record["champion_version"] == 1
+    assert load_version_bundle(name, "2", tmp_path / "dl").n_users > 0
+    assert name + LOCK_SUFFIX not in {m.name for m in _client(store).search_registered_models()}
+    assert _scratch_debris(scratch) == []
+    assert _running_runs(store) == []
+
+
+def test_two_register_stages_at_once_promote_over_one_champion_at_most_once(
+    store: Store, tmp_path: Path
+) -> None:
+    name = "race"
+    _register(store, "base", name, tmp_path / "p0.json")  # version 1, the champion
+    procs, outs = [], []
+    for model in ("better", "twin"):  # both clearly better than base
+        trained = store.models[model]
+        outs.append(tmp_path / f"{model}.json")
+        args = _stage_args(
+            trained, _params_file(trained.params, tmp_path / f"{model}.yaml", name),
+            store.data_dir, outs[-1],
+        )  # fmt: skip
+        env = child_env(MLFLOW_TRACKING_URI=store.uri)
+        procs.append(subprocess.Popen(args, cwd=tmp_path, env=env, stderr=subprocess.PIPE))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()
+
+    records = [json.loads(out.read_text()) for out in outs]
+    promoted_over = [r["champion_version"] for r in records if r["decision"] == "promoted"]
+    assert len(promoted_over) == len(set(promoted_over))  # never two promotions over one champion
+    assert promoted_over and promoted_over[0] == 1
+    client = _client(store)
+    for record in records:  # each report says what the registry holds
+        version = str(record["candidate_version"])
+        assert client.get_model_version(name, version).tags["gate.decision"] == record["decision"]
+    # The champion is the end of the chain of promotions (a second one gated against the first).
+    promoted = [r for r in records if r["decision"] == "promoted"]
+    replaced = {r["champion_version"] for r in promoted}
+    (last,) = [r for r in promoted if r["candidate_version"] not in replaced]
+    assert _alias(store, name, CHAMPION) == last["candidate_version"]
+    assert sorted(r["candidate_version"] for r in records) == [2, 3]  # one version per run
+
+
+def _retrain(store: Store, model: str, out: Path, name: str) -> tuple[Trained, Params]:
+    """``model``'s settings trained again: a new MLflow run with artifacts of its own."""
+    from recommender.evaluation.run import evaluate_and_log
+    from recommender.preprocess.processed import load_processed
+    from recommender.training.run import train_and_log
+
+    source = store.models[model]
+    history = out / "history.csv"
+    processed = load_processed(store.data_dir)
+    record = train_and_log(processed, source.params, store.data_dir, out / "models", history)
+    evaluate_and_log(
+        source.params, store.data_dir, out / "models", out / "metrics.json", out / "plots", history
+    )
+    trained = Trained(source.params, out / "models", out / "metrics.json", record["run_id"])
+    params = trained.params.model_copy(
+        update={"tracking": trained.params.tracking.model_copy(update={"registered_model": name})}
+    )
+    return trained, params
+
+
+def test_an_identical_retrain_reuses_the_version(store: Store, tmp_path: Path) -> None:
+    name = "identical"
+    first = _register(store, "base", name, tmp_path / "p1.json")
+    trained, params = _retrain(store, "base", tmp_path / "again", name)
+    assert trained.run_id != store.models["base"].run_id  # a new MLflow run ...
+
+    second = register_and_gate(
+        params, trained.model_dir, store.data_dir, trained.metrics, tmp_path / "p2.json", None,
+        project_dir=ROOT,
+    )  # fmt: skip
+
+    # ... of the same model: no second version.
+    assert _versions(store, name) == [1]
+    assert second["candidate_version"] == first["candidate_version"] == 1
+    digest = "lineage.content_sha256"
+    assert second["lineage"][digest] == first["lineage"][digest]
+
+
+def test_a_champion_that_cannot_load_is_named_with_the_way_out(
+    store: Store, tmp_path: Path
+) -> None:
+    name = "broken"
+    trained, params = _retrain(store, "base", tmp_path / "own", name)  # artifacts of its own
+    register_and_gate(
+        params, trained.model_dir, store.data_dir, trained.metrics, tmp_path / "p1.json", None,
+        project_dir=ROOT,
+    )  # fmt: skip
+    source = _client(store).get_model_version_download_uri(name, "1")
+    files = list(Path(source.removeprefix("file://")).rglob("model.keras"))
+    assert files, source
+    for path in files:  # truncated, as a full disk or an interrupted copy would leave it
+        path.write_bytes(path.read_bytes()[:100])
+
+    with pytest.raises(RegistryError) as caught:
+        _register(store, "better", name, tmp_path / "p2.json")
+
+    message = str(caught.value)
+    assert f"model version {name}/1 cannot be loaded" in message
+    assert f"delete_registered_model_alias('{name}', 'champion')" in message
+    assert not (tmp_path / "p2.json").exists()
+    assert _alias(store, name, CHAMPION) == 1

@@ -56,3 +56,43 @@ class DataError(RecommenderError):
 
 class ValidationFailed(RecommenderError):
     """The Great Expectations suite failed; the message lists each failed expectation."""
+
+
+def redact(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (for error messages, logs and outputs)."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", uri)
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` with any password redacted, for one-line errors."""
+    text = str(exc).strip()
+    first = text.splitlines()[0][:300] if text else repr(exc)
+    return f"{type(exc).__name__}: {redact(first)}"
+
+
+def lost_tracking_server(exc: BaseException) -> str | None:
+    """A one-line error for an exception that means the MLflow tracking server stopped answering.
+
+    For the stage runner: a server killed mid-stage surfaces as a ``requests``/``urllib3``
+    connection error, or an MLflow exception wrapping one, deep inside MLflow.
+    """
+    import os
+
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    roots = {type(e).__module__.split(".")[0] for e in chain}
+    text = " ".join(str(e) for e in chain)
+    if roots & {"requests", "urllib3"} or (
+        "mlflow" in roots and ("Max retries exceeded" in text or "Connection refused" in text)
+    ):
+        uri = redact(os.environ.get("MLFLOW_TRACKING_URI", "(MLFLOW_TRACKING_URI)"))
+        return (
+            f"lost the MLflow tracking server at {uri} ({first_line(exc)}); "
+            "start it again and rerun the stage"
+        )
+    return None

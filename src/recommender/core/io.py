@@ -3,21 +3,53 @@
 DVC stages here declare their outputs ``persist: true`` (DVC does not delete them before running),
 and every writer goes through these helpers: the new content is written beside the old one and
 swapped in with a rename only once it is complete. A stage that fails part-way therefore leaves the
-previous run's outputs exactly as they were.
+previous run's outputs exactly as they were. A process killed outright (SIGKILL) cannot clean up:
+its staging copy (``.<name>.<pid>.*.tmp``) is removed by the next writer of the same output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _staging_prefix(path: Path) -> str:
+    """``.<name>.<pid>.``: the owner's pid lets a later run remove what a killed one left."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def sweep_staging(path: Path) -> None:
+    """Remove the staging copies of ``path`` that processes which no longer run left beside it."""
+    if not path.parent.is_dir():
+        return
+    for old in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = old.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -25,7 +57,8 @@ def staged_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_staging(path)
+    fd, tmp = tempfile.mkstemp(prefix=_staging_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -47,7 +80,8 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    sweep_staging(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(path), suffix=".tmp", dir=path.parent))
     # mkdtemp makes the folder private (0700); outputs get the usual permissions instead.
     umask = os.umask(0)
     os.umask(umask)

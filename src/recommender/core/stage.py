@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from recommender.core.config import Params, load_params
-from recommender.core.errors import RecommenderError
+from recommender.core.errors import RecommenderError, lost_tracking_server
+from recommender.core.io import pid_alive
 from recommender.core.telemetry import disable_telemetry
 
 log = logging.getLogger("recommender")
@@ -35,8 +41,45 @@ def run_stage(
     logging.basicConfig(level=logging.WARNING, format=f"[{name}] %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     try:
-        body(load_params(args.params), args)
+        with private_tempdir(name):
+            body(load_params(args.params), args)
     except RecommenderError as exc:
         print(f"error: stage '{name}' failed: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        message = lost_tracking_server(exc)  # a tracking server that died mid-stage: one line
+        if message is None:
+            raise
+        print(f"error: stage '{name}' failed: {message}", file=sys.stderr)
+        return 1
     return 0
+
+
+#: ``<temp>/recommender-<stage>-<pid>-*``: one private temporary folder per stage process.
+SCRATCH_PREFIX = "recommender-"
+
+
+@contextlib.contextmanager
+def private_tempdir(stage: str) -> Iterator[Path]:
+    """Route every temporary file of the stage (ours, MLflow's, BentoML's) into one folder.
+
+    The folder goes when the stage ends, however it ends, short of SIGKILL; the folders that
+    killed stages left behind (their pid no longer runs) go when the next stage starts.
+    """
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"{SCRATCH_PREFIX}*-*-*"):
+        pid = old.name[len(SCRATCH_PREFIX) :].split("-")[1]
+        if old.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{stage}-{os.getpid()}-", dir=base))
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)
+    try:
+        yield tmp
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        shutil.rmtree(tmp, ignore_errors=True)

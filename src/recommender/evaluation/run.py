@@ -24,6 +24,9 @@ def evaluate_and_log(
     """Evaluate ``model_dir``'s bundle on ``data_dir``'s test split; return ``metrics.json``."""
     import mlflow
 
+    run = tracking.read_run(model_dir)
+    tracking.connect()  # before any work: a store that is down fails the stage in seconds
+
     from recommender.evaluation import plots
     from recommender.preprocess.processed import load_processed
     from recommender.scoring.bundle import ModelBundle
@@ -46,9 +49,8 @@ def evaluate_and_log(
         plots.predicted_vs_actual(evaluation.rows, tmp / "predicted_vs_actual.png")
     write_json(result, metrics_path)
 
-    run = tracking.read_run(model_dir)
-    tracking.configure()
     with mlflow.start_run(run_id=run["run_id"]):
+        mlflow.set_tags(tracking.tag_owner())  # this process now holds the run (RUNNING)
         mlflow.log_metrics(mlflow_metrics(result))
         mlflow.log_artifact(str(metrics_path))
         mlflow.log_artifacts(str(plots_dir), artifact_path="plots")

@@ -42,10 +42,12 @@ from typing import Any
 import numpy as np
 
 from recommender import tracking
+from recommender.core import failpoints
 from recommender.core.config import Params
 from recommender.core.errors import RecommenderError
-from recommender.core.io import write_json
+from recommender.core.io import pid_alive, write_json
 from recommender.registry.gate import Comparison, decide, paired_bootstrap, round6
+from recommender.scoring.bundle import content_digest
 
 log = logging.getLogger("recommender")
 
@@ -53,6 +55,12 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: Model version tag naming the training run a version came from (the idempotency key).
 RUN_TAG = "training_run_id"
+#: Model version tag holding the bundle's content digest: an identical retrain reuses the version.
+CONTENT_TAG = "lineage.content_sha256"
+#: The gate's lock: a registered model of this name suffix exists while a register stage holds it.
+LOCK_SUFFIX = ".gate-lock"
+#: How long a register stage waits for another one's gate before giving up.
+LOCK_WAIT_S = 600
 #: Model version tag holding the gate's full record as JSON.
 RECORD_TAG = "gate.record"
 #: How long to wait for a new model version to become READY (a remote registry may copy files).
@@ -114,35 +122,19 @@ def lineage(
 # --- the registry -------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _fail_fast() -> Iterator[None]:
-    """No retries and a short timeout for MLflow's HTTP calls inside the block."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    saved = {k: os.environ.get(k) for k in quick}
-    os.environ.update(quick)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def check_reachable(client: Any, uri: str, run_id: str) -> None:
     """One quick registry call and one tracking call; a clear error instead of minutes of retries.
 
     Raises:
         RegistryError: Naming the URI and what failed.
     """
-    with _fail_fast():
+    with tracking.no_retries():
         try:
             client.search_registered_models(max_results=1)
         except Exception as exc:  # noqa: BLE001 (MLflow raises many kinds; all mean "unusable")
             raise RegistryError(
                 f"cannot use the MLflow tracking server / model registry at {tracking.redact(uri)} "
-                f"({_first_line(exc)}); start it or set MLFLOW_TRACKING_URI to one that is "
+                f"({tracking.first_line(exc)}); start it or set MLFLOW_TRACKING_URI to one that is "
                 f"running. Nothing was registered and no alias moved."
             ) from None
         try:
@@ -150,16 +142,10 @@ def check_reachable(client: Any, uri: str, run_id: str) -> None:
         except Exception as exc:  # noqa: BLE001
             raise RegistryError(
                 f"the training run {run_id} (models/run.json) is not in the tracking store at "
-                f"{tracking.redact(uri)} ({_first_line(exc)}): run register with the "
+                f"{tracking.redact(uri)} ({tracking.first_line(exc)}): run register with the "
                 f"MLFLOW_TRACKING_URI that train used, or rerun train. Nothing was registered "
                 f"and no alias moved."
             ) from None
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0][:300] if text else repr(exc)
-    return f"{type(exc).__name__}: {tracking.redact(first)}"
 
 
 def _is_not_found(exc: Exception) -> bool:
@@ -199,28 +185,93 @@ def wait_ready(client: Any, name: str, version: str, timeout: float = READY_TIME
         time.sleep(1.0)
 
 
-def ensure_version(client: Any, name: str, run: dict[str, Any], tags: dict[str, str]) -> Any:
-    """The version of ``name`` made from ``run``: the existing one, or a new one; READY.
+def ensure_version(
+    client: Any, name: str, run: dict[str, Any], tags: dict[str, str], digest: str
+) -> Any:
+    """The version of ``name`` holding this model: the existing one, or a new one; READY.
 
-    Looked up by the training run id, so rerunning the stage (or resuming after a crash) never
-    creates a second version of the same model.
+    Looked up by the training run id (rerunning the stage, or resuming after a crash), then by
+    the bundle's content digest (an identical retrain: same data, params and seed give the same
+    weights), so neither creates a second version of the same model. Call it under
+    :func:`gate_lock`: the lookup and the creation are two calls.
     """
     import mlflow
 
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run['run_id']}'")
-    mine = sorted(existing, key=lambda mv: int(mv.version))
-    if mine:
-        mv = mine[0]
+    by_run = client.search_model_versions(f"name = '{name}' and run_id = '{run['run_id']}'")
+    by_content = client.search_model_versions(
+        f"name = '{name}' and tags.`{CONTENT_TAG}` = '{digest}'"
+    )
+    same_run = sorted(by_run, key=lambda mv: int(mv.version))
+    same_content = sorted(by_content, key=lambda mv: int(mv.version))
+    if same_run:
+        mv = same_run[0]
         log.info("training run %s is already version %s of %s", run["run_id"], mv.version, name)
+    elif same_content:
+        mv = same_content[0]
+        log.info(
+            "the model of run %s is identical to version %s of %s (run %s): reusing it",
+            run["run_id"], mv.version, name, mv.run_id,
+        )  # fmt: skip
     else:
         mv = mlflow.register_model(run["model_uri"], name, await_registration_for=0, tags=tags)
         log.info("registered %s as version %s of %s", run["model_uri"], mv.version, name)
-    mv = wait_ready(client, name, str(mv.version))
-    if mv.run_id and mv.run_id != run["run_id"]:
-        raise RegistryError(
-            f"version {name}/{mv.version} belongs to run {mv.run_id}, not {run['run_id']}"
-        )
-    return mv
+    return wait_ready(client, name, str(mv.version))
+
+
+@contextlib.contextmanager
+def gate_lock(client: Any, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Only one register stage at a time runs the gate of ``name``, across processes and hosts.
+
+    MLflow has no compare-and-set on aliases, but it does refuse to create a registered model
+    that exists (a unique key in its database): the lock is the registered model
+    ``<name>.gate-lock``, created on entry and deleted on exit, and its tags name the holder.
+    A holder on this host whose process is gone (killed mid-gate) is taken over at once; one on
+    another host only after ``wait_s``. Two stages that both find the same dead holder could
+    both take over: that window (a crash, then two runs in the same second) is the one case
+    where the deployment's own lock is still needed.
+    """
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    me = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    deadline = time.monotonic() + wait_s
+    waited = False
+    while True:
+        try:
+            client.create_registered_model(
+                lock, tags=me, description="held while a register stage runs the gate of " + name
+            )
+            break
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            holder = client.get_registered_model(lock).tags or {}
+        except MlflowException:
+            continue  # released between the two calls: try again
+        dead = holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid") or 0))
+        if dead or time.monotonic() > deadline:
+            if not dead:
+                raise RegistryError(
+                    f"the gate of {name} has been locked by {holder} for over {wait_s:.0f} s: "
+                    f"if no register stage is running, delete the registered model {lock!r} "
+                    "(MLflow UI, or MlflowClient().delete_registered_model) and rerun"
+                )
+            log.warning("taking over the gate lock of a register stage that died: %s", holder)
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(lock)
+            continue
+        if not waited:
+            log.info("waiting for another register stage (%s) to finish its gate", holder)
+            waited = True
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
 
 
 def load_version_bundle(name: str, version: str, dst: str | Path) -> Any:
@@ -235,10 +286,13 @@ def load_version_bundle(name: str, version: str, dst: str | Path) -> Any:
 
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=dst))
     try:
-        folder = tracking.bundle_dir(local)
+        return ModelBundle.load(tracking.bundle_dir(local))
     except DataError as exc:
         raise RegistryError(f"model version {name}/{version}: {exc}") from None
-    return ModelBundle.load(folder)
+    except Exception as exc:  # noqa: BLE001 (a truncated or foreign file: Keras says many things)
+        raise RegistryError(
+            f"model version {name}/{version} cannot be loaded ({tracking.first_line(exc)})"
+        ) from None
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -275,20 +329,40 @@ def register_and_gate(
         RegistryError: The registry cannot be reached or refuses the model.
     """
     import mlflow
+
+    name = params.tracking.registered_model
+    run = tracking.read_run(model_dir)
+    uri = tracking.configure(project_dir)
+    client = mlflow.MlflowClient()
+    check_reachable(client, uri, run["run_id"])  # tracking.connect's probe, plus the run
+
+    metrics = json.loads(Path(metrics_path).read_text())
+    digest = content_digest(Path(model_dir) / tracking.BUNDLE_DIR)
+    facts = {**lineage(params, run, data_dir, lock_path, project_dir), CONTENT_TAG: digest}
+    with gate_lock(client, name):
+        record = _gate(params, client, run, facts, digest, metrics, metrics_path, data_dir)
+    write_json(record, out_path)
+    return record
+
+
+def _gate(
+    params: Params,
+    client: Any,
+    run: dict[str, Any],
+    facts: dict[str, str],
+    digest: str,
+    metrics: dict[str, Any],
+    metrics_path: str | Path,
+    data_dir: str | Path,
+) -> dict[str, Any]:
+    """Version the candidate, judge it against the champion, move an alias (under the lock)."""
     import pandas as pd
 
     from recommender.evaluation.evaluate import ndcg_by_user
 
     cfg, name = params.register_, params.tracking.registered_model
-    run = tracking.read_run(model_dir)
-    uri = tracking.configure(project_dir)
-    client = mlflow.MlflowClient()
-    check_reachable(client, uri, run["run_id"])
-
-    metrics = json.loads(Path(metrics_path).read_text())
     bias_rmse = float(metrics["baselines"]["bias"]["rmse"])
-    facts = lineage(params, run, data_dir, lock_path, project_dir)
-    candidate = ensure_version(client, name, run, facts)
+    candidate = ensure_version(client, name, run, facts, digest)
     version = str(candidate.version)
     champion = alias_version(client, name, CHAMPION)
 
@@ -325,7 +399,7 @@ def register_and_gate(
             )
             champion_rmse = champion_ndcg = None
             if champion is not None:
-                held = load_version_bundle(name, str(champion.version), Path(tmp) / "champion")
+                held = _load_champion(name, str(champion.version), Path(tmp) / "champion")
                 sq_h = (held.predict_raw(users, items).astype(np.float64) - y) ** 2
                 champion_rmse = _rmse(sq_h)
                 _, ndcg_h = ndcg_by_user(held, bundle, users, items, y, k, threshold)
@@ -368,9 +442,22 @@ def register_and_gate(
 
     record = {**gate, "registered_model": name, "lineage": facts}
     _describe(client, name, version, run["run_id"], gate, facts)
+    failpoints.hit("register.before_alias")
     _move_alias(client, name, version, gate["decision"])
-    write_json(record, out_path)
+    failpoints.hit("register.after_alias")
     return record
+
+
+def _load_champion(name: str, version: str, dst: Path) -> Any:
+    try:
+        return load_version_bundle(name, version, dst)
+    except RegistryError as exc:
+        raise RegistryError(
+            f"the current champion cannot be judged against: {exc}. Nothing was promoted. To "
+            f'let new models compete again, move or remove the alias, e.g. python -c "import '
+            f"mlflow; mlflow.MlflowClient().delete_registered_model_alias('{name}', "
+            f"'{CHAMPION}')\" (with the same MLFLOW_TRACKING_URI), then rerun register"
+        ) from None
 
 
 def _recorded_gate(mv: Any) -> dict[str, Any]:

@@ -267,3 +267,45 @@ class ModelBundle:
 
 def _global_mean(model: Any) -> float:
     return float(getattr(model, "global_mean", 0.0))
+
+
+def content_digest(folder: str | Path) -> str:
+    """SHA-256 of what a bundle computes, not of how its files happen to be written.
+
+    Keras stamps ``model.keras`` (a zip) with the save time, NumPy's ``.npz`` zips carry
+    timestamps, and Keras names unnamed layers with a process-wide counter (``embedding_3``), so
+    two identical trainings give different bytes. This hashes the arrays instead: the model's
+    weights in the order the model tracks them (its architecture follows from ``meta.json``'s
+    family and knobs and the vocabularies' sizes, hashed too), every ``.npz`` array, the other
+    files' bytes, and ``meta.json`` without its timings. The register stage keys versions by it,
+    so an identical retrain reuses its version.
+    """
+    import hashlib
+
+    import keras
+
+    import recommender.models  # noqa: F401  (registers the model classes with Keras)
+
+    digest = hashlib.sha256()
+
+    def add_array(name: str, array: np.ndarray) -> None:
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+
+    for path in sorted(Path(folder).iterdir()):
+        digest.update(path.name.encode())
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                for key in sorted(z.files):
+                    add_array(key, z[key])
+        elif path.name == MODEL_FILE:
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+            for i, weight in enumerate(model.weights):
+                add_array(str(i), np.asarray(weight))
+        elif path.name == META_FILE:
+            meta = json.loads(path.read_text())
+            stable = {k: v for k, v in meta.items() if not k.endswith("_seconds")}
+            digest.update(json.dumps(stable, sort_keys=True).encode())
+        elif path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

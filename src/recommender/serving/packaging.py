@@ -13,6 +13,14 @@ Two steps, each idempotent for the same inputs:
    same files, model and arguments is reused.
 
 ``BENTOML_HOME`` decides which store both steps use (:func:`use_bentoml_home`).
+
+Crash safety. BentoML saves a model or a Bento by making its folder in the store and then copying
+into it, so a process killed in between leaves a folder that looks like an entry (for a model,
+even its ``model.yaml``) but is not one. Every entry this stage finishes gets a marker file,
+written last and atomically (:data:`FINISHED`); before it reads the store, the stage removes
+entries of its own names that lack it (:func:`sweep_unfinished`). An entry is reused only when it
+is finished, and the champion is loaded and scored from the store's copy
+(:func:`verify_model`) before a Bento is built around it.
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from recommender import tracking
+from recommender.core import failpoints
 from recommender.core.config import Params, ServeConfig
 from recommender.core.errors import RecommenderError
-from recommender.core.io import write_json
+from recommender.core.io import write_json, write_text
 
 log = logging.getLogger("recommender")
 
@@ -42,6 +51,12 @@ ALIAS = "champion"
 SERVING_FILES = ("service.py", "bentofile.yaml")
 #: The service class, as ``bentoml build`` and ``bentoml serve`` address it.
 SERVICE = "service:Recommender"
+#: The Bento's name (``bentofile.yaml``'s ``name``).
+BENTO_NAME = "recommender"
+#: Marker file this stage writes last into each store entry it finished (model or Bento).
+FINISHED = ".recommender-finished"
+#: How many (user, item) pairs and users :func:`verify_model` scores.
+VERIFY_PAIRS = 8
 
 
 class PackagingError(RecommenderError):
@@ -154,12 +169,79 @@ def import_champion(champion: Champion) -> tuple[str, bool]:
     except bentoml.exceptions.NotFound:  # no model of that name yet
         existing = []
     for model in existing:
-        if {k: model.info.labels.get(k) for k in wanted} == wanted:
+        if {k: model.info.labels.get(k) for k in wanted} == wanted and _finished(model.path):
             return str(model.tag), False
-    model = bentoml.mlflow.import_model(
-        name, model_uri=champion.model_uri, labels=wanted, metadata=champion.metadata()
-    )
+    home = os.environ.get("BENTOML_HOME", ".")
+    with failpoints.during_copies("package.model_copy", under=Path(home) / "models"):
+        model = bentoml.mlflow.import_model(
+            name, model_uri=champion.model_uri, labels=wanted, metadata=champion.metadata()
+        )
     return str(model.tag), True
+
+
+def _finished(entry: str | Path) -> bool:
+    return (Path(entry) / FINISHED).is_file()
+
+
+def mark_finished(entry: str | Path) -> None:
+    """Write the marker last: from now on the entry may be reused."""
+    write_text("finished by the package stage\n", Path(entry) / FINISHED)
+
+
+def sweep_unfinished(home: str | Path, model_name: str) -> list[Path]:
+    """Remove the store entries of our names that the stage did not finish (a killed copy).
+
+    Only the project's own names are looked at (``models/<model_name>/``, ``bentos/recommender/``):
+    anything else in the store belongs to someone else. ``latest`` pointers to a removed entry are
+    dropped too; BentoML recreates them from what is left.
+    """
+    removed = []
+    home = Path(home)
+    for kind, name in (("models", model_name), ("bentos", BENTO_NAME)):
+        folder = home / kind / name
+        if not folder.is_dir():
+            continue
+        for entry in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if not _finished(entry):
+                shutil.rmtree(entry)
+                removed.append(entry)
+        latest = folder / "latest"
+        if latest.is_file() and not (folder / latest.read_text().strip()).is_dir():
+            latest.unlink()
+    for entry in removed:
+        log.warning("removed %s: an unfinished store entry (a killed earlier run)", entry)
+    return removed
+
+
+def verify_model(model_tag: str, champion: Champion) -> None:
+    """Load the store's copy of the champion and score a few pairs, users and items with it.
+
+    What ``bentoml serve`` would load, checked before a Bento is built around it: a champion that
+    cannot load (a truncated file, a bundle from an incompatible version) fails the stage here,
+    naming the version, instead of producing a Bento whose server cannot start.
+    """
+    import bentoml
+    import numpy as np
+
+    from recommender.scoring.bundle import ModelBundle
+
+    where = f"{champion.registered_model} version {champion.version} ({model_tag})"
+    try:
+        bundle = ModelBundle.load(
+            tracking.bundle_dir(bentoml.models.get(model_tag).path_of("mlflow_model"))
+        )
+        n = min(VERIFY_PAIRS, bundle.n_users, bundle.n_items)
+        users, items = np.arange(1, n + 1), np.arange(1, n + 1)
+        ratings = bundle.predict(users, items)
+        top = bundle.recommend(users[:2], min(5, bundle.n_items))
+    except Exception as exc:  # noqa: BLE001 (whatever the cause, this champion cannot be served)
+        raise PackagingError(
+            f"the champion {where} cannot be loaded and scored: {type(exc).__name__}: "
+            f"{str(exc)[:500]}. Nothing was built. Register a working model (rerun train and "
+            f"register) or point the alias at a version that loads."
+        ) from None
+    if not np.all(np.isfinite(ratings)) or top is None:
+        raise PackagingError(f"the champion {where} scores non-finite ratings: nothing was built")
 
 
 def build_context(
@@ -231,12 +313,12 @@ def build_bento(
         ).hexdigest()[:16]
         labels = {"bento_model": model_tag, "build_digest": digest}
         for bento in bentoml.bentos.list():
-            if {k: bento.info.labels.get(k) for k in labels} == labels:
+            if {k: bento.info.labels.get(k) for k in labels} == labels and _finished(bento.path):
                 return str(bento.tag), False
         cmd = [
             sys.executable,
             "-m",
-            "bentoml",
+            "recommender.serving.bento_build",
             "build",
             str(ctx),
             "--bentofile",
@@ -247,11 +329,14 @@ def build_bento(
             *(x for k, v in args.items() for x in ("--arg", f"{k}={v}")),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ctx, env=_env())
+    if proc.returncode < 0:
+        raise PackagingError(f"bentoml build was killed (signal {-proc.returncode})")
     if proc.returncode != 0:
         raise PackagingError(f"bentoml build failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
     match = re.search(r"__tag__:(\S+)", proc.stdout)
     if not match:
         raise PackagingError(f"bentoml build printed no tag:\n{proc.stdout[-2000:]}")
+    mark_finished(bentoml.bentos.get(match.group(1)).path)
     return match.group(1), True
 
 
@@ -268,7 +353,9 @@ def package(
     the record says so (``packaged: false``) and the stage succeeds, as register does when it
     rejects a model; ``make serve`` then explains instead of serving something ungated.
     """
-    use_bentoml_home(bentoml_home)
+    tracking.connect()  # before BentoML's import: a store that is down fails in seconds
+    home = use_bentoml_home(bentoml_home)
+    sweep_unfinished(home, bento_model_name(params.tracking.registered_model))
     try:
         champion = find_champion(params.tracking.registered_model)
     except NoChampion as exc:
@@ -282,6 +369,9 @@ def package(
         log.warning("nothing to package: %s", exc)
         return record
     model_tag, imported = import_champion(champion)
+    verify_model(model_tag, champion)
+    if imported:
+        mark_finished(bentoml_model_path(model_tag))
     bento_tag, built = build_bento(serving_dir, model_tag, params.serve, requirements)
     record = {
         "packaged": True,
@@ -307,6 +397,12 @@ def package(
         "built" if built else "unchanged",
     )
     return {**record, "imported": imported, "built": built}
+
+
+def bentoml_model_path(model_tag: str) -> str:
+    import bentoml
+
+    return str(bentoml.models.get(model_tag).path)
 
 
 def _env() -> dict[str, str]:

@@ -8,12 +8,16 @@ file store lacks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from recommender.core.errors import RecommenderError, first_line, redact
+from recommender.core.io import pid_alive
 
 DEFAULT_DB = "mlflow.db"
 #: The pyfunc model's artifact that holds the model bundle (see :mod:`recommender.tracking.pyfunc`).
@@ -31,6 +35,23 @@ def tracking_uri(project_dir: str | Path = ".") -> str:
     return f"sqlite:///{(Path(project_dir) / DEFAULT_DB).resolve()}"
 
 
+#: MLflow's HTTP client retries 7 times with exponential back-off (about 4 minutes against a dead
+#: server). Ours: 2 retries, 1 s apart then 2 s, so a server that is down fails a stage in seconds.
+#: A value the user set in the environment wins.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+#: Run tags that say which process owns a RUNNING run (see :func:`end_stale_runs`).
+HOST_TAG, PID_TAG = "recommender.host", "recommender.pid"
+
+
+class TrackingUnavailable(RecommenderError):
+    """The tracking server cannot be reached (down, wrong address, or it died mid-stage)."""
+
+
 def configure(project_dir: str | Path = ".") -> str:
     """Point MLflow at :func:`tracking_uri` (and its registry at the same store); return the URI."""
     import mlflow
@@ -38,6 +59,8 @@ def configure(project_dir: str | Path = ".") -> str:
     from recommender.core.telemetry import disable_telemetry
 
     disable_telemetry()
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     uri = tracking_uri(project_dir)
     mlflow.set_tracking_uri(uri)
     # One store for runs and registry, always set together: MLflow keeps both in process-wide
@@ -95,13 +118,20 @@ def epoch_logger(prefix: str = "") -> Any:
     import keras
     import mlflow
 
+    from recommender.core import failpoints
+
     class EpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if logs:
                 metrics = {prefix + k: float(v) for k, v in logs.items()}
                 mlflow.log_metrics(metrics, step=epoch + 1)
 
-    return EpochLogger()
+    class KilledMidEpoch(EpochLogger):
+        # Only when a test arms it: a batch hook costs Keras a call per step.
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            failpoints.hit("train.batch")
+
+    return KilledMidEpoch() if failpoints.armed("train.batch") else EpochLogger()
 
 
 def pip_requirements() -> list[str]:
@@ -182,8 +212,74 @@ def read_run(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def redact(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (for error messages, logs and outputs)."""
-    import re
+def connect(project_dir: str | Path = ".") -> str:
+    """:func:`configure`, then prove the store answers: one quick call, no retries.
 
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", uri)
+    Raises:
+        TrackingUnavailable: Naming the (redacted) URI, within seconds, instead of minutes of
+            HTTP retries followed by a traceback.
+    """
+    import mlflow
+
+    uri = configure(project_dir)
+    with no_retries():
+        try:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 (MLflow raises many kinds; all mean "unusable")
+            raise TrackingUnavailable(
+                f"cannot reach the MLflow tracking store at {redact(uri)} ({first_line(exc)}); "
+                "start it or set MLFLOW_TRACKING_URI to one that is running"
+            ) from None
+    return uri
+
+
+@contextlib.contextmanager
+def no_retries(timeout_s: int = 10) -> Iterator[None]:
+    """No retries and a short timeout for MLflow's HTTP calls inside the block (probes)."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in quick}
+    os.environ.update(quick)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def tag_owner() -> dict[str, str]:
+    """Run tags naming this process, so a later stage can tell its run from a crashed one."""
+    import socket
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def end_stale_runs(experiment: str) -> list[str]:
+    """Mark KILLED the runs of ``experiment`` left RUNNING by a process of this host that died.
+
+    MLflow ends a run when its ``with`` block exits, but a SIGKILL (an OOM kill, a pulled plug)
+    skips that, and the run would show as RUNNING forever in the UI. Only runs whose owner tags
+    (:func:`tag_owner`) name this host and a process that no longer exists are touched.
+    """
+    import socket
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    host = socket.gethostname()
+    ended = []
+    for run in client.search_runs(
+        [exp.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    ):
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) != host or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
+        ended.append(run.info.run_id)
+    return ended

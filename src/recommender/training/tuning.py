@@ -226,10 +226,11 @@ def tune(processed: Processed, params: Params) -> TuneResult:
     direction = "maximize" if mode == "max" else "minimize"
     study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
 
-    tracking.configure()
+    tracking.connect()
     mlflow.set_experiment(params.tracking.experiment)
+    tracking.end_stale_runs(params.tracking.experiment)
     trials: list[Trial] = []
-    tags = {"tune.family": family, "data.source": processed.info.source}
+    tags = {"tune.family": family, "data.source": processed.info.source, **tracking.tag_owner()}
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, family)

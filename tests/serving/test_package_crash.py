@@ -1,0 +1,97 @@
+"""The package stage killed inside BentoML's store copies, and a champion that cannot load.
+
+Each test runs ``pipeline/package.py`` as a real process against the session's registry (see
+``conftest.py``) and a BentoML store of its own, so the session's store stays as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from serving_helpers import SERVING, Packaged, env_for_children
+from support import ROOT
+
+from recommender.serving.packaging import FINISHED
+
+pytestmark = pytest.mark.slow
+
+
+def _stage(packaged: Packaged, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(packaged.params.model_dump(mode="json", by_alias=True)))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    args = [
+        sys.executable, str(ROOT / "pipeline" / "package.py"), "--params", str(params),
+        "--serving", str(SERVING), "--bentoml-home", str(tmp_path / "bentoml"),
+        "--requirements", str(ROOT / "requirements.lock"), "--out", str(tmp_path / "package.json"),
+    ]  # fmt: skip
+    env = {**env_for_children(packaged), "BENTOML_HOME": str(tmp_path / "bentoml")}
+    return args, {**env, "TMPDIR": str(scratch)}
+
+
+def _entries(home: Path, kind: str) -> list[Path]:
+    return sorted(p for p in (home / kind).glob("*/*") if p.is_dir())
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("point", "kind"), [("package.model_copy@2", "models"), ("package.bento_copy@3", "bentos")]
+)
+def test_killed_inside_a_store_copy_a_plain_rerun_converges(
+    packaged: Packaged, tmp_path: Path, point: str, kind: str
+) -> None:
+    args, env = _stage(packaged, tmp_path)
+    home, scratch = tmp_path / "bentoml", Path(env["TMPDIR"])
+
+    killed = _run(args, {**env, "RECOMMENDER_FAILPOINT": point}, tmp_path)
+
+    if kind == "models":  # the stage itself copies the model: it dies (SIGKILL) mid-copy
+        assert killed.returncode == -9, killed.stderr
+    else:  # its `bentoml build` child dies mid-copy; the stage says so
+        assert killed.returncode == 1, killed.stderr
+        assert "bentoml build was killed (signal 9)" in killed.stderr
+    partial = _entries(home, kind)
+    assert partial and not any((p / FINISHED).exists() for p in partial)
+    assert not (tmp_path / "package.json").exists()
+
+    rerun = _run(args, env, tmp_path)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert "unfinished store entry" in rerun.stderr
+    record = json.loads((tmp_path / "package.json").read_text())
+    assert record["packaged"] is True and record["version"] == packaged.version
+    for entry in _entries(home, "models") + _entries(home, "bentos"):
+        assert (entry / FINISHED).is_file(), entry
+    assert not any(p in _entries(home, kind) for p in partial)
+    listed = _run([sys.executable, "-m", "bentoml", "list"], env, tmp_path)
+    assert listed.returncode == 0 and record["bento"].split(":")[1] in listed.stdout
+    assert list(scratch.iterdir()) == []  # nothing of either run left in the temp dir
+    assert not list(tmp_path.glob(".package.json.*.tmp"))
+
+
+def test_a_champion_that_cannot_load_is_not_packaged(packaged: Packaged, tmp_path: Path) -> None:
+    args, env = _stage(packaged, tmp_path)
+    first = _run(args, env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "package.json").read_bytes()
+    (model,) = _entries(tmp_path / "bentoml", "models")
+    for path in model.rglob("model.keras"):  # the store's copy, truncated
+        path.write_bytes(path.read_bytes()[:100])
+    bentos = _entries(tmp_path / "bentoml", "bentos")
+
+    again = _run(args, env, tmp_path)
+
+    assert again.returncode == 1
+    assert f"the champion {packaged.params.tracking.registered_model} version " in again.stderr
+    assert "cannot be loaded and scored" in again.stderr and "Traceback" not in again.stderr
+    assert (tmp_path / "package.json").read_bytes() == before  # the last good record stays
+    assert _entries(tmp_path / "bentoml", "bentos") == bentos  # and no Bento around it
