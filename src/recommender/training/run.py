@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -128,16 +129,65 @@ def train_and_log(
         }
         prediction = bundle.predict_raw(example["user_id"], example["item_id"])
         model_uri = tracking.log_bundle_model(tmp / BUNDLE_DIR, example, prediction)
-        record = {
-            "run_id": run.info.run_id,
-            "experiment_id": run.info.experiment_id,
-            "model_uri": model_uri,
-            "model": cfg.model,
-            "tracking_uri": mlflow.get_tracking_uri(),
-        }
-        (tmp / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        record = write_run_file(
+            tmp,
+            {
+                "run_id": run.info.run_id,
+                "experiment_id": run.info.experiment_id,
+                "model_uri": model_uri,
+                "model": cfg.model,
+                "tracking_uri": mlflow.get_tracking_uri(),
+            },
+        )
         write_history(result.history, history_path)
     return {**summary, **record}
+
+
+def write_run_file(
+    folder: str | Path, record: dict[str, Any], project_dir: str | Path = "."
+) -> dict[str, Any]:
+    """Write ``run.json`` (what evaluate and register read) into ``folder``; return what it holds.
+
+    ``run.json`` is a DVC output (``dvc push`` copies it to the remote), so its ``tracking_uri``
+    goes through :func:`portable_tracking_uri` first. The stages that read the file use only the
+    run id and model URI; the store itself always comes from ``MLFLOW_TRACKING_URI``.
+    """
+    record = {**record, "tracking_uri": portable_tracking_uri(record["tracking_uri"], project_dir)}
+    (Path(folder) / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def portable_tracking_uri(uri: str, project_dir: str | Path = ".") -> str:
+    """``uri`` without credentials or absolute machine paths, to name the store in an output.
+
+    A password becomes ``***`` (:func:`recommender.tracking.redact`) and the query and fragment
+    go (database URIs may carry ``?password=...``). A local store (``sqlite:``, ``file:`` or a
+    plain path) is named relative to ``project_dir``, as DVC names every path it records, so
+    ``sqlite:////home/me/proj/mlflow.db`` becomes ``sqlite:///mlflow.db``, still a working URI
+    from the project root. A store outside the project keeps only its file name
+    (``sqlite:///.../mlflow.db``): where it sits is a fact about one machine.
+    """
+    uri = tracking.redact(uri.strip())
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower().split("+")[0]  # sqlite+pysqlite: a driver named too
+    if scheme == "sqlite":
+        prefix, _, path = uri.partition(":///")
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        return f"{prefix}:///{_project_relative(path, project_dir)}" if path else uri
+    if scheme == "file":
+        return f"file:{_project_relative(parts.path, project_dir)}"
+    if not scheme:  # a plain path, which MLflow reads as a file store
+        return _project_relative(uri, project_dir)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _project_relative(path: str, project_dir: str | Path) -> str:
+    root = Path(project_dir).resolve()
+    full = (root / path).resolve()  # an absolute path stays itself
+    try:
+        return full.relative_to(root).as_posix()
+    except ValueError:
+        return f".../{full.name}"
 
 
 def _best(history: dict[str, list[float]], key: str, at: int | None = None) -> float:
