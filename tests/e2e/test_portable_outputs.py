@@ -75,12 +75,6 @@ def test_run_json_names_the_store_without_machine_paths(trained: Trained) -> Non
     assert run["model_uri"].startswith("models:/") and run["run_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracking.log_bundle_model still calls mlflow.pyfunc.log_model, whose MLmodel keeps "
-    "artifact_path, model_code_path and the bundle's uri as absolute paths; it should call "
-    "recommender.tracking.pyfunc.log_model (same arguments). Drop this mark then.",
-)
 def test_the_model_train_logs_holds_no_machine_paths(trained: Trained) -> None:
     run = json.loads((trained.repo / "models" / "run.json").read_text())
     leaks = {

@@ -141,7 +141,8 @@ def find_champion(registered_model: str, alias: str = ALIAS) -> Champion:
             f"{uri} (run the register stage first: it sets the alias when a model passes the gate)"
         )
     run = client.get_run(version.run_id)
-    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+    # MLflow's own tags and the run's owner (host, pid) are not the model's lineage.
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "recommender."))}
     tags.update({f"version.{k}": v for k, v in (version.tags or {}).items()})
     return Champion(
         registered_model=registered_model,

@@ -155,15 +155,15 @@ def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], outp
     """Log the bundle as an MLflow pyfunc model (from code, nothing pickled); return its URI.
 
     The library itself goes along as ``code_paths``, so the model loads wherever the pinned
-    requirements are installed, with or without this project.
+    requirements are installed, with or without this project. The MLmodel file keeps no path of
+    this machine (see :func:`recommender.tracking.pyfunc.log_model`).
     """
-    import mlflow
     from mlflow.models import infer_signature
 
     import recommender
     from recommender.tracking import pyfunc
 
-    info = mlflow.pyfunc.log_model(
+    info = pyfunc.log_model(
         name="model",
         python_model=pyfunc.__file__,
         artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},

@@ -56,12 +56,14 @@ def train_and_log(
     """
     import mlflow
 
+    tracking.connect()  # before TensorFlow's import: a store that is down fails in seconds
+
     from recommender.scoring.bundle import ModelBundle
     from recommender.training.fit import fit, refit
 
     cfg = params.train
-    tracking.configure()
     mlflow.set_experiment(params.tracking.experiment)
+    tracking.end_stale_runs(params.tracking.experiment)
     run_params = tracking.flatten(
         {
             "seed": params.seed,
@@ -76,7 +78,7 @@ def train_and_log(
             "hyper": cfg.hyper(),
         }
     )
-    tags = {**dataset_tags(processed, data_dir), "model.family": cfg.model}
+    tags = {**dataset_tags(processed, data_dir), "model.family": cfg.model, **tracking.tag_owner()}
     commit = tracking.git_commit()
     if commit:
         tags["git.commit"] = commit
