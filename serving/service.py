@@ -263,7 +263,8 @@ def _json_errors(
             return None
         status = start["status"]
         payload = _error_payload(status, b"".join(chunks), start["headers"], method, path)
-        logger.info("%s %s %d %s", method, path, status, _one_line(payload["error"]))
+        # One line each, of bounded length: the path and the reason come from the client.
+        logger.info("%s %s %d %s", method, _one_line(path), status, _one_line(payload["error"]))
         body = json.dumps(payload).encode()
         drop = (b"content-length", b"content-type")
         headers = [(k, v) for k, v in start["headers"] if k.lower() not in drop]

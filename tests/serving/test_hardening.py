@@ -168,6 +168,19 @@ def test_a_4xx_is_logged_at_info_in_one_line(server: Server) -> None:
     assert "Traceback" not in new and "[ERROR]" not in new, new[-3000:]
 
 
+def test_a_4xx_log_line_is_bounded_and_cannot_be_split(server: Server) -> None:
+    marker = f"zz{uuid.uuid4().hex[:12]}"
+    # A newline (%0A) and a 5 KB path: still one line, of bounded length.
+    path = f"/{marker}%0A[ERROR] forged line {'a' * 5000}"
+    assert requests.get(server.url + path, timeout=30).status_code == 404
+    ours = _log_lines_with(server.log, marker, count=1)
+    assert len(ours) == 1 and len(ours[0]) < 700, ours
+    assert "[INFO]" in ours[0] and "forged line" in ours[0]
+    assert not any(
+        line.startswith("[ERROR] forged") for line in server.log.read_text().splitlines()
+    )
+
+
 # --- 5. no third-party loads ---------------------------------------------------------------------
 
 #: Elements and attributes through which a page makes the browser fetch something.
