@@ -44,9 +44,12 @@ run: install ## Run the whole pipeline (dvc repro) on params.yaml's data (defaul
 	$(BIN)/dvc repro
 	@$(BIN)/python -m recommender.summary
 
+# Two xdist workers, one per core here: most tests wait on processes (servers, stages, dvc repro)
+# as much as they compute. `--dist loadgroup` keeps each module, and tests/serving, on one worker
+# (tests/conftest.py groups them), so no expensive fixture is built twice.
 test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test if missing)
 	bash scripts/ensure_postgres.sh
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
 
 # tests/model, serving, integration and e2e hold only slow / integration / e2e tests (a unit test
 # checks it), so test-fast need not even import them: nothing in it imports TensorFlow. Two xdist
