@@ -44,12 +44,12 @@ run: install ## Run the whole pipeline (dvc repro) on params.yaml's data (defaul
 	$(BIN)/dvc repro
 	@$(BIN)/python -m recommender.summary
 
-# Two xdist workers, one per core here: most tests wait on processes (servers, stages, dvc repro)
-# as much as they compute. `--dist loadgroup` keeps each module, and tests/serving, on one worker
-# (tests/conftest.py groups them), so no expensive fixture is built twice.
+# Two xdist workers, one per core here. `--dist loadfile` keeps each module on one worker, so a
+# module's fixtures (trained models, servers) are built once; a session fixture (tests/serving's
+# packaged champion) is built once per worker that needs it.
 test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test if missing)
 	bash scripts/ensure_postgres.sh
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 # tests/model, serving, integration and e2e hold only slow / integration / e2e tests (a unit test
 # checks it), so test-fast need not even import them: nothing in it imports TensorFlow. Two xdist

@@ -19,16 +19,6 @@ import pytest  # noqa: E402
 from support import ROOT, Synthetic, make_synthetic, tiny_params  # noqa: E402
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For ``make test``'s xdist workers (``--dist loadgroup``): one group per module, and all of
-    ``tests/serving`` as one, so each module's (and the serving folder's session) fixtures, which
-    train models and start servers, are built by one worker only."""
-    for item in items:
-        path = Path(str(item.fspath)).resolve()
-        group = "tests/serving" if path.parent.name == "serving" else path.relative_to(ROOT)
-        item.add_marker(pytest.mark.xdist_group(str(group)))
-
-
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     """The project's checkout (params.yaml, dvc.yaml, pipeline/, serving/)."""
