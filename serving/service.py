@@ -170,6 +170,21 @@ class _NoClientErrorTracebacks(logging.Filter):
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoClientErrorTracebacks())
 
 
+class _OneLineAccessLog(logging.Filter):
+    """BentoML's access log writes the request path decoded, so a ``%0A`` in a URL would start a
+    forged log line, and a 5 KB path would make a 5 KB line: escape and cap each field."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _one_line(arg, limit=500) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("bentoml.access").addFilter(_OneLineAccessLog())
+
+
 class HttpGuard:
     """ASGI middleware in front of BentoML's routes: the service's HTTP contract.
 
