@@ -44,6 +44,28 @@ def test_valid_params_pass_and_leave_the_output_byte_for_byte(tmp_path: Path) ->
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no staging file left behind
 
 
+def _check_in_process(folder: Path, params_text: str) -> tuple[int, str]:
+    """The entry point's own ``run_stage`` call, in this process (the subprocess runs above and
+    in tests/e2e/test_params_check.py already prove the command line): exit code and stderr."""
+    import contextlib
+    import io
+    import os
+    import runpy
+
+    from recommender.core.stage import run_stage
+
+    (folder / "params.yaml").write_text(params_text)
+    stage = runpy.run_path(str(SCRIPT))  # not as __main__: its body and arguments
+    stderr, cwd = io.StringIO(), os.getcwd()
+    os.chdir(folder)
+    try:
+        with contextlib.redirect_stderr(stderr):
+            code = run_stage("check_params", stage["body"], stage["configure"], ["--out", OUT])
+    finally:
+        os.chdir(cwd)
+    return code, stderr.getvalue()
+
+
 @pytest.mark.parametrize(
     ("edit", "key"),
     [
@@ -55,15 +77,22 @@ def test_valid_params_pass_and_leave_the_output_byte_for_byte(tmp_path: Path) ->
 )
 def test_a_typo_anywhere_exits_1_naming_the_key(tmp_path: Path, edit, key: str) -> None:  # noqa: ANN001
     params = (ROOT / "params.yaml").read_text()
-    assert _check(tmp_path, params).returncode == 0
+    assert _check_in_process(tmp_path, params)[0] == 0
     before = (tmp_path / OUT).read_bytes()
 
-    failed = _check(tmp_path, edit(params))
+    code, stderr = _check_in_process(tmp_path, edit(params))
+    assert code == 1
+    assert stderr.startswith("error: stage 'check_params' failed: params.yaml is invalid:")
+    assert f"  {key}: " in stderr
+    assert "Traceback" not in stderr
+    assert (tmp_path / OUT).read_bytes() == before  # the last good output stays
+
+
+def test_the_command_line_names_a_typo(tmp_path: Path) -> None:
+    failed = _check(tmp_path, (ROOT / "params.yaml").read_text() + "\ntrian:\n  epochs: 3\n")
     assert failed.returncode == 1
     assert failed.stderr.startswith("error: stage 'check_params' failed: params.yaml is invalid:")
-    assert f"  {key}: " in failed.stderr
-    assert "Traceback" not in failed.stderr
-    assert (tmp_path / OUT).read_bytes() == before  # the last good output stays
+    assert "  trian: " in failed.stderr and "Traceback" not in failed.stderr
 
 
 def test_the_check_imports_nothing_heavy(tmp_path: Path) -> None:
