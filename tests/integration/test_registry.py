@@ -8,12 +8,10 @@ Each test uses a registered model name of its own, so tests do not see each othe
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from integration_helpers import unavailable_server
 from support import ROOT, child_env, closed_port, make_scratch_repo, run_checked, tiny_params
 
 from recommender import tracking
@@ -293,32 +292,11 @@ def test_a_failing_registry_is_asked_once_not_retried(
 ) -> None:
     # Fast failure, measured without a clock: MLflow would retry a 503 for minutes; the stage
     # asks once and stops. A real HTTP server on loopback counts the requests it gets.
-    requests_seen: list[str] = []
-
-    class Unavailable(http.server.BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            requests_seen.append(self.path)
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        uri = f"http://127.0.0.1:{server.server_address[1]}"
+    with unavailable_server() as (uri, requests_seen):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
         with pytest.raises(RegistryError, match="cannot use the MLflow tracking server"):
             _register(store, "better", "unavailable", tmp_path / "p.json")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert len(requests_seen) == 1, requests_seen
     assert not (tmp_path / "p.json").exists()
 

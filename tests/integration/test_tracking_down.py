@@ -9,18 +9,15 @@ the next train ends the run as KILLED and removes the folder.
 
 from __future__ import annotations
 
-import http.server
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from integration_helpers import start_mlflow_server
+from integration_helpers import start_mlflow_server, unavailable_server
 from support import ROOT, child_env, closed_port, run_checked, stop, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -100,43 +97,14 @@ def test_a_closed_port_fails_the_stage_in_one_line_naming_the_redacted_uri(
     print(f"{stage}: failed in {seconds:.1f} s")  # the note's figure (-s to see it)
 
 
-class _Unavailable(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def _answer(self) -> None:
-        type(self).seen.append(self.path)
-        self.send_response(503)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
-@pytest.fixture
-def unavailable() -> Iterator[tuple[str, list[str]]]:
-    _Unavailable.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", _Unavailable.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.mark.parametrize("stage", ["train", "evaluate", "package"])
-def test_a_failing_server_is_asked_once_not_for_minutes(
-    project: Project, stage: str, unavailable: tuple[str, list[str]]
-) -> None:
+def test_a_failing_server_is_asked_once_not_for_minutes(project: Project, stage: str) -> None:
     # Fast, measured without a clock: MLflow alone retries a 503 seven times over ~4 minutes.
-    uri, seen = unavailable
-    proc = subprocess.run(
-        [*_stage(stage), *STAGES[stage]], cwd=project.root, capture_output=True, text=True,
-        env=child_env(MLFLOW_TRACKING_URI=uri), timeout=300,
-    )  # fmt: skip
+    with unavailable_server() as (uri, seen):
+        proc = subprocess.run(
+            [*_stage(stage), *STAGES[stage]], cwd=project.root, capture_output=True, text=True,
+            env=child_env(MLFLOW_TRACKING_URI=uri), timeout=300,
+        )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert len(seen) == 1, seen
     assert f"cannot reach the MLflow tracking store at {uri}" in proc.stderr
