@@ -209,3 +209,35 @@ def test_importing_the_data_package_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_smallest_is_the_head_of_a_stable_argsort():
+    """The partial selection behind the Gumbel top-k sampler returns exactly what a whole stable
+    argsort would, ties (forced -inf pairs, equal floats at the cut) and every row size included."""
+    from recommender.data.synthetic import _smallest
+
+    rng = np.random.default_rng(3)
+    for n_cols, ties in [(300, False), (300, True), (7, True), (1000, True)]:
+        values = rng.normal(size=(64, n_cols))
+        if ties:  # few distinct values: ties inside and across the cut
+            values = np.round(values * 2) / 2
+        values[rng.random(values.shape) < 0.02] = -np.inf
+        take = rng.integers(0, n_cols + 1, size=64)
+        take[:4] = [0, 1, n_cols, n_cols // 4]
+        full = np.argsort(values, axis=1, kind="stable")
+        expected = np.concatenate([full[r, : take[r]] for r in range(len(take))])
+        np.testing.assert_array_equal(_smallest(values, take), expected)
+
+
+@pytest.mark.parametrize("n_users", [50, 2**40])  # 2**40: the key would overflow, lexsort
+def test_user_time_item_order_matches_pandas(n_users):
+    from recommender.data.synthetic import _user_time_item_order
+
+    rng = np.random.default_rng(4)
+    pairs = np.unique(rng.integers(0, 50 * 40, size=3000))
+    u, i = np.sort(pairs // 40), pairs % 40  # grouped by user, as the sampler makes them
+    when = rng.integers(1_400_000_000, 1_400_000_050, size=len(u))  # many equal times
+    frame = pd.DataFrame({"u": u, "w": when, "i": i})
+    expected = frame.sort_values(["u", "w", "i"], kind="stable").index.to_numpy()
+    got = _user_time_item_order(u, when, i, n_users, 40)
+    np.testing.assert_array_equal(got, expected)

@@ -69,8 +69,12 @@ USER_BIAS_STD, ITEM_BIAS_STD = 0.4, 0.45
 POPULARITY_EXPONENT, POPULARITY_OFFSET = 1.3, 10
 #: How strongly taste (<p, q> in units of its std) tilts which items a user rates.
 SELECTION_BIAS = 0.5
-#: Cap on the cells of one user-chunk x items block (bounds memory for large configs).
+#: Cap on the cells of one user-chunk x items block (bounds memory for large configs). The chunk
+#: boundaries are part of the output's definition (the taste product is computed per chunk), so
+#: this value must not change.
 _BLOCK = 4_000_000
+#: Ratings per chunk when turning pairs into ratings and times (bounds the temporaries).
+_ROWS = 1_000_000
 
 
 def _per_user_counts(
@@ -104,6 +108,7 @@ def _sample_pairs(
 
     Weighted sampling without replacement by the Gumbel top-k trick: each user takes the items
     with the largest ``log(popularity) + Gumbel noise``; forced pairs get +inf so they always win.
+    A user's items come in order of falling key (ties: lower item first).
     """
     n_users, n_items = len(counts), len(popularity)
     log_pop = np.log(popularity)
@@ -114,15 +119,70 @@ def _sample_pairs(
         hi = min(lo + chunk, n_users)
         # People mostly rate what they chose to watch: taste tilts the choice (and so the
         # observed ratings lean positive, as in MovieLens).
-        taste = (p[lo:hi] @ q.T) * (SELECTION_BIAS / INTERACTION_STD)
-        keys = log_pop[None, :] + taste + rng.gumbel(size=(hi - lo, n_items))
+        keys = p[lo:hi] @ q.T
+        keys *= SELECTION_BIAS / INTERACTION_STD
+        keys += log_pop[None, :]
+        keys += rng.gumbel(size=(hi - lo, n_items))
         forced = np.flatnonzero((first_user >= lo) & (first_user < hi))
         keys[first_user[forced] - lo, forced] = np.inf
-        order = np.argsort(-keys, axis=1, kind="stable")
-        take = np.arange(n_items)[None, :] < counts[lo:hi, None]
-        items.append(order[take])
+        np.negative(keys, out=keys)  # the smallest first, as the sorts below want
+        items.append(_smallest(keys, counts[lo:hi]))
         users.append(np.repeat(np.arange(lo, hi), counts[lo:hi]))
     return np.concatenate(users), np.concatenate(items)
+
+
+def _smallest(values: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """Row by row, the columns of the ``take[r]`` smallest values of row ``r`` in increasing order
+    (ties: lower column first), concatenated: exactly the first ``take[r]`` entries of each row
+    of ``np.argsort(values, axis=1, kind="stable")``, without sorting whole rows.
+
+    Rows are grouped by ``take`` rounded up to a power of two, ``K``; each group partitions its
+    rows around their K-th smallest value and sorts only those K. A row where that value ties
+    with one outside the K (possible only for exactly equal floats) is sorted whole instead.
+    """
+    n_cols = values.shape[1]
+    starts = np.concatenate([[0], np.cumsum(take)])
+    out = np.empty(int(starts[-1]), dtype=np.int64)
+    bucket = np.minimum(1 << np.ceil(np.log2(np.maximum(take, 1))).astype(np.int64), n_cols)
+    for k in np.unique(bucket[take > 0]):
+        rows = np.flatnonzero((bucket == k) & (take > 0))
+        block = values[rows]
+        if 4 * k >= n_cols:  # most of the row: a whole sort costs no more
+            order = np.argsort(block, axis=1, kind="stable")[:, :k]
+        else:
+            top = np.argpartition(block, k - 1, axis=1)[:, :k]
+            kth = np.take_along_axis(block, top, axis=1).max(axis=1)
+            tied = (block <= kth[:, None]).sum(axis=1) > k  # the cut falls inside a tie
+            top.sort(axis=1)  # columns in order, so the stable sort breaks ties by column
+            order = np.take_along_axis(
+                top,
+                np.argsort(np.take_along_axis(block, top, axis=1), axis=1, kind="stable"),
+                axis=1,
+            )
+            for r in np.flatnonzero(tied):
+                order[r] = np.argsort(block[r], kind="stable")[:k]
+        keep = np.arange(k)[None, :] < take[rows, None]
+        at = starts[rows, None] + np.arange(k)[None, :]
+        out[at[keep]] = order[keep]
+    return out
+
+
+def _user_time_item_order(
+    u: np.ndarray, when: np.ndarray, i: np.ndarray, n_users: int, n_items: int
+) -> np.ndarray:
+    """The permutation that sorts ratings by user, then time, then item (each pair is unique, so
+    it is the only one): one sort of a combined int64 key when the key fits, else a lexsort."""
+    t0 = int(when.min())
+    width = int(when.max()) - t0 + 1
+    if n_users * width * n_items >= 2**63:
+        return np.lexsort((i, when, u))
+    key = u.astype("int64")
+    key *= width
+    key += when
+    key -= t0
+    key *= n_items
+    key += i
+    return np.argsort(key, kind="stable")
 
 
 def _to_scale(x: np.ndarray, scale: RatingScale) -> np.ndarray:
@@ -227,29 +287,41 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
     user_bias = rng.normal(0.0, USER_BIAS_STD, size=n_users)
     item_bias = rng.normal(0.0, ITEM_BIAS_STD, size=n_items)
     item_bias += 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
-    latent = (
-        GLOBAL_MEAN
-        + user_bias[u]
-        + item_bias[i]
-        + np.einsum("nk,nk->n", p[u], q[i])
-        + rng.normal(0.0, cfg.noise_std, size=len(u))
-    )
+    # In chunks of ratings, so that no (ratings x factors) temporary exists: each rating gets the
+    # same arithmetic and the same draws, in the same order, as all at once.
+    rating = np.empty(len(u))
+    for lo in range(0, len(u), _ROWS):
+        uu, ii = u[lo : lo + _ROWS], i[lo : lo + _ROWS]
+        latent = (
+            GLOBAL_MEAN
+            + user_bias[uu]
+            + item_bias[ii]
+            + np.einsum("nk,nk->n", p[uu], q[ii])
+            + rng.normal(0.0, cfg.noise_std, size=len(uu))
+        )
+        rating[lo : lo + _ROWS] = _to_scale(latent, scale)
 
     # Each user is active in one window of the period (many rate in a burst, some for years).
     span = end - start
     first_seen = start + rng.random(n_users) * span
     active = np.minimum(rng.exponential(span / 8.0, size=n_users), end - first_seen)
-    when = (first_seen[u] + rng.random(len(u)) * active[u]).astype("int64")
+    when = np.empty(len(u), dtype="int64")
+    for lo in range(0, len(u), _ROWS):
+        uu = u[lo : lo + _ROWS]
+        when[lo : lo + _ROWS] = (first_seen[uu] + rng.random(len(uu)) * active[uu]).astype("int64")
 
+    order = _user_time_item_order(u, when, i, n_users, n_items)
     ratings = pd.DataFrame(
         {
-            USER: (u + 1).astype("int64"),
-            ITEM: (i + 1).astype("int64"),
-            RATING: _to_scale(latent, scale).astype("float64"),
-            TIMESTAMP: when,
-        }
-    )[RATING_COLUMNS]
-    ratings = ratings.sort_values([USER, TIMESTAMP, ITEM], kind="stable", ignore_index=True)
+            USER: u[order] + 1,
+            ITEM: i[order] + 1,
+            RATING: rating[order],
+            TIMESTAMP: when[order],
+        },
+        columns=RATING_COLUMNS,
+        copy=False,
+    )
+    del u, i, rating, when, order
 
     start_year = int(np.datetime64(cfg.start, "Y").astype(int)) + 1970
     year = np.clip(start_year - np.floor(rng.exponential(12.0, size=n_items)), 1920, start_year)
