@@ -8,6 +8,8 @@ the same run on the same machine::
 
 Prints one JSON object on stdout: ``{"surprise": version, "models": {name: {"rmse", "mae",
 "fit_seconds", "params"}}}``. Standard library and Surprise only: it must not import our package.
+``--svd 64,20 --only "SVD 64x20"`` runs one SVD of that size instead (``benchmarks/scale.py``
+compares throughput at matched factors).
 
 The SVD and SVD++ settings are the best on our validation split (the same 10% carved from
 ``u1.base`` that our models early-stop on; ``u1.test`` never took part): SVD from a grid over
@@ -40,7 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", required=True, help="same format")
     parser.add_argument("--seed", type=int, default=0, help="random_state of SVD and SVD++")
     parser.add_argument("--only", nargs="*", help="run only these peers (names as in PEERS)")
+    parser.add_argument(
+        "--svd",
+        metavar="FACTORS,EPOCHS",
+        help="add an SVD with these factors and epochs (Surprise's defaults otherwise), named "
+        "'SVD <factors>x<epochs>' (benchmarks/scale.py's like-for-like peer)",
+    )
     args = parser.parse_args(argv)
+    peers = dict(PEERS)
+    if args.svd:
+        factors, epochs = (int(x) for x in args.svd.split(","))
+        peers[f"SVD {factors}x{epochs}"] = ("SVD", {"n_factors": factors, "n_epochs": epochs})
 
     import surprise
     from surprise import Dataset, Reader, accuracy
@@ -51,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     trainset, testset = next(PredefinedKFold().split(data))
 
     results = {}
-    for name, (cls_name, kwargs) in PEERS.items():
+    for name, (cls_name, kwargs) in peers.items():
         if args.only and name not in args.only:
             continue
         params = dict(kwargs)
