@@ -47,6 +47,9 @@ from recommender.datadocs import make_offline
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.data_context import AbstractDataContext
 
 #: The tables we validate, in report order, and the GX suite that checks each.
 SUITE_NAMES = {"ratings": "recommender_ratings", "items": "recommender_items"}
@@ -55,6 +58,8 @@ YEAR_MIN, YEAR_MAX = 1870, 2100
 #: How many unexpected rows GX keeps per expectation (we show at most ``MAX_EXAMPLES`` of them).
 PARTIAL_UNEXPECTED = 20
 MAX_EXAMPLES = 5
+#: What GX reports per expectation: counts, observed values and the first unexpected rows.
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED}
 #: Type names GX may report for integer ids: numpy/pandas dtypes for typed columns, and ``int``
 #: for the Python ints in an ``object`` column (where one stray string turns the dtype to object).
 INT_TYPES = ["int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -412,6 +417,44 @@ def _table_counts(dataset: Dataset) -> dict[str, dict[str, int]]:
     return counts
 
 
+def _run_suite(
+    ctx: AbstractDataContext,
+    batch: BatchDefinition,
+    suite: ExpectationSuite,
+    frame: pd.DataFrame,
+    *,
+    data_docs: bool,
+) -> ExpectationSuiteValidationResult:
+    """Run ``suite`` on ``frame``; with ``data_docs``, also render the result into ``ctx``'s site.
+
+    Without Data Docs the batch validates the suite and nothing more (about 0.3 s for our small
+    test tables, against 0.45 s through a checkpoint). Data Docs are rendered from what a
+    checkpoint stores with each result (run id and time, batch parameters), so for them a
+    checkpoint runs the suite. Same suite, same result format: the same results either way.
+    """
+    if not data_docs:
+        return batch.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite, result_format=RESULT_FORMAT
+        )
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    name = batch.data_asset.name
+    definition = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="docs")],
+            result_format=RESULT_FORMAT,
+        )
+    )
+    (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
+    return result
+
+
 def validate_dataset(
     dataset: Dataset,
     cfg: ValidateConfig,
@@ -433,7 +476,6 @@ def validate_dataset(
     """
     disable_telemetry()  # before GX is imported: it reads GX_ANALYTICS_ENABLED once
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     info = dataset.info
@@ -457,39 +499,20 @@ def validate_dataset(
             ctx = gx.get_context(mode="file", project_root_dir=project)
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         source = ctx.data_sources.add_pandas("canonical")
-        checkpoints = {}
-        order: dict[str, list[str]] = {}
-        for table, suite in suites.items():
-            suite = ctx.suites.add(suite)  # gives each expectation the id its result carries
-            order[table] = [e.id for e in suite.expectations]
-            batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
-            definition = ctx.validation_definitions.add(
-                gx.ValidationDefinition(name=table, data=batch, suite=suite)
-            )
-            # One checkpoint per table: a checkpoint passes the same dataframe to all it runs.
-            checkpoints[table] = ctx.checkpoints.add(
-                gx.Checkpoint(
-                    name=table,
-                    validation_definitions=[definition],
-                    actions=[UpdateDataDocsAction(name="docs")] if docs_dir is not None else [],
-                    result_format={
-                        "result_format": "SUMMARY",
-                        "partial_unexpected_count": PARTIAL_UNEXPECTED,
-                    },
-                )
-            )
-
         failures: list[Failure] = []
         evaluated = successful = 0
-        for table, checkpoint in checkpoints.items():
-            result = checkpoint.run(batch_parameters={"dataframe": frames[table]})
-            (suite_result,) = result.run_results.values()
+        for table, suite in suites.items():
+            suite = ctx.suites.add(suite)  # gives each expectation the id its result carries
+            batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+            suite_result = _run_suite(
+                ctx, batch, suite, frames[table], data_docs=docs_dir is not None
+            )
             stats = suite_result.statistics
             evaluated += int(stats["evaluated_expectations"])
             successful += int(stats["successful_expectations"])
             # Example rows come from the caller's table, without our helper column.
             shown = frames[table].drop(columns=[ITEM_KNOWN], errors="ignore")
-            failures += _failures(table, shown, suite_result, order[table])
+            failures += _failures(table, shown, suite_result, [e.id for e in suite.expectations])
 
         if docs_dir is not None:
             site = Path(project) / "gx" / "uncommitted" / "data_docs" / "local_site"
