@@ -25,7 +25,7 @@ export BENTOML_HOME := $(CURDIR)/bentoml
 DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
-.PHONY: help install run test test-fast lint format clean ui bench tune bento serve bench-serve
+.PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +77,16 @@ bench: install $(SURPRISE_VENV)/.installed ## Rating table vs Surprise (u1) and 
 	$(BIN)/python benchmarks/ranking.py --ml100k $(ML100K_DIR) --params params.yaml \
 		--folds $(RANKING_FOLDS) $(if $(RANKING_FAMILIES),--families $(RANKING_FAMILIES)) \
 		--out reports/bench_ranking.md --json reports/bench_ranking.json
+
+# make bench-scale: which sizes (100k, 1m, 10m: ML-1M's and ML-10M's shapes); SCALE_25M=1 adds
+# ML-25M's shape (long). Each size runs the whole pipeline in a scratch repository of its own.
+SCALE_SIZES ?= 100k,1m,10m
+SCALE_25M ?=
+
+bench-scale: install $(SURPRISE_VENV)/.installed ## Pipeline cost per stage vs data size (100K, 1M, 10M; SCALE_25M=1 adds 25M) and Surprise SVD -> reports/bench_scale.md (long)
+	$(BIN)/python benchmarks/scale.py --sizes $(SCALE_SIZES) $(if $(SCALE_25M),--with-25m) \
+		--surprise-python $(SURPRISE_VENV)/bin/python \
+		--out reports/bench_scale.md --json reports/bench_scale.json --plot reports/bench_scale.png
 
 tune: install ## Search tune.family's knobs on the validation split (MLflow runs), write the best to params.yaml
 	@[ -d .git ] || { echo "dvc needs a git repository: run from a clone of this project"; exit 1; }
