@@ -257,6 +257,11 @@ class TwoTowerHyper(FamilyHyper):
     rating: dict[str, Any] = {}
 
 
+#: ``train.optimizer: auto`` picks lazy Adam above this many users + items: below it a dense
+#: Adam step over the tables costs no more than the sparse bookkeeping (ML-1M: ~10k rows).
+LAZY_ADAM_MIN_ROWS = 50_000
+
+
 class TrainConfig(Section):
     """Train stage: which model family, and how to fit it."""
 
@@ -270,6 +275,10 @@ class TrainConfig(Section):
     #: After early stopping has chosen the epoch count on the validation part, train once more
     #: on train + validation for that many epochs; the later stages use this model.
     refit: bool = True
+    #: ``adam`` updates every row of every table each step (the knobs were tuned with it);
+    #: ``lazy_adam`` only the rows a batch used, so a step costs the batch, not the catalog;
+    #: ``auto``: lazy_adam once users + items exceed ``LAZY_ADAM_MIN_ROWS``.
+    optimizer: Literal["auto", "adam", "lazy_adam"] = "auto"
     mf: MFHyper = MFHyper()
     biased_mf: BiasedMFHyper = BiasedMFHyper()
     ncf: NCFHyper = NCFHyper()
@@ -296,6 +305,12 @@ class TrainConfig(Section):
                 message = f"{owner}.{key} overrides train.{family}: {problems}"
                 raise ValueError(message) from None
         return self
+
+    def optimizer_for(self, n_users: int, n_items: int) -> str:
+        """The optimizer ``optimizer`` means for tables of this size (``auto`` resolved)."""
+        if self.optimizer != "auto":
+            return self.optimizer
+        return "lazy_adam" if n_users + n_items > LAZY_ADAM_MIN_ROWS else "adam"
 
     def hyper(self) -> dict[str, Any]:
         """Constructor arguments of the chosen family (its section without ``learning_rate``)."""

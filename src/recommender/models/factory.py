@@ -13,6 +13,7 @@ from recommender.models.base import RatingModel, constructor_args
 from recommender.models.biased_mf import BiasedMF
 from recommender.models.ensemble import HybridAutoRecEnsemble
 from recommender.models.hybrid import HybridRecommender
+from recommender.models.lazy_adam import LazyAdam
 from recommender.models.mf import MatrixFactorization
 from recommender.models.ncf import NeuMF
 from recommender.models.two_tower import TwoTower
@@ -87,15 +88,19 @@ def build_model(
 
 
 def compile_model(
-    model: RatingModel, learning_rate: float, steps_per_execution: int = 1
+    model: RatingModel,
+    learning_rate: float,
+    steps_per_execution: int = 1,
+    optimizer: str = "adam",
 ) -> RatingModel:
-    """Compile with Adam and MSE (the loss), reporting RMSE.
+    """Compile with Adam (``optimizer="lazy_adam"``: row-wise for embedding tables,
+    :class:`LazyAdam`) and MSE (the loss), reporting RMSE.
 
     ``steps_per_execution`` runs that many batches per call into the compiled train function:
     these models are so small that Python's per-step overhead would otherwise dominate an epoch.
     """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=(LazyAdam if optimizer == "lazy_adam" else keras.optimizers.Adam)(learning_rate),
         loss="mse",
         metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
         steps_per_execution=steps_per_execution,
