@@ -26,8 +26,11 @@ from recommender.scoring.factors import Factors
 
 #: A logit that no softmax will pick (the unknown item is never a candidate).
 _NEVER = -1e9
-#: At most this many of a user's train positives are masked out of each of their softmaxes.
+#: At most this many of a user's train positives are masked out of each of their softmaxes
+#: (when the mask is too large to keep dense).
 MAX_MASKED_POSITIVES = 1024
+#: Largest ``(users + 1) x (items + 1)`` positives mask kept as a dense boolean table.
+DENSE_MASK_MAX_CELLS = 64_000_000
 
 
 @register
@@ -94,6 +97,7 @@ class TwoTower(RatingModel):
         # Each user's train positives, padded with 0 (masked anyway): set before training, used
         # only by the loss, and never saved (the model ranks without it).
         self._positives: Any = None
+        self._dense_positives = False
         self.rating_head = BiasedMF(
             n_users,
             n_items,
@@ -136,13 +140,23 @@ class TwoTower(RatingModel):
         return table_with_mean_oov(self.item_tower)
 
     def set_training_positives(self, user_idx: Any, item_idx: Any, rating: Any) -> None:
-        """Remember each user's train positives (rating >= ``relevance_threshold``), up to
-        :data:`MAX_MASKED_POSITIVES` of them, to mask them out of that user's other softmaxes."""
+        """Remember each user's train positives (rating >= ``relevance_threshold``) to mask them
+        out of that user's other softmaxes.
+
+        Kept as a dense ``(users, items)`` boolean table, one gather per step, while it has at
+        most :data:`DENSE_MASK_MAX_CELLS` cells (ML-1M: 22 M); beyond that as each user's
+        positives padded with 0, up to :data:`MAX_MASKED_POSITIVES` of them, scattered per step.
+        """
         import numpy as np
 
         users, items = np.asarray(user_idx, np.int64), np.asarray(item_idx, np.int64)
         keep = np.asarray(rating) >= self.relevance_threshold
         users, items = users[keep], items[keep]
+        if (self.n_users + 1) * (self.n_items + 1) <= DENSE_MASK_MAX_CELLS:
+            dense = np.zeros((self.n_users + 1, self.n_items + 1), bool)
+            dense[users, items] = True
+            self._positives, self._dense_positives = ops.convert_to_tensor(dense), True
+            return
         order = np.argsort(users, kind="stable")
         users, items = users[order], items[order]
         counts = np.bincount(users, minlength=self.n_users + 1)
@@ -152,41 +166,46 @@ class TwoTower(RatingModel):
         column = np.arange(users.size) - starts[users]
         inside = column < width
         table[users[inside], column[inside]] = items[inside]
-        self._positives = ops.convert_to_tensor(table)
+        self._positives, self._dense_positives = ops.convert_to_tensor(table), False
 
     def _other_positives(self, users: Any, items: Any) -> Any:
-        """``(batch, n_items + 1)``: 1.0 where the item is another positive of the row's user."""
+        """``(batch, n_items + 1)`` booleans: True where the item is another positive of the
+        row's user (never the row's own item)."""
+        own = ops.one_hot(items, self.n_items + 1) > 0
+        if self._dense_positives:
+            return ops.logical_and(ops.take(self._positives, users, axis=0), ops.logical_not(own))
         history = ops.take(self._positives, users, axis=0)
         rows = ops.repeat(ops.arange(ops.shape(users)[0]), ops.shape(history)[1])
         index = ops.stack([rows, ops.reshape(history, (-1,))], axis=1)
         shape = (ops.shape(users)[0], self.n_items + 1)
-        mask = ops.minimum(ops.scatter(index, ops.ones((ops.shape(index)[0],)), shape), 1.0)
-        return mask * (1.0 - ops.one_hot(items, self.n_items + 1))
+        hits = ops.scatter(index, ops.ones((ops.shape(index)[0],)), shape) > 0
+        return ops.logical_and(hits, ops.logical_not(own))
 
     def retrieval_loss(self, inputs: dict[str, Any], rating: Any) -> Any:
         """Full-softmax cross-entropy of each positive against the catalog, plus its L2 term.
 
-        Rows below ``relevance_threshold`` contribute nothing; a batch without a positive gives 0.
+        Only the batch's positives are scored against the catalog (the other rows would be
+        weighted 0); a batch without a positive gives 0.
         """
-        users, items = as_index(inputs["user"]), as_index(inputs["item"])
-        positive = ops.cast(ops.reshape(rating, (-1,)) >= self.relevance_threshold, "float32")
-        n_positive = ops.maximum(ops.sum(positive), 1.0)
+        positive = ops.reshape(rating, (-1,)) >= self.relevance_threshold
+        rows = ops.nonzero(positive)[0]
+        users = ops.take(as_index(inputs["user"]), rows)
+        items = ops.take(as_index(inputs["item"]), rows)
+        n_positive = ops.maximum(ops.cast(ops.shape(rows)[0], "float32"), 1.0)
         v = lookup(self.user_tower, users, training=True)
         logits = ops.matmul(v, ops.transpose(self.item_tower.embeddings))
         logits = logits + ops.reshape(self.item_prior.embeddings, (1, -1))
-        never = ops.concatenate(
-            [ops.full((1, 1), _NEVER, logits.dtype), ops.zeros((1, self.n_items), logits.dtype)],
-            axis=1,
-        )
-        logits = logits + never
+        # Column 0, the unknown item, is never a candidate; nor are the user's other positives.
+        excluded = ops.arange(self.n_items + 1) == 0
         if self._positives is not None:
-            logits = logits + _NEVER * self._other_positives(users, items)
+            excluded = ops.logical_or(excluded, self._other_positives(users, items))
+        logits = ops.where(excluded, _NEVER, logits)
         ce = keras.losses.sparse_categorical_crossentropy(items, logits, from_logits=True)
-        loss = ops.sum(ce * positive) / n_positive
+        loss = ops.sum(ce) / n_positive
         if self.l2:
             w = self.item_tower(items)
             norms = ops.sum(ops.square(v), axis=-1) + ops.sum(ops.square(w), axis=-1)
-            loss = loss + self.l2 * ops.sum(norms * positive) / n_positive
+            loss = loss + self.l2 * ops.sum(norms) / n_positive
         return loss
 
     def compute_loss(
