@@ -136,6 +136,40 @@ def head_stopping(
     return HeadStopping()
 
 
+#: The history keys that time an epoch (they vary from run to run; the others are seeded).
+TIMING_KEYS = ("epoch_seconds", "ratings_per_second")
+
+
+def epoch_timer(n_rows: int) -> Any:
+    """A Keras callback adding ``epoch_seconds`` (the training pass, validation excluded) and
+    ``ratings_per_second`` (rating-epochs per second) to each epoch's logs, so the progress line
+    shows the speed and the history and MLflow keep it."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.start = time.perf_counter()
+            self.seconds: float | None = None
+
+        def on_test_begin(self, logs: dict | None = None) -> None:
+            if self.seconds is None:  # validation starts: the training pass is over
+                self.seconds = time.perf_counter() - self.start
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seconds = self.seconds or time.perf_counter() - self.start
+            if logs is not None:
+                logs["epoch_seconds"] = seconds
+                logs["ratings_per_second"] = n_rows / max(seconds, 1e-9)
+
+    return EpochTimer()
+
+
+def throughput(history: dict[str, list[float]], n_rows: int) -> float | None:
+    """Rating-epochs per second over the epochs after the first (which traces the graph)."""
+    seconds = history.get("epoch_seconds", [])[1:]
+    return n_rows * len(seconds) / sum(seconds) if seconds and sum(seconds) > 0 else None
+
+
 #: Batches per call into the compiled train function (at most; an epoch of fewer runs in one
 #: call). Removes Python's per-step overhead, which dominates for models this small, while a
 #: large dataset's progress bar still moves within an epoch.
@@ -155,6 +189,8 @@ class FitResult:
     seconds: float = 0.0
     #: Ratings the model was trained on.
     train_rows: int = 0
+    #: Rating-epochs per second of the training passes after the first (None: one epoch).
+    ratings_per_second: float | None = None
     #: For a model whose parts stop on their own metrics (:meth:`stopping_heads`), the 1-based
     #: epoch each part's weights come from (a refit replays them); empty otherwise.
     head_epochs: dict[str, int] = field(default_factory=dict)
@@ -202,7 +238,10 @@ def build(processed: Processed, cfg: TrainConfig) -> Any:
         **model_kwargs(processed, cfg.model),
     )
     n_batches = max(1, math.ceil(len(processed.train) / cfg.family_batch_size))
-    return compile_model(model, cfg.family_learning_rate, min(n_batches, STEPS_PER_EXECUTION))
+    optimizer = cfg.optimizer_for(model.n_users, model.n_items)
+    return compile_model(
+        model, cfg.family_learning_rate, min(n_batches, STEPS_PER_EXECUTION), optimizer
+    )
 
 
 def fit(
@@ -248,7 +287,8 @@ def fit(
     val = processed.val
     val_ds = None
     stopper: Any = None
-    all_callbacks = list(callbacks)
+    # The timer first: the callbacks after it see the epoch's speed in the logs.
+    all_callbacks = [epoch_timer(len(train)), *callbacks]
     if len(val):
         val_ds = make_dataset(
             val["user_idx"].to_numpy(),
@@ -259,7 +299,7 @@ def fit(
         )
         monitor = monitor_of(cfg.model)
         if monitor == RANKING_MONITOR:  # computed into the logs before early stopping reads them
-            all_callbacks.insert(0, validation_ranking(processed, model.relevance_threshold))
+            all_callbacks.insert(1, validation_ranking(processed, model.relevance_threshold))
         if hasattr(model, "stopping_heads"):
             stopper = head_stopping(model.stopping_heads(), patience=cfg.family_patience)
         else:
@@ -288,7 +328,8 @@ def fit(
     epochs_run = len(history["loss"])
     best_epoch = best_epoch_of(history, monitor_of(cfg.model)) or epochs_run
     epochs_of = dict(getattr(stopper, "epochs", {}))
-    return FitResult(model, history, best_epoch, epochs_run, seconds, len(train), epochs_of)
+    speed = throughput(history, len(train))
+    return FitResult(model, history, best_epoch, epochs_run, seconds, len(train), speed, epochs_of)
 
 
 def refit(

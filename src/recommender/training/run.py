@@ -90,6 +90,7 @@ def train_and_log(
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "fit_seconds": round(result.seconds, 3),
+            "fit_ratings_per_second": round(result.ratings_per_second or 0.0, 1),
             "best_val_rmse": _best(result.history, "val_rmse", at=result.best_epoch),
             "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
         }
