@@ -19,9 +19,11 @@ telemetry off (``tests/support.child_env``):
    ``train`` too; ``--epochs`` is for testing the harness, never for a report).
 2. Every stage's ``cmd`` from dvc.yaml runs in pipeline order, measured on its own: wall time
    from spawn to exit, CPU time and peak RSS from ``os.wait4`` (``ru_maxrss``: the largest
-   process among the stage's process and the children it waited for), and the sum of RSS over
-   the stage's live process tree sampled every 0.2 s. ``dvc commit -f <stage>`` then records the
-   stage's outputs (hashing, caching, dvc.lock, which register reads), timed apart.
+   process among the stage's process and the children it waited for; a small launcher starts
+   each stage, see :data:`LAUNCHER`, so this harness's own peak does not leak into it), and the
+   sum of RSS over the stage's live process tree sampled every 0.2 s. ``dvc commit -f <stage>``
+   then records the stage's outputs (hashing, caching, dvc.lock, which register reads), timed
+   apart.
 3. Training throughput: rating-epochs per second of the fit loop without start-up and the first
    epoch: train rows x epochs 2..n / their seconds (the ``epoch_seconds`` column of
    ``reports/train_history.csv`` when the train stage writes it, else the spacing of the
@@ -325,7 +327,9 @@ def report_markdown(result: dict[str, Any]) -> str:
         "MLflow SQLite store and `BENTOML_HOME`, telemetry off). Every stage's `cmd` from "
         "`dvc.yaml` runs in pipeline order as its own process: wall time from spawn to exit; "
         "CPU = user + system time; peak RSS = `ru_maxrss` from `os.wait4` (the largest process "
-        "among the stage and the children it waited for); tree = the most the stage's live "
+        "among the stage and the children it waited for; each stage is started by a fresh ~9 MB "
+        "launcher process, since Linux counts a spawning parent's own peak into its child's); "
+        "tree = the most the stage's live "
         "process tree held at once, sampled every 0.2 s. `dvc commit -f <stage>` (hashing, "
         "caching, dvc.lock) follows each stage, timed apart in the `dvc` column; the totals "
         "include it. Throughput is rating-epochs per second of the fit loop over epochs 2..n "
@@ -510,24 +514,50 @@ def _sampling(pid: int, every: float = 0.2) -> Iterator[list[int]]:
         thread.join()
 
 
+#: Starts one command and reports how it ran. Linux counts the parent's peak RSS into a
+#: spawned child's ``ru_maxrss`` (exec records the high-water mark of the memory it replaces,
+#: which a vfork-spawned child shares with its parent), so children of this harness would
+#: inherit its own peak. This launcher is a fresh, small interpreter (~9 MB, no site
+#: packages): what its child reports is the child's own peak, or at most the launcher's.
+LAUNCHER = """
+import os, sys, time
+report, cmd = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.posix_spawnp(cmd[0], cmd, os.environ)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(report, "w") as fh:
+    fh.write(repr((os.waitstatus_to_exitcode(status), wall, usage.ru_utime + usage.ru_stime,
+                   usage.ru_maxrss)))
+"""
+
+
 def run_measured(
     args: list[str], cwd: Path, env: dict[str, str], log: Path, stdout: Path | None = None
 ) -> Measured:
-    """Run ``args`` to completion; its output goes to ``log`` (stdout to ``stdout`` if given)."""
+    """Run ``args`` to completion through :data:`LAUNCHER`: wall time, CPU time and peak RSS
+    from ``os.wait4``, and the process tree's RSS sampled meanwhile. Its output goes to ``log``
+    (stdout to ``stdout`` if given)."""
+    import ast
+
     log.parent.mkdir(parents=True, exist_ok=True)
+    report = log.with_suffix(".rusage")
+    report.unlink(missing_ok=True)
+    launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), *args]
     with open(log, "ab") as err, open(stdout or log, "ab") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err)
+        proc = subprocess.Popen(launcher, cwd=cwd, env=env, stdout=out, stderr=err)
         with _sampling(proc.pid) as peak:
-            _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            proc.wait()
+    if proc.returncode != 0 or not report.is_file():  # the launcher could not start it
+        return Measured(0.0, 0.0, 0.0, peak[0] / GB, proc.returncode or 127)
+    returncode, wall, cpu, maxrss_kib = ast.literal_eval(report.read_text())
+    report.unlink()
     return Measured(
         wall_s=wall,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_gb=usage.ru_maxrss * 1024 / GB,  # Linux reports KiB
+        cpu_s=cpu,
+        peak_gb=maxrss_kib * 1024 / GB,  # Linux reports KiB
         tree_peak_gb=peak[0] / GB,
-        returncode=proc.returncode,
+        returncode=returncode,
     )
 
 
