@@ -220,6 +220,43 @@ def test_two_tower_softmax_loss_matches_a_hand_computation():
     assert float(ops.convert_to_numpy(model.retrieval_loss(x, np.full(3, 1.0)))) == 0.0
 
 
+def test_two_tower_in_batch_softmax_matches_a_hand_computation():
+    model = models.build_model(
+        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax="in_batch"
+    )
+    users = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
+    items = np.array([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    prior = np.array([[0.0], [0.1], [0.0], [-0.2]], np.float32)
+    model.user_tower.embeddings.assign(users)
+    model.item_tower.embeddings.assign(items)
+    model.item_prior.embeddings.assign(prior)
+    # Train positives: item 1 twice, items 2 and 3 once: log-Q = log(2/4), log(1/4), log(1/4).
+    model.set_training_positives([1, 2, 1, 2], [1, 1, 2, 3], [5.0, 4.0, 4.0, 5.0])
+    log_q = np.log(np.array([1.0, 2.0, 1.0, 1.0]) / 4)
+    x = models.model_inputs([1, 2, 2, 1], [1, 3, 1, 2])
+    rating = np.array([5.0, 4.0, 4.0, 2.0], np.float32)  # the last row is not a positive
+    got = float(ops.convert_to_numpy(model.retrieval_loss(x, rating)))
+
+    batch_users, batch_items = [1, 2, 2], [1, 3, 1]  # the positives, in batch order
+    logits = users[batch_users] @ items[batch_items].T + (
+        prior[batch_items, 0] - log_q[batch_items]
+    )
+    logits[0, 2] = logits[2, 0] = -np.inf  # rows 0 and 2 share item 1: not each other's negative
+    ce = [np.log(np.exp(row).sum()) - row[r] for r, row in enumerate(logits)]
+    assert got == pytest.approx(np.mean(ce), rel=1e-5)
+
+
+def test_two_tower_softmax_auto_switches_to_in_batch_for_large_catalogs():
+    from recommender.models.two_tower import IN_BATCH_MIN_ITEMS
+
+    small = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS, SCALE, 3.5, embedding_dim=2)
+    large = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS + 1, SCALE, 3.5, embedding_dim=2)
+    assert (small.in_batch, large.in_batch) == (False, True)
+    assert models.build_model("two_tower", 3, 4, SCALE, 3.5, softmax="in_batch").in_batch
+    with pytest.raises(ConfigError, match="softmax must be one of auto, full, in_batch"):
+        models.build_model("two_tower", 3, 4, SCALE, 3.5, softmax="sampled")
+
+
 def test_two_tower_ranks_with_its_towers_and_rates_with_its_head():
     model = models.build_model("two_tower", 5, 7, SCALE, 3.5)
     retrieval, rating = model.retrieval_factors(), model.factors()

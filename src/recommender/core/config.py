@@ -253,6 +253,10 @@ class TwoTowerHyper(FamilyHyper):
     #: more epochs (on ML-100K the towers' best epochs were 19 to 29).
     patience: int | None = Field(8, ge=1)
     epochs: int | None = Field(45, ge=1)
+    #: ``full``: each positive against the whole catalog (every step costs batch x items);
+    #: ``in_batch``: against the batch's other positives, corrected for their popularity (log-Q),
+    #: a step's cost independent of the catalog; ``auto``: in_batch above ``IN_BATCH_MIN_ITEMS``.
+    softmax: Literal["auto", "full", "in_batch"] = "auto"
     #: The rating head's knobs over ``train.biased_mf``'s (e.g. ``{l2: 0.15}``).
     rating: dict[str, Any] = {}
 
