@@ -54,9 +54,11 @@ test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-ser
 # tests/model, serving, integration and e2e hold only slow / integration / e2e tests (a unit test
 # checks it), so test-fast need not even import them: nothing in it imports TensorFlow. Two xdist
 # workers (one per core here); hypothesis' plugin is only for tests/serving, and costs 1.5 s to load.
+# `--dist loadfile` keeps tests/data/test_validation.py on one worker (xdist hands out the modules
+# with the most tests first), so only one worker imports Great Expectations (~5 s of CPU).
 test-fast: install ## Run the tests not marked slow, integration or e2e (seconds; nothing trains)
 	$(BIN)/python -m pytest tests/unit tests/data -m "not slow and not e2e and not integration" \
-		-n 2 -p no:hypothesispytest --durations=5
+		-n 2 --dist loadfile -p no:hypothesispytest --durations=5
 
 ui: install ## MLflow UI on 127.0.0.1:$MLFLOW_PORT (default 5000): runs, model versions, aliases
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
