@@ -24,9 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
+    from recommender.core import memory
     from recommender.preprocess.processed import write_processed
     from recommender.preprocess.split import preprocess, read_interim
 
+    rows = memory.parquet_rows(Path(args.data) / "ratings.parquet")
+    memory.check(memory.rows_estimate("preprocess", rows, "ratings"))
     dataset = read_interim(args.data)
     processed = preprocess(
         dataset, params.preprocess, params.seed, ratings_path=Path(args.data) / "ratings.parquet"

@@ -34,10 +34,12 @@ def keras_verbosity() -> int:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
+    from recommender.core import memory
     from recommender.preprocess.processed import load_processed
     from recommender.training.run import train_and_log
 
     processed = load_processed(args.data)
+    memory.check_train(processed, params.train)
     result = train_and_log(processed, params, args.data, args.out, args.history, keras_verbosity())
     ndcg = result.get("best_val_ndcg_at_10")
     log.info(

@@ -27,11 +27,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
+    from recommender.core import memory
     from recommender.core.io import write_json
     from recommender.preprocess.processed import load_processed
     from recommender.training.tuning import tune, write_best_params
 
-    result = tune(load_processed(args.data), params)
+    processed = load_processed(args.data)
+    trial = params.train.model_copy(update={"model": params.tune.family})
+    memory.check_train(processed, trial)
+    result = tune(processed, params)
     write_json(result.to_json(), args.report)
     log.info(
         "%s: best %s %.4f in %d trials with %s (MLflow parent run %s)",

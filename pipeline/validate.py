@@ -22,8 +22,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def body(params: Params, args: argparse.Namespace) -> None:
     # Imported here so that --help does not pay for the library's imports.
+    from pathlib import Path
+
+    from recommender.core import memory
     from recommender.validation import run_validate
 
+    rows = memory.parquet_rows(Path(args.data) / "ratings.parquet")
+    memory.check(memory.rows_estimate("validate", rows, "ratings"))
     report = run_validate(args.data, args.docs, args.summary, params.validate_)
     print(f"validate: OK, {report.evaluated} expectations passed; Data Docs in {args.docs}")
 

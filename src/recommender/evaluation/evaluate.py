@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recommender.core import memory
 from recommender.core.config import EvaluateConfig
 from recommender.evaluation import metrics
 from recommender.evaluation.baselines import EASE, BiasBaseline, GlobalMean
 from recommender.preprocess.processed import Processed, with_val_in_train
 from recommender.scoring.bundle import ModelBundle
-from recommender.scoring.ranking import SeenItems, rank
+from recommender.scoring.ranking import MAX_BLOCK_CELLS, SeenItems, rank
 
 
 @dataclass
@@ -128,6 +129,14 @@ def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> 
     r_train = train["rating"].to_numpy(dtype=np.float64)
     u, i = test["user_idx"].to_numpy(), test["item_idx"].to_numpy()
     y = test["rating"].to_numpy(dtype=np.float64)
+    memory.check(
+        memory.evaluate_estimate(
+            bundle.n_users, bundle.n_items, len(train), len(test),
+            [f.user_vectors.shape[1] for f in (bundle.factors, bundle.retrieval) if f],
+            MAX_BLOCK_CELLS,
+            bundle.n_items if bundle.n_items <= cfg.ease_max_items else None,
+        )
+    )  # fmt: skip
 
     prediction = bundle.predict(u, i).astype(np.float64)
     scale = processed.info.rating_scale

@@ -1,0 +1,529 @@
+"""The memory guard: refuse a stage up front, with a clear message, when it would not fit.
+
+A stage that outgrows the machine's memory is killed by the kernel with no message (or swaps for
+hours). Each stage whose memory grows with the data estimates its peak from sizes it knows
+cheaply (table shapes, row counts, batch sizes) and calls :func:`check` before the heavy work:
+if the estimate exceeds the memory available to this process, it raises
+:class:`MemoryLimitExceeded` (a :class:`~recommender.core.errors.RecommenderError`, so the stage
+prints one line and exits 1, its previous outputs untouched) naming the stage, the estimate and
+what it is made of, what is available, and what to do.
+
+Available memory (:func:`available_memory`): ``RECOMMENDER_MEMORY_LIMIT`` (``2GB``, ``512MB``,
+binary units) when set; else the smaller of the cgroup's free room (v2 ``memory.max``, v1
+``hierarchical_memory_limit``, less what the group uses) and ``MemAvailable`` in
+``/proc/meminfo``.
+
+The estimates are deliberately simple upper-end sums of the big arrays, documented where they
+are made (:func:`train_estimate`, :func:`evaluate_estimate`, :func:`rows_estimate`); they leave
+out what does not grow with the data. Nothing here imports TensorFlow or reads more than a few
+small files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recommender.core.errors import RecommenderError
+
+if TYPE_CHECKING:
+    from recommender.core.config import Params, TrainConfig
+
+#: The environment variable that sets the memory a stage may use (``2GB``, ``512MB``, ``1.5G``).
+LIMIT_ENV = "RECOMMENDER_MEMORY_LIMIT"
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+#: A cgroup v1 limit at or above this is "no limit" (the kernel's default is 2^63 - page size).
+_NO_LIMIT = 2**60
+
+#: Bytes per trainable parameter while training: the weight, its gradient and Adam's two slots,
+#: float32 each.
+BYTES_PER_PARAMETER = 4 * 4
+#: Bytes per rating the training input pipeline holds in TensorFlow: user and item (int32),
+#: rating (float32) and its slot in the epoch's shuffled order (int64).
+INPUT_BYTES_PER_RATING = 4 + 4 + 4 + 8
+#: TensorFlow, Keras and MLflow once imported (measured ~0.6 GB resident on this stack); the
+#: train and evaluate stages check before importing them.
+TENSORFLOW_RUNTIME_BYTES = 700 * 1024**2
+#: Bytes an AutoRec training step holds per stored rating it reads: position, user index and
+#: value of each (int32/float32), the COO indices (2 x int64) and the CSR copy of the batch's
+#: rows and its transpose for the gradient, rounded up.
+AUTOREC_STEP_BYTES_PER_RATING = 64
+#: Ratings one AutoRec call reads at most when it encodes every item (export, an unknown item's
+#: code); mirrors ``recommender.models.autorec.ITEM_CODE_BLOCK_RATINGS`` (a test checks).
+AUTOREC_CODE_BLOCK_RATINGS = 2_000_000
+#: Most ratings an AutoRec epoch may read (steps x ratings read per step) before the train stage
+#: refuses it: about an hour an epoch on 2 cores (measured ~0.36 us per rating read, with its
+#: gradient, at 100 hidden units on a 1M-rating set). Not memory: AutoRec's one cost that grows
+#: faster than the data (ratings / batch x ratings per step), refused up front with the rest.
+AUTOREC_MAX_EPOCH_READS = 10_000_000_000
+#: Copies of the ``batch x (n_items + 1)`` logits a two-tower step holds: the logits, the
+#: positives mask, the softmax and the gradient.
+TWO_TOWER_LOGIT_COPIES = 4
+#: ``train.two_tower.softmax: auto`` goes in-batch above this many items; the dense positives
+#: mask's largest size; the most positives per user masked otherwise. These mirror
+#: ``recommender.models.two_tower`` (a test checks), read here without importing TensorFlow.
+TWO_TOWER_IN_BATCH_MIN_ITEMS = 5_000
+TWO_TOWER_DENSE_MASK_MAX_CELLS = 64_000_000
+TWO_TOWER_MAX_MASKED_POSITIVES = 1024
+#: Bytes per score cell while ranking a block of users (float32 scores, their float64 copy,
+#: the negated copy and argpartition's int64 indices).
+RANK_BYTES_PER_CELL = 32
+#: Resident bytes per rating of the pandas stages (ingest, validate, preprocess), measured at
+#: 1M and 10M ratings (130-180 B) and rounded up.
+TABLE_BYTES_PER_ROW = 200
+
+#: What a train estimate suggests, by what dominates it.
+SCALABLE_FAMILIES = "biased_mf or hybrid"
+
+
+class MemoryLimitExceeded(RecommenderError):
+    """A stage's estimated peak memory is more than this process may use."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One term of an estimate: what it is (shapes spelled out) and its bytes."""
+
+    what: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A stage's estimated peak memory: its parts, and what to do when it does not fit."""
+
+    stage: str
+    parts: tuple[Part, ...]
+    #: The remedies that apply to this stage, most specific first.
+    advice: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+
+@dataclass(frozen=True)
+class Available:
+    """Memory this process may still allocate, and where the figure comes from."""
+
+    nbytes: int
+    source: str
+
+
+def parse_size(text: str) -> int:
+    """``"2GB"``, ``"512 MB"``, ``"1.5G"``, ``"64MiB"`` or ``"1048576"`` as bytes (binary units:
+    1 KB = 1024 bytes, as cgroups and Docker count)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*", text.upper())
+    if not match:
+        raise RecommenderError(
+            f"{LIMIT_ENV}={text!r} is not a size; expected e.g. 2GB, 512MB or 1073741824"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def human(nbytes: float) -> str:
+    """``1536`` -> ``"1.5 KB"``, ``3 * 2**30`` -> ``"3.0 GB"`` (binary, as :func:`parse_size`)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(nbytes) < 1024:
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TB"
+
+
+def available_memory(
+    environ: dict[str, str] | None = None,
+    proc: str | Path = "/proc",
+    cgroup: str | Path = "/sys/fs/cgroup",
+) -> Available:
+    """Memory this process may still allocate (see the module docstring for the rule).
+
+    ``proc`` and ``cgroup`` name the file trees to read (tests point them at copies).
+    """
+    env = os.environ if environ is None else environ
+    if env.get(LIMIT_ENV, "").strip():
+        return Available(parse_size(env[LIMIT_ENV]), f"{LIMIT_ENV}={env[LIMIT_ENV].strip()}")
+    proc, cgroup = Path(proc), Path(cgroup)
+    free = _meminfo_available(proc / "meminfo")
+    found = [Available(free, "MemAvailable in /proc/meminfo")] if free is not None else []
+    room = _cgroup_room(proc / "self" / "cgroup", cgroup)
+    if room is not None:
+        limit, used = room
+        found.append(
+            Available(
+                max(limit - used, 0),
+                f"the cgroup's memory limit {human(limit)}, {human(used)} of it in use",
+            )
+        )
+    if not found:  # not Linux, or nothing readable: nothing to hold the stage to
+        return Available(2**63, "unknown (no /proc/meminfo or cgroup limit)")
+    return min(found, key=lambda a: a.nbytes)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _meminfo_available(path: Path) -> int | None:
+    text = _read(path)
+    match = re.search(r"^MemAvailable:\s+(\d+)\s*kB", text or "", re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _stat(text: str | None, key: str) -> int:
+    match = re.search(rf"^{key}\s+(\d+)", text or "", re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def _number(path: Path) -> int | None:
+    """A cgroup file holding one integer; None when absent or not a number (``max``)."""
+    text = (_read(path) or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_room(self_cgroup: Path, root: Path) -> tuple[int, int] | None:
+    """``(limit, in use)`` of the tightest cgroup memory limit over this process, or None.
+
+    In use = usage less inactive file cache (what the kernel reclaims before it kills).
+    """
+    lines = (_read(self_cgroup) or "").splitlines()
+    v2 = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if v2 is not None and (root / "cgroup.controllers").exists():  # cgroup v2
+        best: tuple[int, int] | None = None
+        folder = root / v2.strip().strip("/")
+        while folder == root or root in folder.parents:  # the group and each parent
+            limit = _number(folder / "memory.max")
+            if limit is not None:
+                used = (_number(folder / "memory.current") or 0) - _stat(
+                    _read(folder / "memory.stat"), "inactive_file"
+                )
+                if best is None or limit - max(used, 0) < best[0] - best[1]:
+                    best = (limit, max(used, 0))
+            folder = folder.parent
+        return best
+    v1 = next(  # cgroup v1: "4:memory:/path" (or "memory,other:/path")
+        (f[2] for f in (line.split(":", 2) for line in lines)
+         if len(f) == 3 and "memory" in f[1].split(",")),
+        None,
+    )  # fmt: skip
+    memory = root / "memory"
+    for folder in ([memory / v1.strip().strip("/")] if v1 else []) + [memory]:
+        stat = _read(folder / "memory.stat")
+        if stat is None:
+            continue
+        # The group's limit with its parents' (hierarchical), else its own.
+        limit = _stat(stat, "hierarchical_memory_limit") or _number(
+            folder / "memory.limit_in_bytes"
+        )
+        if not limit or limit >= _NO_LIMIT:
+            return None
+        used = (_number(folder / "memory.usage_in_bytes") or 0) - _stat(stat, "total_inactive_file")
+        return limit, max(used, 0)
+    return None
+
+
+def check(estimate: Estimate, available: Available | None = None) -> None:
+    """Raise :class:`MemoryLimitExceeded` if ``estimate`` does not fit in ``available``
+    (default: :func:`available_memory`)."""
+    available = available_memory() if available is None else available
+    if estimate.total <= available.nbytes:
+        return
+    parts = " + ".join(f"{p.what} ({human(p.nbytes)})" for p in estimate.parts if p.nbytes)
+    remedies = [*estimate.advice, "run on a machine with more memory"]
+    raise MemoryLimitExceeded(
+        f"not enough memory: the {estimate.stage} stage needs about {human(estimate.total)} "
+        f"but {human(available.nbytes)} is available ({available.source}); "
+        f"the estimate: {parts}. To fix: {'; '.join(remedies)}; or, if more memory is in fact "
+        f"free, raise the limit ({LIMIT_ENV}=...)"
+    )
+
+
+def rows_estimate(stage: str, rows: int, what: str) -> Estimate:
+    """A pandas stage (ingest, validate, preprocess): ``rows`` x :data:`TABLE_BYTES_PER_ROW`."""
+    return Estimate(
+        stage,
+        (Part(f"{what}: {rows:,} ratings x {TABLE_BYTES_PER_ROW} B", rows * TABLE_BYTES_PER_ROW),),
+        ("a smaller data set (a sample of the ratings)",),
+    )
+
+
+#: Bytes per line of a ratings text file, at the short end (ML-100K's u.data: 20.0; ML-25M's
+#: ratings.csv: 27): rows = file bytes / this, an upper estimate.
+MIN_BYTES_PER_LINE = 20
+
+
+def ingest_estimate(params: Params) -> Estimate | None:
+    """The ingest stage's peak for the sources whose size is known before reading them: the
+    synthetic generator (``synthetic.n_ratings``) and a ``csv`` file (its bytes /
+    :data:`MIN_BYTES_PER_LINE`); None for MovieLens (fixed sizes, checked again by validate and
+    preprocess once they are tables)."""
+    source = params.data.source
+    if source == "synthetic":
+        rows = params.synthetic.n_ratings
+        return rows_estimate("ingest", rows, "synthetic ratings")
+    if source == "csv" and params.data.path:
+        files = [params.data.path, params.csv.test_path]
+        size = sum(Path(f).stat().st_size for f in files if f and Path(f).is_file())
+        return rows_estimate("ingest", size // MIN_BYTES_PER_LINE, "csv ratings, ~1 per 20 bytes")
+    return None
+
+
+def parquet_rows(path: str | Path) -> int:
+    """Rows of a Parquet file, from its footer (no data read); 0 if it is not there."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    return int(pq.read_metadata(path).num_rows) if path.is_file() else 0
+
+
+def autorec_ratings_per_step(item_idx: Any, batch_size: int) -> int:
+    """Most stored ratings one AutoRec training step reads: those of the ``batch_size``
+    most-rated items (a step encodes each distinct item of its batch from all its ratings)."""
+    counts = np.bincount(np.asarray(item_idx, dtype=np.int64).reshape(-1))
+    if counts.size <= batch_size:
+        return int(counts.sum())
+    return int(np.partition(counts, counts.size - batch_size)[-batch_size:].sum())
+
+
+def _tensorflow() -> Part:
+    """TensorFlow's own memory, unless this process has already imported it (then it is in use,
+    not to come)."""
+    loaded = "tensorflow" in sys.modules
+    return Part("TensorFlow", 0 if loaded else TENSORFLOW_RUNTIME_BYTES)
+
+
+def _tables(name: str, rows: int, width: int) -> Part:
+    return Part(
+        f"{name} tables {rows:,} x {width} (+ gradient and 2 Adam slots)",
+        rows * width * BYTES_PER_PARAMETER,
+    )
+
+
+def _family_parts(
+    family: str, hyper: dict[str, Any], n_users: int, n_items: int, n_item_features: int
+) -> list[Part]:
+    """The trainable tables of ``family`` (the big ones: rows grow with users and items)."""
+    rows = n_users + n_items + 2
+    if family == "mf":
+        return [_tables("mf", rows, hyper["embedding_dim"])]
+    if family == "biased_mf":
+        return [_tables("biased_mf", rows, hyper["embedding_dim"] + 1)]
+    if family == "ncf":  # a GMF and an MLP embedding per side
+        return [_tables("ncf", rows, 2 * hyper["embedding_dim"])]
+    if family == "hybrid":
+        d = hyper["embedding_dim"]
+        return [
+            _tables("hybrid", rows, d + 1),
+            Part(
+                f"hybrid item features {n_items + 1:,} x {n_item_features}",
+                (n_items + 1) * n_item_features * 4,
+            ),
+        ]
+    if family == "autorec":  # encoder V, decoder W and its bias: all over users
+        return [_tables("autorec", n_users + 1, 2 * hyper["hidden_units"] + 1)]
+    if family == "ensemble":
+        return _family_parts("hybrid", hyper["hybrid"], n_users, n_items, n_item_features) + (
+            _family_parts("autorec", hyper["autorec"], n_users, n_items, n_item_features)
+        )
+    if family == "two_tower":  # the towers and the item prior, plus a biased-MF rating head
+        return [
+            _tables("two_tower", rows, hyper["embedding_dim"] + 1),
+            _tables("two_tower rating head", rows, hyper["rating"]["embedding_dim"] + 1),
+        ]
+    return []
+
+
+def train_estimate(processed: Any, cfg: TrainConfig) -> Estimate:
+    """The train stage's peak: the model's tables, the train arrays and a step's working set.
+
+    - tables: each trainable table's rows x width x :data:`BYTES_PER_PARAMETER`;
+    - train arrays: the refit's train + validation ratings x (:data:`INPUT_BYTES_PER_RATING` in
+      TensorFlow + the bytes per row of the pandas copy the refit makes);
+    - ``autorec`` / ``ensemble``: its stored ratings (12 B each) and a step's sparse rows, at
+      most :func:`autorec_ratings_per_step` x :data:`AUTOREC_STEP_BYTES_PER_RATING`;
+    - ``two_tower``: a step's logits, :data:`TWO_TOWER_LOGIT_COPIES` copies (batch x (n_items +
+      1) with the full softmax, batch x batch in-batch), and its users' positives table;
+    - TensorFlow itself (:data:`TENSORFLOW_RUNTIME_BYTES`), unless already imported.
+
+    ``processed`` is the preprocess stage's output (:class:`~recommender.preprocess.processed.
+    Processed`).
+    """
+    family, hyper, batch = cfg.model, cfg.hyper(), cfg.family_batch_size
+    n_users, n_items = len(processed.user_vocab) - 1, len(processed.item_vocab) - 1
+    train, val = processed.train, processed.val
+    n = len(train) + len(val)
+    row_bytes = int(train.memory_usage(index=False, deep=False).sum()) // max(len(train), 1)
+    parts = _family_parts(family, hyper, n_users, n_items, processed.item_features.shape[1])
+    parts.append(
+        Part(
+            f"train arrays {n:,} ratings x {INPUT_BYTES_PER_RATING + row_bytes} B",
+            n * (INPUT_BYTES_PER_RATING + row_bytes),
+        )
+    )
+    advice: list[str] = []
+    if family in ("autorec", "ensemble"):
+        per_step = min(max(_autorec_step(processed, batch), AUTOREC_CODE_BLOCK_RATINGS), n)
+        parts += [
+            Part(f"autorec stored ratings {n:,} x 12 B", n * 12),
+            Part(
+                f"autorec step: up to {per_step:,} ratings of the batch's {batch:,} items "
+                f"x {AUTOREC_STEP_BYTES_PER_RATING} B",
+                per_step * AUTOREC_STEP_BYTES_PER_RATING,
+            ),
+        ]
+        advice.append(
+            f"a smaller train.{family}.batch_size (a step reads the ratings of its batch's items)"
+        )
+    if family == "two_tower":
+        step, what = _two_tower_step(processed, hyper, batch, n_users, n_items)
+        parts += step
+        advice.append(what)
+    parts.append(_tensorflow())
+    advice.append(
+        f"a family that scales: {SCALABLE_FAMILIES} (tables of users + items rows, "
+        "a step of batch-size rows)"
+    )
+    return Estimate("train", tuple(parts), tuple(advice))
+
+
+def _two_tower_step(
+    processed: Any, hyper: dict[str, Any], batch: int, n_users: int, n_items: int
+) -> tuple[list[Part], str]:
+    """A two-tower step's logits (full softmax: batch x items; in-batch: batch x batch) and its
+    table of users' positives (dense booleans up to :data:`TWO_TOWER_DENSE_MASK_MAX_CELLS`,
+    else each user's positives padded to the most any user has, at most
+    :data:`TWO_TOWER_MAX_MASKED_POSITIVES`), and what to change when they do not fit."""
+    softmax = hyper.get("softmax", "auto")
+    in_batch = softmax == "in_batch" or (
+        softmax == "auto" and n_items > TWO_TOWER_IN_BATCH_MIN_ITEMS
+    )
+    copies = TWO_TOWER_LOGIT_COPIES
+    if in_batch:
+        logits = Part(
+            f"two_tower step: {batch:,} x {batch:,} in-batch logits x {copies} copies x 4 B",
+            batch * batch * copies * 4,
+        )
+        return [logits], "a smaller train.two_tower.batch_size (its softmax is batch x batch)"
+    logits = Part(
+        f"two_tower step: {batch:,} x {n_items + 1:,} item logits x {copies} copies x 4 B",
+        batch * (n_items + 1) * copies * 4,
+    )
+    cells = (n_users + 1) * (n_items + 1)
+    if cells <= TWO_TOWER_DENSE_MASK_MAX_CELLS:
+        mask = Part(f"two_tower positives mask {n_users + 1:,} x {n_items + 1:,} x 1 B", cells)
+    else:
+        train = processed.train
+        positive = train["rating"].to_numpy() >= hyper["relevance_threshold"]
+        most = np.bincount(train["user_idx"].to_numpy()[positive], minlength=1).max(initial=1)
+        width = int(min(max(most, 1), TWO_TOWER_MAX_MASKED_POSITIVES))
+        mask = Part(
+            f"two_tower positives {n_users + 1:,} x {width:,} x 4 B", (n_users + 1) * width * 4
+        )
+    return [logits, mask], (
+        "train.two_tower.softmax: in_batch (batch x batch logits), or a smaller "
+        "train.two_tower.batch_size (its full softmax is batch x items)"
+    )
+
+
+def _autorec_step(processed: Any, batch: int) -> int:
+    """Most ratings an AutoRec step reads on the refit's data (train + validation)."""
+    items = np.concatenate(
+        [processed.train["item_idx"].to_numpy(), processed.val["item_idx"].to_numpy()]
+    )
+    return autorec_ratings_per_step(items[items > 0], batch)
+
+
+def check_train(
+    processed: Any,
+    cfg: TrainConfig,
+    available: Available | None = None,
+    max_epoch_reads: int = AUTOREC_MAX_EPOCH_READS,
+) -> None:
+    """The train stage's guard: :func:`train_estimate` must fit in memory, and an AutoRec
+    (alone or in the ensemble) epoch must read at most ``max_epoch_reads`` ratings.
+
+    Raises:
+        MemoryLimitExceeded: The estimate does not fit (see :func:`check`).
+        ConfigError: AutoRec's epoch would be too long; the message names the sizes, the batch
+            size that would fit and the families that scale.
+    """
+    check(train_estimate(processed, cfg), available)
+    if cfg.model not in ("autorec", "ensemble"):
+        return
+    from recommender.core.errors import ConfigError
+
+    n = len(processed.train) + len(processed.val)
+    batch = cfg.family_batch_size
+    steps = -(-n // batch)
+    per_step = _autorec_step(processed, batch)
+    if steps * per_step <= max_epoch_reads:
+        return
+    fits = batch
+    while fits < n and -(-n // fits) * _autorec_step(processed, fits) > max_epoch_reads:
+        fits *= 2
+    fix = f"raise train.{cfg.model}.batch_size to {fits:,} or more, or use" if fits < n else "use"
+    hour = (
+        " (about an hour an epoch on 2 cores)" if max_epoch_reads == AUTOREC_MAX_EPOCH_READS else ""
+    )
+    raise ConfigError(
+        f"{cfg.model}: AutoRec reads all the ratings of its batch's items at every step, so "
+        f"with {n:,} ratings ({len(processed.user_vocab) - 1:,} users x "
+        f"{len(processed.item_vocab) - 1:,} items) and batch_size {batch:,} an epoch reads "
+        f"{steps:,} steps x up to {per_step:,} = {steps * per_step:,} ratings, more than "
+        f"the {max_epoch_reads:,} it is built for{hour}: "
+        f"{fix} {SCALABLE_FAMILIES}, whose epochs read each rating once"
+    )
+
+
+def evaluate_estimate(
+    n_users: int,
+    n_items: int,
+    n_train: int,
+    n_test: int,
+    factor_dims: Sequence[int],
+    block_cells: int,
+    ease_items: int | None,
+) -> Estimate:
+    """The evaluate stage's peak.
+
+    - the model's exported factors: (n_users + n_items + 2) x each factor set's width x 4 B;
+    - ranking: one block of users x items scores (``block_cells``, at least one user's row)
+      x :data:`RANK_BYTES_PER_CELL`, for the model and again for each baseline's block;
+    - EASE, when it runs (``ease_items``): its item x item Gram matrix, inverse and weights,
+      float64 (3 x ``(ease_items + 1)^2`` x 8 B);
+    - the train rows' seen-item index (16 B each) and the test rows' table (64 B each);
+    - TensorFlow itself (:data:`TENSORFLOW_RUNTIME_BYTES`), unless already imported.
+    """
+    rows = n_users + n_items + 2
+    cells = max(block_cells, n_items + 1)
+    parts = [
+        Part(f"factors {rows:,} x {sum(factor_dims)}", rows * sum(factor_dims) * 4),
+        Part(
+            f"ranking blocks of {cells:,} scores x {RANK_BYTES_PER_CELL} B x 2",
+            cells * RANK_BYTES_PER_CELL * 2,
+        ),
+        Part(
+            f"seen items {n_train:,} x 16 B + test rows {n_test:,} x 64 B",
+            n_train * 16 + n_test * 64,
+        ),
+    ]
+    advice = []
+    if ease_items is not None:
+        side = ease_items + 1
+        parts.append(
+            Part(f"EASE item x item matrices 3 x {side:,} x {side:,} x 8 B", 3 * side * side * 8)
+        )
+        advice.append(
+            f"a smaller evaluate.ease_max_items (below {ease_items:,} skips the EASE baseline)"
+        )
+    parts.append(_tensorflow())
+    return Estimate("evaluate", tuple(parts), tuple(advice))
