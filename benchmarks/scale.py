@@ -47,6 +47,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -280,6 +281,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--model {args.model}")
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
+    if getattr(args, "params", "params.yaml") != "params.yaml":
+        parts.append(f"--params {args.params}")
     if args.no_surprise:
         parts.append("--no-surprise")
     else:
@@ -291,6 +294,8 @@ def command_line(args: argparse.Namespace) -> str:
 def make_command(args: argparse.Namespace) -> str | None:
     """The ``make`` line for the same run, when make can express it."""
     if args.model or args.epochs is not None or args.no_surprise:
+        return None
+    if getattr(args, "params", "params.yaml") != "params.yaml":
         return None
     default_out = (args.out, args.json, args.plot) == (
         "reports/bench_scale.md",
@@ -334,7 +339,13 @@ def report_markdown(result: dict[str, Any]) -> str:
         "caching, dvc.lock) follows each stage, timed apart in the `dvc` column; the totals "
         "include it. Throughput is rating-epochs per second of the fit loop over epochs 2..n "
         f"({result['run']['throughput_source']}). Surprise SVD ({SURPRISE_EPOCHS} epochs, "
-        "our model's factors) fits the same train rows in its own venv, timed by its own clock.",
+        "our model's factors) fits the same train rows in its own venv, timed by its own clock."
+        + (
+            f" A stage whose process tree held more than {run['rss_limit_gb']:g} GB would have "
+            "been stopped (the machine is shared)."
+            if run.get("rss_limit_gb")
+            else ""
+        ),
         "",
         "| size | shape | users | items | ratings | train rows |",
         "|---|---|---:|---:|---:|---:|",
@@ -463,6 +474,8 @@ class Measured:
     peak_gb: float
     tree_peak_gb: float
     returncode: int
+    #: Stopped by this harness: its process tree went over the memory limit.
+    killed: bool = False
 
 
 def _children(pid: int) -> list[int]:
@@ -496,13 +509,20 @@ def tree_rss(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def _sampling(pid: int, every: float = 0.2) -> Iterator[list[int]]:
-    peak = [0]
+def _sampling(pid: int, limit: int | None = None, every: float = 0.2) -> Iterator[list[int]]:
+    """Track the peak of :func:`tree_rss` while the block runs; past ``limit`` bytes, kill the
+    process group (the machine is shared: better one stage stopped than the kernel's OOM killer
+    choosing someone else's process). ``peak[1]`` is 1 once it has killed."""
+    peak = [0, 0]
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], tree_rss(pid))
+            if limit is not None and peak[0] > limit and not peak[1]:
+                peak[1] = 1
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
             stop.wait(every)
 
     thread = threading.Thread(target=loop, daemon=True)
@@ -533,11 +553,16 @@ with open(report, "w") as fh:
 
 
 def run_measured(
-    args: list[str], cwd: Path, env: dict[str, str], log: Path, stdout: Path | None = None
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    stdout: Path | None = None,
+    limit_gb: float | None = None,
 ) -> Measured:
     """Run ``args`` to completion through :data:`LAUNCHER`: wall time, CPU time and peak RSS
-    from ``os.wait4``, and the process tree's RSS sampled meanwhile. Its output goes to ``log``
-    (stdout to ``stdout`` if given)."""
+    from ``os.wait4``, and the process tree's RSS sampled meanwhile (killed past ``limit_gb``).
+    Its output goes to ``log`` (stdout to ``stdout`` if given)."""
     import ast
 
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -545,11 +570,17 @@ def run_measured(
     report.unlink(missing_ok=True)
     launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), *args]
     with open(log, "ab") as err, open(stdout or log, "ab") as out:
-        proc = subprocess.Popen(launcher, cwd=cwd, env=env, stdout=out, stderr=err)
-        with _sampling(proc.pid) as peak:
+        proc = subprocess.Popen(
+            launcher, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
+        )
+        limit = None if limit_gb is None else int(limit_gb * GB)
+        with _sampling(proc.pid, limit) as peak:
             proc.wait()
-    if proc.returncode != 0 or not report.is_file():  # the launcher could not start it
-        return Measured(0.0, 0.0, 0.0, peak[0] / GB, proc.returncode or 127)
+        if peak[1]:
+            msg = f"\n[bench-scale] killed: the process tree held {peak[0] / GB:.1f} GB, over "
+            err.write(f"{msg}the {limit_gb:.1f} GB limit (--rss-limit-gb)\n".encode())
+    if proc.returncode != 0 or not report.is_file():  # killed, or could not start it
+        return Measured(0.0, 0.0, 0.0, peak[0] / GB, proc.returncode or 127, bool(peak[1]))
     returncode, wall, cpu, maxrss_kib = ast.literal_eval(report.read_text())
     report.unlink()
     return Measured(
@@ -577,10 +608,13 @@ class SizeRun:
     repo: Path
     logs: Path
     env: dict[str, str]
+    limit_gb: float | None = None
     entry: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(size: Size, folder: Path, logs: Path, raw: dict[str, Any]) -> SizeRun:
+def prepare(
+    size: Size, folder: Path, logs: Path, raw: dict[str, Any], limit_gb: float | None = None
+) -> SizeRun:
     """A scratch repository for ``size`` with its params, store and Bento home."""
     if str(ROOT / "tests") not in sys.path:
         sys.path.insert(0, str(ROOT / "tests"))
@@ -594,7 +628,7 @@ def prepare(size: Size, folder: Path, logs: Path, raw: dict[str, Any]) -> SizeRu
     env = child_env(
         MLFLOW_TRACKING_URI=f"sqlite:///{repo / 'mlflow.db'}", BENTOML_HOME=str(repo / "bentoml")
     )
-    return SizeRun(size, repo, logs, env)
+    return SizeRun(size, repo, logs, env, limit_gb)
 
 
 def run_stages(run: SizeRun) -> bool:
@@ -605,9 +639,14 @@ def run_stages(run: SizeRun) -> bool:
     for name, cmd in order:
         print(f"[scale] {run.size.name}: {name} ...", file=sys.stderr, flush=True)
         log = run.logs / f"{name}.log"
-        m = run_measured(shlex.split(cmd), run.repo, run.env, log)
+        m = run_measured(shlex.split(cmd), run.repo, run.env, log, limit_gb=run.limit_gb)
         if m.returncode != 0:
-            run.entry["failure"] = f"stage {name} exited with {m.returncode}"
+            run.entry["failure"] = f"stage {name} exited with {m.returncode}" + (
+                f" (killed by the harness: {m.tree_peak_gb:.1f} GB, over its "
+                f"{run.limit_gb:.1f} GB limit)"
+                if m.killed
+                else ""
+            )
             print(f"[scale] {name} failed ({m.returncode}):\n{_tail(log)}", file=sys.stderr)
             return False
         dvc = run_measured(
@@ -615,6 +654,7 @@ def run_stages(run: SizeRun) -> bool:
             run.repo,
             run.env,
             run.logs / f"{name}.dvc.log",
+            limit_gb=run.limit_gb,
         )
         if dvc.returncode != 0:
             run.entry["failure"] = f"dvc commit {name} exited with {dvc.returncode}"
@@ -644,17 +684,26 @@ def training_numbers(run: SizeRun, train_rows: int) -> dict[str, Any]:
     metrics = client.get_run(record["run_id"]).data.metrics
     history = _read_history(run.repo / "reports" / "train_history.csv")
 
-    def logged(key: str) -> list[float | None]:
-        points = sorted(client.get_metric_history(record["run_id"], key), key=lambda m: m.step)
-        return epoch_seconds_from_timestamps([m.timestamp for m in points])
+    def logged(key: str) -> list[Any]:
+        return sorted(client.get_metric_history(record["run_id"], key), key=lambda m: m.step)
+
+    def seconds(prefix: str) -> tuple[list[float | None], str]:
+        """Per-epoch seconds of the training passes (the train stage's ``epoch_seconds``); for
+        runs that lack it, the spacing of the epochs' logged metrics (validation included)."""
+        timed = logged(f"{prefix}epoch_seconds")
+        if timed:
+            return [m.value for m in timed], "the train stage's epoch_seconds (validation excluded)"
+        stamps = [m.timestamp for m in logged(f"{prefix}loss")]
+        return epoch_seconds_from_timestamps(stamps), (
+            "spacing of the metrics MLflow logged per epoch, validation included"
+        )
 
     if history and "epoch_seconds" in history[0]:
         fit_epochs: list[float | None] = [float(r["epoch_seconds"]) for r in history]
-        source = "the train stage's epoch_seconds"
+        source = "the train stage's epoch_seconds (validation excluded)"
     else:
-        fit_epochs = logged("loss")
-        source = "spacing of the metrics MLflow logged per epoch, validation included"
-    refit_epochs = logged("refit_loss")
+        fit_epochs, source = seconds("")
+    refit_epochs, _ = seconds("refit_")
     refit_rows = int(metrics["refit_train_rows"]) if "refit_train_rows" in metrics else None
     test = json.loads((run.repo / "reports" / "metrics.json").read_text())
     return {
@@ -671,6 +720,7 @@ def training_numbers(run: SizeRun, train_rows: int) -> dict[str, Any]:
         "throughput": throughput(train_rows, [e or 0.0 for e in fit_epochs]),
         "refit_throughput": throughput(refit_rows or 0, [e or 0.0 for e in refit_epochs]),
         "throughput_source": source,
+        "logged_fit_ratings_per_second": metrics.get("fit_ratings_per_second"),
         "test_rmse": (test.get("test") or {}).get("rmse"),
         "test_ndcg": (test.get("ranking") or {}).get("ndcg@10"),
     }
@@ -717,6 +767,7 @@ def run_surprise(run: SizeRun, python: str, factors: int, seed: int) -> dict[str
         run.env,
         run.logs / "surprise.log",
         stdout=out,
+        limit_gb=run.limit_gb,
     )
     shutil.rmtree(folder)
     if m.returncode != 0:
@@ -841,6 +892,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-surprise", action="store_true", help="skip Surprise")
     parser.add_argument("--workdir", help="where the scratch repositories go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch repositories")
+    parser.add_argument(
+        "--rss-limit-gb",
+        type=float,
+        help="stop a stage whose process tree holds more (default: 80%% of the machine's RAM)",
+    )
     parser.add_argument("--out", default="reports/bench_scale.md")
     parser.add_argument("--json", default="reports/bench_scale.json")
     parser.add_argument("--plot", default="reports/bench_scale.png")
@@ -851,6 +907,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if not args.no_surprise and not args.surprise_python:
         parser.error("--surprise-python is required (or --no-surprise)")
+    if args.rss_limit_gb is None:
+        args.rss_limit_gb = round(0.8 * _meminfo()["ram_gb"], 1) or None
 
     from recommender.core.config import parse_params
     from recommender.core.io import write_text
@@ -885,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
             "measurement": "stage cmd from dvc.yaml per process; os.wait4 ru_maxrss, "
             "sampled process-tree RSS (0.2 s); dvc commit -f timed apart",
             "plot": args.plot,
+            "rss_limit_gb": args.rss_limit_gb,
         },
         "machine": {"cpus": os.cpu_count(), **_meminfo(), "load_before": _load()},
         "versions": _versions(),
@@ -893,7 +952,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for size in sizes:
         load_before = _load()
-        run = prepare(size, workdir / size.name, workdir / "logs" / size.name, raws[size.name])
+        logs = workdir / "logs" / size.name
+        run = prepare(size, workdir / size.name, logs, raws[size.name], args.rss_limit_gb)
         entry = run.entry
         entry.update(label=size.label, load_before=load_before)
         complete = run_stages(run)
