@@ -31,7 +31,7 @@ def test_evaluation_refuses_over_the_limit_and_runs_under_it(processed, monkeypa
     assert message.startswith("not enough memory: the evaluate stage needs about ")
     assert "but 1.0 MB is available (RECOMMENDER_MEMORY_LIMIT=1MB)" in message
     assert "ranking blocks of 4,000,000 scores" in message
-    assert f"EASE item x item matrices 3 x {n_items + 1:,} x {n_items + 1:,} x 8 B" in message
+    assert f"EASE item x item matrices 4 x {n_items + 1:,} x {n_items + 1:,} x 8 B" in message
     assert "a smaller evaluate.ease_max_items" in message
     monkeypatch.delenv(memory.LIMIT_ENV)
     assert evaluate(bundle, processed, params.evaluate).metrics["test"]["rows"] == len(

@@ -120,8 +120,8 @@ def test_the_check_names_stage_need_availability_parts_and_remedies() -> None:
     message = str(caught.value)
     assert message == (
         "not enough memory: the train stage needs about 4.0 GB but 1.0 GB is available "
-        "(RECOMMENDER_MEMORY_LIMIT=1GB); the estimate: biased_mf tables 60,001 x 65 (3.0 GB) + "
-        "TensorFlow (1.0 GB). To fix: a smaller train.batch_size; run on a machine with more "
+        "(RECOMMENDER_MEMORY_LIMIT=1GB); the estimate: biased_mf tables 60,001 x 65 = 3.0 GB + "
+        "TensorFlow = 1.0 GB. To fix: a smaller train.batch_size; run on a machine with more "
         "memory; or, if more memory is in fact free, raise the limit (RECOMMENDER_MEMORY_LIMIT=...)"
     )
     assert isinstance(caught.value, RecommenderError)  # the stage runner's one-line error
@@ -159,7 +159,7 @@ def test_the_defaults_fit_with_a_wide_margin_on_ml100k(ml100k_dir: Path) -> None
 
 
 def test_families_that_do_not_scale_name_their_limit_and_the_alternative(processed) -> None:  # noqa: ANN001
-    small = memory.Available(1024**2, "RECOMMENDER_MEMORY_LIMIT=1MB")
+    small = memory.Available(64 * 1024, "RECOMMENDER_MEMORY_LIMIT=64KB")
     n_items = len(processed.item_vocab) - 1
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
         memory.check_train(processed, _config("two_tower", batch_size=512), small)
@@ -176,7 +176,7 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
         memory.check_train(processed, _config("autorec"), small)
     message = str(caught.value)
-    assert "autorec step: up to" in message and "ratings of the batch's 4,096 items" in message
+    assert "autorec step: up to" in message and "ratings (of its batch's 4,096 items)" in message
     assert "a smaller train.autorec.batch_size" in message
     with pytest.raises(memory.MemoryLimitExceeded) as caught:  # the tables of any family
         memory.check_train(processed, _config("biased_mf"), small)

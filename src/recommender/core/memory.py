@@ -237,7 +237,7 @@ def check(estimate: Estimate, available: Available | None = None) -> None:
     available = available_memory() if available is None else available
     if estimate.total <= available.nbytes:
         return
-    parts = " + ".join(f"{p.what} ({human(p.nbytes)})" for p in estimate.parts if p.nbytes)
+    parts = " + ".join(f"{p.what} = {human(p.nbytes)}" for p in estimate.parts if p.nbytes)
     remedies = [*estimate.advice, "run on a machine with more memory"]
     raise MemoryLimitExceeded(
         f"not enough memory: the {estimate.stage} stage needs about {human(estimate.total)} "
@@ -303,7 +303,7 @@ def _tensorflow() -> Part:
 
 def _tables(name: str, rows: int, width: int) -> Part:
     return Part(
-        f"{name} tables {rows:,} x {width} (+ gradient and 2 Adam slots)",
+        f"{name} tables {rows:,} x {width} x 16 B (weight, gradient, 2 Adam slots)",
         rows * width * BYTES_PER_PARAMETER,
     )
 
@@ -324,7 +324,7 @@ def _family_parts(
         return [
             _tables("hybrid", rows, d + 1),
             Part(
-                f"hybrid item features {n_items + 1:,} x {n_item_features}",
+                f"hybrid item features {n_items + 1:,} x {n_item_features} x 4 B",
                 (n_items + 1) * n_item_features * 4,
             ),
         ]
@@ -375,7 +375,7 @@ def train_estimate(processed: Any, cfg: TrainConfig) -> Estimate:
         parts += [
             Part(f"autorec stored ratings {n:,} x 12 B", n * 12),
             Part(
-                f"autorec step: up to {per_step:,} ratings of the batch's {batch:,} items "
+                f"autorec step: up to {per_step:,} ratings (of its batch's {batch:,} items) "
                 f"x {AUTOREC_STEP_BYTES_PER_RATING} B",
                 per_step * AUTOREC_STEP_BYTES_PER_RATING,
             ),
@@ -498,15 +498,15 @@ def evaluate_estimate(
     - the model's exported factors: (n_users + n_items + 2) x each factor set's width x 4 B;
     - ranking: one block of users x items scores (``block_cells``, at least one user's row)
       x :data:`RANK_BYTES_PER_CELL`, for the model and again for each baseline's block;
-    - EASE, when it runs (``ease_items``): its item x item Gram matrix, inverse and weights,
-      float64 (3 x ``(ease_items + 1)^2`` x 8 B);
+    - EASE, when it runs (``ease_items``): its item x item Gram matrix, the copy the inversion
+      works on, the inverse and the weights, float64 (4 x ``(ease_items + 1)^2`` x 8 B);
     - the train rows' seen-item index (16 B each) and the test rows' table (64 B each);
     - TensorFlow itself (:data:`TENSORFLOW_RUNTIME_BYTES`), unless already imported.
     """
     rows = n_users + n_items + 2
     cells = max(block_cells, n_items + 1)
     parts = [
-        Part(f"factors {rows:,} x {sum(factor_dims)}", rows * sum(factor_dims) * 4),
+        Part(f"factors {rows:,} x {sum(factor_dims)} x 4 B", rows * sum(factor_dims) * 4),
         Part(
             f"ranking blocks of {cells:,} scores x {RANK_BYTES_PER_CELL} B x 2",
             cells * RANK_BYTES_PER_CELL * 2,
@@ -520,7 +520,7 @@ def evaluate_estimate(
     if ease_items is not None:
         side = ease_items + 1
         parts.append(
-            Part(f"EASE item x item matrices 3 x {side:,} x {side:,} x 8 B", 3 * side * side * 8)
+            Part(f"EASE item x item matrices 4 x {side:,} x {side:,} x 8 B", 4 * side * side * 8)
         )
         advice.append(
             f"a smaller evaluate.ease_max_items (below {ease_items:,} skips the EASE baseline)"
