@@ -194,10 +194,11 @@ class ItemAutoRec(RatingModel):
         """Codes ``h_i = sigmoid(V x_i + b)`` of ``items`` (distinct indices), ``(n, hidden)``.
 
         Reads only the items' stored ratings: their slices of the item-sorted arrays become the
-        rows of an ``n x (n_users + 1)`` CSR matrix, multiplied by ``V``. A CSR product measured
-        ~8x faster per ML-100K training step than the dense rows it replaces (6 vs 50 ms with
-        its gradient) and ~8x faster than ``tf.sparse.sparse_dense_matmul``. Input dropout (a
-        denoising AutoRec) drops observed ratings only, as on the dense rows: zeros stay zero.
+        rows of an ``n x (n_users + 1)`` CSR matrix, multiplied by ``V``. On an ML-100K step
+        (batch 4096: ~1,000 items, 74k ratings) the CSR product and its gradient took 6 ms,
+        against 50 ms for the dense rows it replaces and 47 ms for
+        ``tf.sparse.sparse_dense_matmul``; a whole epoch went from ~4.5 to ~2 s. Input dropout
+        (a denoising AutoRec) drops observed ratings only, as on the dense rows: zeros stay zero.
         """
         import tensorflow as tf
 
