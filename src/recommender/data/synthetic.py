@@ -114,7 +114,8 @@ def _sample_pairs(
     log_pop = np.log(popularity)
     p, q = affinity
     chunk = max(1, _BLOCK // n_items)
-    users, items = [], []
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    items = np.empty(int(starts[-1]), dtype=np.int64)
     for lo in range(0, n_users, chunk):
         hi = min(lo + chunk, n_users)
         # People mostly rate what they chose to watch: taste tilts the choice (and so the
@@ -126,9 +127,8 @@ def _sample_pairs(
         forced = np.flatnonzero((first_user >= lo) & (first_user < hi))
         keys[first_user[forced] - lo, forced] = np.inf
         np.negative(keys, out=keys)  # the smallest first, as the sorts below want
-        items.append(_smallest(keys, counts[lo:hi]))
-        users.append(np.repeat(np.arange(lo, hi), counts[lo:hi]))
-    return np.concatenate(users), np.concatenate(items)
+        items[starts[lo] : starts[hi]] = _smallest(keys, counts[lo:hi])
+    return np.repeat(np.arange(n_users, dtype=np.int64), counts), items
 
 
 def _smallest(values: np.ndarray, take: np.ndarray) -> np.ndarray:
@@ -183,6 +183,45 @@ def _user_time_item_order(
     key *= n_items
     key += i
     return np.argsort(key, kind="stable")
+
+
+def _ratings(
+    rng: np.random.Generator,
+    pairs: tuple[np.ndarray, np.ndarray],
+    factors: tuple[np.ndarray, np.ndarray],
+    biases: tuple[np.ndarray, np.ndarray],
+    noise_std: float,
+    scale: RatingScale,
+) -> np.ndarray:
+    """``mu + b_u + b_i + <p_u, q_i> + noise`` on the rating scale, for each (u, i) pair.
+
+    In chunks of pairs, so that no (ratings x factors) temporary exists: each rating gets the
+    same arithmetic and the same draws, in the same order, as all at once.
+    """
+    (u, i), (p, q), (user_bias, item_bias) = pairs, factors, biases
+    rating = np.empty(len(u))
+    for lo in range(0, len(u), _ROWS):
+        uu, ii = u[lo : lo + _ROWS], i[lo : lo + _ROWS]
+        latent = (
+            GLOBAL_MEAN
+            + user_bias[uu]
+            + item_bias[ii]
+            + np.einsum("nk,nk->n", p[uu], q[ii])
+            + rng.normal(0.0, noise_std, size=len(uu))
+        )
+        rating[lo : lo + _ROWS] = _to_scale(latent, scale)
+    return rating
+
+
+def _times(
+    rng: np.random.Generator, u: np.ndarray, first_seen: np.ndarray, active: np.ndarray
+) -> np.ndarray:
+    """A time in each user's active window per rating (in chunks, as :func:`_ratings`)."""
+    when = np.empty(len(u), dtype="int64")
+    for lo in range(0, len(u), _ROWS):
+        uu = u[lo : lo + _ROWS]
+        when[lo : lo + _ROWS] = (first_seen[uu] + rng.random(len(uu)) * active[uu]).astype("int64")
+    return when
 
 
 def _to_scale(x: np.ndarray, scale: RatingScale) -> np.ndarray:
@@ -287,41 +326,23 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
     user_bias = rng.normal(0.0, USER_BIAS_STD, size=n_users)
     item_bias = rng.normal(0.0, ITEM_BIAS_STD, size=n_items)
     item_bias += 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
-    # In chunks of ratings, so that no (ratings x factors) temporary exists: each rating gets the
-    # same arithmetic and the same draws, in the same order, as all at once.
-    rating = np.empty(len(u))
-    for lo in range(0, len(u), _ROWS):
-        uu, ii = u[lo : lo + _ROWS], i[lo : lo + _ROWS]
-        latent = (
-            GLOBAL_MEAN
-            + user_bias[uu]
-            + item_bias[ii]
-            + np.einsum("nk,nk->n", p[uu], q[ii])
-            + rng.normal(0.0, cfg.noise_std, size=len(uu))
-        )
-        rating[lo : lo + _ROWS] = _to_scale(latent, scale)
+    rating = _ratings(rng, (u, i), (p, q), (user_bias, item_bias), cfg.noise_std, scale)
 
     # Each user is active in one window of the period (many rate in a burst, some for years).
     span = end - start
     first_seen = start + rng.random(n_users) * span
     active = np.minimum(rng.exponential(span / 8.0, size=n_users), end - first_seen)
-    when = np.empty(len(u), dtype="int64")
-    for lo in range(0, len(u), _ROWS):
-        uu = u[lo : lo + _ROWS]
-        when[lo : lo + _ROWS] = (first_seen[uu] + rng.random(len(uu)) * active[uu]).astype("int64")
+    when = _times(rng, u, first_seen, active)
 
     order = _user_time_item_order(u, when, i, n_users, n_items)
-    ratings = pd.DataFrame(
-        {
-            USER: u[order] + 1,
-            ITEM: i[order] + 1,
-            RATING: rating[order],
-            TIMESTAMP: when[order],
-        },
-        columns=RATING_COLUMNS,
-        copy=False,
-    )
-    del u, i, rating, when, order
+    columns = {USER: u, ITEM: i, RATING: rating, TIMESTAMP: when}
+    del u, i, rating, when
+    for name in RATING_COLUMNS:  # each unordered column is freed as its ordered copy replaces it
+        columns[name] = columns[name][order]
+    del order
+    columns[USER] += 1
+    columns[ITEM] += 1
+    ratings = pd.DataFrame(columns, columns=RATING_COLUMNS, copy=False)
 
     start_year = int(np.datetime64(cfg.start, "Y").astype(int)) + 1970
     year = np.clip(start_year - np.floor(rng.exponential(12.0, size=n_items)), 1920, start_year)
