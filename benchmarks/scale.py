@@ -272,6 +272,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def portable(path: str) -> str:
+    """``path`` as a report may name it: relative to the project, or only its name when it lies
+    outside (a machine's paths stay out of tracked files)."""
+    full = Path(path).absolute()
+    try:
+        return full.relative_to(ROOT).as_posix()
+    except ValueError:
+        return full.name if Path(path).is_absolute() else path
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces a report, with the same choices."""
     parts = ["python benchmarks/scale.py", f"--sizes {args.sizes}"]
@@ -282,12 +292,12 @@ def command_line(args: argparse.Namespace) -> str:
     if args.epochs is not None:
         parts.append(f"--epochs {args.epochs}")
     if getattr(args, "params", "params.yaml") != "params.yaml":
-        parts.append(f"--params {args.params}")
+        parts.append(f"--params {portable(args.params)}")
     if args.no_surprise:
         parts.append("--no-surprise")
     else:
         parts.append("--surprise-python .venv-surprise/bin/python")
-    parts += [f"--out {args.out}", f"--json {args.json}", f"--plot {args.plot}"]
+    parts += [f"--{k} {portable(getattr(args, k))}" for k in ("out", "json", "plot")]
     return " ".join(parts)
 
 
@@ -942,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
             "throughput_source": "",
             "measurement": "stage cmd from dvc.yaml per process; os.wait4 ru_maxrss, "
             "sampled process-tree RSS (0.2 s); dvc commit -f timed apart",
-            "plot": args.plot,
+            "plot": portable(args.plot),
             "rss_limit_gb": args.rss_limit_gb,
         },
         "machine": {"cpus": os.cpu_count(), **_meminfo(), "load_before": _load()},

@@ -245,3 +245,7 @@ def test_the_report_names_the_command_that_reproduces_it():
     args = argparse.Namespace(**{**parser_defaults, "sizes": "1m", "epochs": 3})
     assert scale.make_command(args) is None  # a harness test: no make line
     assert "--epochs 3" in scale.command_line(args)
+    args = argparse.Namespace(**{**parser_defaults, "sizes": "1m", "out": "/elsewhere/x.md"})
+    assert "--out x.md" in scale.command_line(args)  # no machine path in a report
+    args.out = str(ROOT / "reports" / "x.md")
+    assert "--out reports/x.md" in scale.command_line(args)
