@@ -206,7 +206,7 @@ def test_targets_and_ratios_from_made_up_numbers():
     result["targets"] = scale.targets(result)
     text = scale.report_markdown(result)
     assert "`make bench-scale SCALE_SIZES=1m,10m`" in text
-    assert "| train | 30.0 | 400.0 | 13.3x |" in text
+    assert "| train | 30.0 | 400.0 | 13.3x | 10.0x |" in text
     assert "**no**" in text
 
 
