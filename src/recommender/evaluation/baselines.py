@@ -174,7 +174,8 @@ class EASE:
         u, i = u[keep], i[keep]
         order = np.argsort(u, kind="stable")
         bounds = np.searchsorted(u[order], np.arange(n_users + 2))
-        self.liked = [i[order][bounds[k] : bounds[k + 1]] for k in range(n_users + 1)]
+        by_user = i[order]  # sorted once: each user's list is a view into it, not a copy of it
+        self.liked = [by_user[bounds[k] : bounds[k + 1]] for k in range(n_users + 1)]
         gram = np.zeros((n_items + 1, n_items + 1))
         for start in range(1, n_users + 1, 1024):  # X^T X in user blocks: bounded memory
             block = self._rows(np.arange(start, min(start + 1024, n_users + 1)), n_items)
