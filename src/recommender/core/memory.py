@@ -69,7 +69,7 @@ TWO_TOWER_LOGIT_COPIES = 4
 #: ``train.two_tower.softmax: auto`` goes in-batch above this many items; the dense positives
 #: mask's largest size; the most positives per user masked otherwise. These mirror
 #: ``recommender.models.two_tower`` (a test checks), read here without importing TensorFlow.
-TWO_TOWER_IN_BATCH_MIN_ITEMS = 5_000
+TWO_TOWER_IN_BATCH_MIN_ITEMS = 2_000
 TWO_TOWER_DENSE_MASK_MAX_CELLS = 64_000_000
 TWO_TOWER_MAX_MASKED_POSITIVES = 1024
 #: Bytes per score cell while ranking a block of users (float32 scores, their float64 copy,

@@ -32,9 +32,10 @@ MAX_MASKED_POSITIVES = 1024
 #: Largest ``(users + 1) x (items + 1)`` positives mask kept as a dense boolean table.
 DENSE_MASK_MAX_CELLS = 64_000_000
 #: ``softmax: auto`` switches from the full softmax to the in-batch one above this many items:
-#: a full-softmax epoch costs positives x items x dims (ML-10M's 10.7k items: ~15 TFLOP an
-#: epoch, tens of minutes on 2 cores); ML-1M's 3.7k items stay on the full softmax.
-IN_BATCH_MIN_ITEMS = 5_000
+#: a full-softmax epoch costs positives x items x dims (ML-1M's 3.7k items: ~0.8 TFLOP an
+#: epoch, minutes on 2 cores; ML-10M's 10.7k: tens of minutes). ML-100K's 1.7k items (and the
+#: synthetic default's) stay on the full softmax, which ranks better there (README).
+IN_BATCH_MIN_ITEMS = 2_000
 SOFTMAXES = ("auto", "full", "in_batch")
 
 
