@@ -277,8 +277,8 @@ def content_digest(folder: str | Path) -> str:
     two identical trainings give different bytes. This hashes the arrays instead: the model's
     weights in the order the model tracks them (its architecture follows from ``meta.json``'s
     family and knobs and the vocabularies' sizes, hashed too), every ``.npz`` array, the other
-    files' bytes, and ``meta.json`` without its timings. The register stage keys versions by it,
-    so an identical retrain reuses its version.
+    files' bytes, and ``meta.json`` without its timings and throughputs. The register stage keys
+    versions by it, so an identical retrain reuses its version.
     """
     import hashlib
 
@@ -304,7 +304,8 @@ def content_digest(folder: str | Path) -> str:
                 add_array(str(i), np.asarray(weight))
         elif path.name == META_FILE:
             meta = json.loads(path.read_text())
-            stable = {k: v for k, v in meta.items() if not k.endswith("_seconds")}
+            # Timings and throughputs (fit_seconds, fit_ratings_per_second) vary run to run.
+            stable = {k: v for k, v in meta.items() if not k.endswith(("_seconds", "_per_second"))}
             digest.update(json.dumps(stable, sort_keys=True).encode())
         elif path.is_file():
             digest.update(path.read_bytes())
