@@ -37,7 +37,6 @@ import logging
 import os
 import sys
 import time
-import zipfile
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
@@ -376,9 +375,8 @@ class Recommender:
             folder = Path(tracking.bundle_dir(self.bento_model.path_of("mlflow_model")))
         except Exception as exc:
             _cannot_serve(f"cannot load {where}: {_one_line(exc)}", exc)
-        # Damaged files are named in seconds, before TensorFlow loads (a worker's slowest step).
-        if problem := _damaged_file(folder):
-            _cannot_serve(f"cannot load {where} from {folder}: {problem}", None)
+        # A missing or damaged file (a truncated model.keras, an .npz failing its CRC) is named
+        # by the load itself, in seconds, before any TensorFlow (a factor family needs none).
         try:
             from recommender.scoring.bundle import ModelBundle
 
@@ -443,22 +441,6 @@ class Recommender:
     def model_info(self) -> ModelInfo:
         """The served registered model: name, version, alias, test metrics and lineage tags."""
         return self.model.model_info()
-
-
-def _damaged_file(folder: Path) -> str | None:
-    """A zip file of the bundle (``model.keras``, ``*.npz``) that cannot be read, by name."""
-    for path in sorted(folder.glob("*")):
-        if path.suffix not in (".keras", ".npz") or not path.is_file():
-            continue
-        try:
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()
-        except (zipfile.BadZipFile, OSError) as err:
-            size = path.stat().st_size
-            return f"{path.name} is damaged (truncated or corrupt: {size} bytes, {err})"
-        if bad is not None:
-            return f"{path.name} is damaged (its member {bad} fails its CRC check)"
-    return None
 
 
 def _cannot_serve(message: str, exc: BaseException | None) -> NoReturn:

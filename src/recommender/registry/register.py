@@ -287,8 +287,8 @@ def load_version_bundle(name: str, version: str, dst: str | Path) -> Any:
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=dst))
     try:
         return ModelBundle.load(tracking.bundle_dir(local))
-    except DataError as exc:
-        raise RegistryError(f"model version {name}/{version}: {exc}") from None
+    except DataError as exc:  # a file missing or damaged (truncated, failing its CRC)
+        raise RegistryError(f"model version {name}/{version} cannot be loaded: {exc}") from None
     except Exception as exc:  # noqa: BLE001 (a truncated or foreign file: Keras says many things)
         raise RegistryError(
             f"model version {name}/{version} cannot be loaded ({tracking.first_line(exc)})"

@@ -5,11 +5,16 @@ spec, the rating scale, the item catalog and the train ratings per user. The tra
 (``models/``), MLflow stores it inside the registered model, and evaluate, register and the
 BentoML service all load it with :meth:`ModelBundle.load` and score through the same methods, so
 an offline metric and a served prediction come from the same code.
+
+A family with exported factors scores with NumPy alone: loading its bundle does not import
+TensorFlow (seconds, and most of a stage's memory) unless something asks for its Keras model
+(:attr:`ModelBundle.model`).
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,6 @@ class ModelBundle:
         >>> bundle.recommend(bundle.user_index(196), k=10)  # TopK of item indices
     """
 
-    model: Any
     #: The rating model as NumPy (``predict``); None for a family that is not a dot product.
     factors: Factors | None
     user_vocab: Vocabulary
@@ -59,7 +63,19 @@ class ModelBundle:
     #: What ranking scores with, for a family trained to rank (``recommend``, ``similar``);
     #: None: ranking uses the predicted ratings.
     retrieval: Factors | None = None
+    #: The Keras model (see :attr:`model`); None until it is needed, for a loaded bundle.
+    _model: Any = field(default=None, repr=False)
+    #: The ``model.keras`` a loaded bundle reads :attr:`model` from.
+    _model_file: Path | None = field(default=None, repr=False)
     _score_fn: Any = None
+
+    @property
+    def model(self) -> Any:
+        """The Keras model. A loaded bundle reads it on first use (``safe_mode=True``: no
+        arbitrary code runs); one whose factors do all the scoring never needs it."""
+        if self._model is None and self._model_file is not None:
+            self._model = _load_keras(self._model_file)
+        return self._model
 
     # --- building and files ---------------------------------------------------------------------
 
@@ -70,7 +86,7 @@ class ModelBundle:
         n_users = len(processed.user_vocab) - 1
         n_items = len(processed.item_vocab) - 1
         return cls(
-            model=model,
+            _model=model,
             factors=model.factors(),
             retrieval=model.retrieval_factors(),
             user_vocab=processed.user_vocab,
@@ -108,16 +124,19 @@ class ModelBundle:
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelBundle:
-        """Load a bundle; the Keras model with ``safe_mode=True`` (no arbitrary code runs)."""
-        import keras
+        """Load a bundle: its arrays, vocabularies and catalog, and the Keras model when the
+        family scores with it (no factors); with factors, :attr:`model` loads it if asked.
 
-        import recommender.models  # noqa: F401  (registers the model classes with Keras)
-
+        Every file is checked first: a missing one, or a damaged archive (``model.keras`` or an
+        ``.npz`` that is truncated or fails its CRC), raises :class:`DataError` naming it,
+        whether or not the Keras model is loaded now.
+        """
         folder = Path(folder)
         for name in (MODEL_FILE, SEEN_FILE, META_FILE, *COPIED):
             if not (folder / name).is_file():
                 raise DataError(folder / name, "missing", expected="a model bundle folder")
-        model = keras.saving.load_model(folder / MODEL_FILE, safe_mode=True, compile=False)
+        if problem := damaged_file(folder):
+            raise DataError(folder, problem, expected="a model bundle folder")
         factors = Factors.load(folder / FACTORS_FILE) if (folder / FACTORS_FILE).exists() else None
         retrieval_file = folder / RETRIEVAL_FILE
         retrieval = Factors.load(retrieval_file) if retrieval_file.exists() else None
@@ -127,8 +146,7 @@ class ModelBundle:
             seen.indptr, seen.indices = z["indptr"], z["indices"]
             seen.n_users = len(seen.indptr) - 2
             popularity = z["popularity"]
-        return cls(
-            model=model,
+        bundle = cls(
             factors=factors,
             user_vocab=user_vocab,
             item_vocab=item_vocab,
@@ -139,7 +157,11 @@ class ModelBundle:
             popularity=popularity,
             meta=json.loads((folder / META_FILE).read_text()),
             retrieval=retrieval,
+            _model_file=folder / MODEL_FILE,
         )
+        if factors is None:  # scored by the model's graph: load it now, so a bad model fails here
+            bundle._model = _load_keras(folder / MODEL_FILE)
+        return bundle
 
     # --- scoring: the one implementation evaluate, register and the service share ---------------
 
@@ -265,6 +287,32 @@ class ModelBundle:
         return np.asarray(self._score_fn(user_idx, item_idx), dtype=np.float32)
 
 
+def _load_keras(path: Path) -> Any:
+    """A saved model of this project's families, with ``safe_mode=True`` (no arbitrary code)."""
+    import keras
+
+    import recommender.models  # noqa: F401  (registers the model classes with Keras)
+
+    return keras.saving.load_model(path, safe_mode=True, compile=False)
+
+
+def damaged_file(folder: str | Path) -> str | None:
+    """The first zip archive of the bundle (``model.keras``, ``*.npz``) that cannot be read, in
+    words; None when every one is whole (each member's CRC is checked, no TensorFlow needed)."""
+    for path in sorted(Path(folder).glob("*")):
+        if path.suffix not in (".keras", ".npz") or not path.is_file():
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as err:
+            size = path.stat().st_size
+            return f"{path.name} is damaged (truncated or corrupt: {size} bytes, {err})"
+        if bad is not None:
+            return f"{path.name} is damaged (its member {bad} fails its CRC check)"
+    return None
+
+
 def _global_mean(model: Any) -> float:
     return float(getattr(model, "global_mean", 0.0))
 
@@ -282,10 +330,6 @@ def content_digest(folder: str | Path) -> str:
     """
     import hashlib
 
-    import keras
-
-    import recommender.models  # noqa: F401  (registers the model classes with Keras)
-
     digest = hashlib.sha256()
 
     def add_array(name: str, array: np.ndarray) -> None:
@@ -299,7 +343,7 @@ def content_digest(folder: str | Path) -> str:
                 for key in sorted(z.files):
                     add_array(key, z[key])
         elif path.name == MODEL_FILE:
-            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+            model = _load_keras(path)
             for i, weight in enumerate(model.weights):
                 add_array(str(i), np.asarray(weight))
         elif path.name == META_FILE:
