@@ -22,14 +22,18 @@ from recommender.preprocess.processed import load_processed
 from recommender.scoring import bundle as bundle_module
 from recommender.scoring.bundle import (
     COPIED,
+    DIGEST_FILE,
     FACTORS_FILE,
     META_FILE,
     MODEL_FILE,
     RETRIEVAL_FILE,
     SEEN_FILE,
     ModelBundle,
+    recorded_digest,
 )
 from recommender.scoring.factors import Factors
+
+DIGEST = "ab" * 32
 
 
 def _factors(rng: np.random.Generator, n_users: int, n_items: int, dim: int = 4) -> Factors:
@@ -65,6 +69,7 @@ def factor_bundle(processed_dir: Path, tmp_path: Path) -> Path:
     (folder / META_FILE).write_text(json.dumps({"family": "TwoTower", "model": "two_tower"}))
     with zipfile.ZipFile(folder / MODEL_FILE, "w") as archive:  # a whole zip, not a Keras model
         archive.writestr("config.json", "{}")
+    (folder / DIGEST_FILE).write_text(DIGEST + "\n")
     return folder
 
 
@@ -76,7 +81,7 @@ import sys
 from recommender.core.config import EvaluateConfig
 from recommender.evaluation.evaluate import evaluate, ndcg_by_user
 from recommender.preprocess.processed import load_processed
-from recommender.scoring.bundle import ModelBundle
+from recommender.scoring.bundle import ModelBundle, recorded_digest
 
 bundle = ModelBundle.load({str(factor_bundle)!r})
 processed = load_processed({str(processed_dir)!r})
@@ -85,6 +90,7 @@ assert result["test"]["rows"] == len(processed.test) and result["ranking"]["ndcg
 test = processed.test
 ndcg_by_user(bundle, bundle, test["user_id"], test["item_id"], test["rating"], 10, 4.0)
 bundle.similar(1, 5)
+assert recorded_digest({str(factor_bundle)!r}) == {DIGEST!r}
 print(sorted({{"tensorflow", "keras"}} & {{m.split(".")[0] for m in sys.modules}}))
 """
     proc = subprocess.run(
@@ -133,3 +139,12 @@ def test_a_member_failing_its_crc_fails_the_load(factor_bundle: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"model.keras is damaged \(its member config.json"):
         ModelBundle.load(factor_bundle)
+
+
+def test_the_recorded_digest_is_read_not_recomputed(factor_bundle: Path, monkeypatch) -> None:
+    monkeypatch.setattr(bundle_module, "content_digest", lambda folder: "computed")
+    assert recorded_digest(factor_bundle) == DIGEST
+    (factor_bundle / DIGEST_FILE).write_text("not a digest\n")  # unreadable: computed instead
+    assert recorded_digest(factor_bundle) == "computed"
+    (factor_bundle / DIGEST_FILE).unlink()  # a bundle saved before digests were recorded
+    assert recorded_digest(factor_bundle) == "computed"

@@ -47,7 +47,7 @@ from recommender.core.config import Params
 from recommender.core.errors import RecommenderError
 from recommender.core.io import pid_alive, write_json
 from recommender.registry.gate import Comparison, decide, paired_bootstrap, round6
-from recommender.scoring.bundle import content_digest
+from recommender.scoring.bundle import recorded_digest
 
 log = logging.getLogger("recommender")
 
@@ -337,7 +337,7 @@ def register_and_gate(
     check_reachable(client, uri, run["run_id"])  # tracking.connect's probe, plus the run
 
     metrics = json.loads(Path(metrics_path).read_text())
-    digest = content_digest(Path(model_dir) / tracking.BUNDLE_DIR)
+    digest = recorded_digest(Path(model_dir) / tracking.BUNDLE_DIR)
     facts = {**lineage(params, run, data_dir, lock_path, project_dir), CONTENT_TAG: digest}
     with gate_lock(client, name):
         record = _gate(params, client, run, facts, digest, metrics, metrics_path, data_dir)

@@ -36,6 +36,8 @@ FACTORS_FILE = "factors.npz"
 RETRIEVAL_FILE = "retrieval.npz"
 SEEN_FILE = "seen.npz"
 META_FILE = "meta.json"
+#: The bundle's :func:`content_digest`, recorded by :meth:`ModelBundle.save`.
+DIGEST_FILE = "content.sha256"
 COPIED = ("vocab.json", "features.json", "dataset.json", "items.parquet")
 
 
@@ -104,6 +106,8 @@ class ModelBundle:
 
         Callers that replace an existing bundle write to a staged folder
         (:func:`recommender.core.io.staged_dir`) so a failure leaves the old one in place.
+        The bundle's :func:`content_digest` is recorded last (the register stage keys versions by
+        it), here where Keras is loaded anyway, so that reading it needs no TensorFlow.
         """
         folder, processed_dir = Path(folder), Path(processed_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -121,6 +125,7 @@ class ModelBundle:
         for name in COPIED:
             (folder / name).write_bytes((processed_dir / name).read_bytes())
         (folder / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+        (folder / DIGEST_FILE).write_text(content_digest(folder) + "\n")
 
     @classmethod
     def load(cls, folder: str | Path) -> ModelBundle:
@@ -326,7 +331,8 @@ def content_digest(folder: str | Path) -> str:
     weights in the order the model tracks them (its architecture follows from ``meta.json``'s
     family and knobs and the vocabularies' sizes, hashed too), every ``.npz`` array, the other
     files' bytes, and ``meta.json`` without its timings and throughputs. The register stage keys
-    versions by it, so an identical retrain reuses its version.
+    versions by it, so an identical retrain reuses its version. Reading the weights takes Keras
+    (TensorFlow), so :meth:`ModelBundle.save` records the digest for :func:`recorded_digest`.
     """
     import hashlib
 
@@ -337,6 +343,8 @@ def content_digest(folder: str | Path) -> str:
         digest.update(np.ascontiguousarray(array).tobytes())
 
     for path in sorted(Path(folder).iterdir()):
+        if path.name == DIGEST_FILE:
+            continue  # the record of this digest, written after it
         digest.update(path.name.encode())
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -354,3 +362,14 @@ def content_digest(folder: str | Path) -> str:
         elif path.is_file():
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def recorded_digest(folder: str | Path) -> str:
+    """The bundle's :func:`content_digest`: as :meth:`ModelBundle.save` recorded it, or computed
+    (with Keras) for a bundle saved before the digest was recorded."""
+    record = Path(folder) / DIGEST_FILE
+    if record.is_file():
+        value = record.read_text().strip()
+        if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            return value
+    return content_digest(folder)
