@@ -89,6 +89,20 @@ def test_every_stage_depends_on_the_code_it_imports(project_root: Path) -> None:
     )
 
 
+def test_bytecode_is_not_part_of_a_code_dep(project_root: Path) -> None:
+    # Python writes src/recommender/**/__pycache__ while stages run; were it part of a folder dep,
+    # a later stage importing another module of that folder would change the hash an earlier
+    # stage recorded, and the next `dvc repro` would rerun it (train included).
+    from dvc.fs import LocalFileSystem
+    from dvc.ignore import DvcIgnoreFilter
+
+    ignore = DvcIgnoreFilter(LocalFileSystem(), str(project_root))
+    code = project_root / SRC / "recommender" / "core"
+    assert ignore.is_ignored_file(str(code / "__pycache__" / "config.cpython-311.pyc"))
+    assert ignore.is_ignored_dir(str(code / "__pycache__"))
+    assert not ignore.is_ignored_file(str(code / "config.py"))
+
+
 @pytest.fixture()
 def toy_project(tmp_path: Path) -> Path:
     """A miniature project: one stage whose script imports a module through a package."""
