@@ -4,10 +4,11 @@
 
 Each stage validates the whole file when it runs, but DVC reruns a stage only when the keys it
 declares change: a misspelled key outside them (a top-level ``trian:``, ``tune.n_trails``) would let
-``dvc repro`` pass and some later stage fail on it. This stage is ``always_changed`` and ``ingest``
-depends on its output, so the strict check runs first on every ``dvc repro``, even when nothing
-else would rerun. The output's bytes never change, so a passing check reruns nothing downstream.
-Light imports only (pydantic, PyYAML): a no-op ``dvc repro`` stays fast.
+``dvc repro`` pass and some later stage fail on it. ``ingest`` depends on this stage's output, and
+this stage on ``params.yaml``'s bytes and the loader's code, so the strict check runs first in every
+``dvc repro`` after any edit of the file (a changed type included), and a no-op ``dvc repro``
+skips it. The output's bytes never change, so a passing check reruns nothing downstream.
+Light imports only (pydantic, PyYAML).
 """
 
 from __future__ import annotations

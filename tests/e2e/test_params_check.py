@@ -8,6 +8,7 @@ top-level `trian:`, `tune.n_trails`) used to pass `dvc repro` untouched; the `ch
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,9 +79,25 @@ def test_a_typo_stops_dvc_repro_before_any_stage_runs(tmp_path: Path) -> None:
     assert "tune.n_trails: unknown key" in failed.stdout + failed.stderr
     assert _snapshot(repo) == before
 
+    # A value DVC's params comparison finds equal (42.0 == 42) but the strict loader refuses: the
+    # check reruns because params.yaml's bytes changed.
+    retyped = re.sub(r"(?m)^seed: 42$", "seed: 42.0", good)
+    assert retyped != good
+    params.write_text(retyped)
+    failed = _dvc(repo, "repro", "ingest")
+    assert failed.returncode != 0
+    assert "seed: Input should be a valid integer" in failed.stdout + failed.stderr
+    assert _snapshot(repo) == before
+
     # Fixed: the check passes, its output is the same bytes, and ingest does not rerun.
     params.write_text(good)
     again = _dvc(repo, "repro", "ingest")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Stage 'ingest' didn't change, skipping" in again.stdout
     assert _snapshot(repo) == before
+
+    # Nothing changed: a no-op `dvc repro` does not even start the check.
+    again = _dvc(repo, "repro", "ingest")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Running stage" not in again.stdout
+    assert "Stage 'check_params' didn't change, skipping" in again.stdout
