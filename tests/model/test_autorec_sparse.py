@@ -28,16 +28,21 @@ def _tiny(seed: int = 0, n_users: int = 9, n_items: int = 7, n: int = 30):
     return n_users, n_items, users, items, ratings
 
 
-def _autorec(n_users, n_items, users, items, ratings, **hyper):
-    model = models.build_model(
+def _build(n_users, n_items, users, items, ratings, **hyper):
+    return models.build_model(
         "autorec",
         n_users,
         n_items,
         SCALE,
         float(ratings.mean()),
         train_ratings=(users, items, ratings),
-        **{"hidden_units": 5, "l2": 0.0, "dropout": 0.0, **hyper},
+        **hyper,
     )
+
+
+def _autorec(n_users, n_items, users, items, ratings, **hyper):
+    hyper = {"hidden_units": 5, "l2": 0.0, "dropout": 0.0, **hyper}
+    model = _build(n_users, n_items, users, items, ratings, **hyper)
     rng = np.random.default_rng(1)  # weights that are not at their (trivial) start
     for weight in model.trainable_weights:
         weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
@@ -142,15 +147,7 @@ def test_autorec_trains_where_the_dense_matrix_would_not_fit():
     assert users.size == n and (n_items + 1) * (n_users + 1) > 50_000_000
     ratings = rng.integers(1, 6, users.size).astype(np.float32)
     keras.utils.set_random_seed(0)
-    model = models.build_model(
-        "autorec",
-        n_users,
-        n_items,
-        SCALE,
-        float(ratings.mean()),
-        train_ratings=(users, items, ratings),
-        hidden_units=32,
-    )
+    model = _build(n_users, n_items, users, items, ratings, hidden_units=32)
     models.compile_model(model, 3e-3)
     history = model.fit(
         models.make_dataset(users, items, ratings, batch_size=4096, seed=0),

@@ -37,13 +37,3 @@ def test_evaluation_refuses_over_the_limit_and_runs_under_it(processed, monkeypa
     assert evaluate(bundle, processed, params.evaluate).metrics["test"]["rows"] == len(
         processed.test
     )
-
-
-def test_the_guards_copies_of_model_constants_match_the_models() -> None:
-    """The guard sizes steps without importing TensorFlow, so it keeps copies of these."""
-    from recommender.models import autorec, two_tower
-
-    assert memory.AUTOREC_CODE_BLOCK_RATINGS == autorec.ITEM_CODE_BLOCK_RATINGS
-    assert memory.TWO_TOWER_IN_BATCH_MIN_ITEMS == two_tower.IN_BATCH_MIN_ITEMS
-    assert memory.TWO_TOWER_DENSE_MASK_MAX_CELLS == two_tower.DENSE_MASK_MAX_CELLS
-    assert memory.TWO_TOWER_MAX_MASKED_POSITIVES == two_tower.MAX_MASKED_POSITIVES

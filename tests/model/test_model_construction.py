@@ -247,7 +247,7 @@ def test_two_tower_in_batch_softmax_matches_a_hand_computation():
 
 
 def test_two_tower_softmax_auto_switches_to_in_batch_for_large_catalogs():
-    from recommender.models.two_tower import IN_BATCH_MIN_ITEMS
+    from recommender.core.memory import TWO_TOWER_IN_BATCH_MIN_ITEMS as IN_BATCH_MIN_ITEMS
 
     small = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS, SCALE, 3.5, embedding_dim=2)
     large = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS + 1, SCALE, 3.5, embedding_dim=2)

@@ -255,7 +255,8 @@ class TwoTowerHyper(FamilyHyper):
     epochs: int | None = Field(45, ge=1)
     #: ``full``: each positive against the whole catalog (every step costs batch x items);
     #: ``in_batch``: against the batch's other positives, corrected for their popularity (log-Q),
-    #: a step's cost independent of the catalog; ``auto``: in_batch above ``IN_BATCH_MIN_ITEMS``.
+    #: a step's cost independent of the catalog; ``auto``: in_batch above
+    #: ``memory.TWO_TOWER_IN_BATCH_MIN_ITEMS`` items.
     softmax: Literal["auto", "full", "in_batch"] = "auto"
     #: The rating head's knobs over ``train.biased_mf``'s (e.g. ``{l2: 0.15}``).
     rating: dict[str, Any] = {}

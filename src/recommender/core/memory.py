@@ -55,8 +55,10 @@ TENSORFLOW_RUNTIME_BYTES = 700 * 1024**2
 #: value of each (int32/float32), the COO indices (2 x int64) and the CSR copy of the batch's
 #: rows and its transpose for the gradient, rounded up.
 AUTOREC_STEP_BYTES_PER_RATING = 64
-#: Ratings one AutoRec call reads at most when it encodes every item (export, an unknown item's
-#: code); mirrors ``recommender.models.autorec.ITEM_CODE_BLOCK_RATINGS`` (a test checks).
+#: Most stored ratings one AutoRec call encodes when it computes every item's code (export,
+#: ranking, an unknown item's code): items go in blocks of about this many ratings, so the
+#: transient sparse matrix stays near 130 MB whatever the data set's size. Defined here, where
+#: it is sized without TensorFlow; ``recommender.models.autorec`` uses it.
 AUTOREC_CODE_BLOCK_RATINGS = 2_000_000
 #: Most ratings an AutoRec epoch may read (steps x ratings read per step) before the train stage
 #: refuses it: about an hour an epoch on 2 cores (measured ~0.36 us per rating read, with its
@@ -66,10 +68,13 @@ AUTOREC_MAX_EPOCH_READS = 10_000_000_000
 #: Copies of the ``batch x (n_items + 1)`` logits a two-tower step holds: the logits, the
 #: positives mask, the softmax and the gradient.
 TWO_TOWER_LOGIT_COPIES = 4
-#: ``train.two_tower.softmax: auto`` goes in-batch above this many items; the dense positives
-#: mask's largest size; the most positives per user masked otherwise. These mirror
-#: ``recommender.models.two_tower`` (a test checks), read here without importing TensorFlow.
+#: ``train.two_tower.softmax: auto`` goes in-batch above this many items: a full-softmax epoch
+#: costs positives x items x dims (ML-1M's 3.7k items: ~0.8 TFLOP an epoch, minutes on 2 cores;
+#: ML-10M's 10.7k: tens of minutes). ML-100K's 1.7k items (and the synthetic default's) stay on
+#: the full softmax, which ranks better there (README). See :func:`two_tower_in_batch`.
 TWO_TOWER_IN_BATCH_MIN_ITEMS = 2_000
+#: Largest ``(users + 1) x (items + 1)`` positives mask the two-tower keeps as a dense boolean
+#: table; beyond it, at most this many of a user's positives are masked from their softmaxes.
 TWO_TOWER_DENSE_MASK_MAX_CELLS = 64_000_000
 TWO_TOWER_MAX_MASKED_POSITIVES = 1024
 #: Bytes per score cell while ranking a block of users (float32 scores, their float64 copy,
@@ -81,6 +86,11 @@ TABLE_BYTES_PER_ROW = 200
 
 #: What a train estimate suggests, by what dominates it.
 SCALABLE_FAMILIES = "biased_mf or hybrid"
+
+
+def two_tower_in_batch(softmax: str, n_items: int) -> bool:
+    """Whether a two-tower with ``train.two_tower.softmax: <softmax>`` trains in-batch."""
+    return softmax == "in_batch" or (softmax == "auto" and n_items > TWO_TOWER_IN_BATCH_MIN_ITEMS)
 
 
 class MemoryLimitExceeded(RecommenderError):
@@ -402,10 +412,7 @@ def _two_tower_step(
     table of users' positives (dense booleans up to :data:`TWO_TOWER_DENSE_MASK_MAX_CELLS`,
     else each user's positives padded to the most any user has, at most
     :data:`TWO_TOWER_MAX_MASKED_POSITIVES`), and what to change when they do not fit."""
-    softmax = hyper.get("softmax", "auto")
-    in_batch = softmax == "in_batch" or (
-        softmax == "auto" and n_items > TWO_TOWER_IN_BATCH_MIN_ITEMS
-    )
+    in_batch = two_tower_in_batch(hyper.get("softmax", "auto"), n_items)
     copies = TWO_TOWER_LOGIT_COPIES
     if in_batch:
         logits = Part(

@@ -9,6 +9,7 @@ import numpy as np
 from keras import ops
 
 from recommender.core.errors import ConfigError
+from recommender.core.memory import AUTOREC_CODE_BLOCK_RATINGS as ITEM_CODE_BLOCK_RATINGS
 from recommender.models.base import (
     RatingModel,
     RegForm,
@@ -54,12 +55,6 @@ def _train_ratings(
         items[order].astype(np.int32),
         values[order].astype(np.float32),
     )
-
-
-#: Most stored ratings one call encodes when :meth:`ItemAutoRec.item_codes` computes every
-#: item's code (export, ranking, an unknown item's code): items go in blocks of about this many
-#: ratings, so the transient sparse matrix stays near 130 MB whatever the data set's size.
-ITEM_CODE_BLOCK_RATINGS = 2_000_000
 
 
 def _csr_times_dense(matrix: Any, dense: Any) -> Any:

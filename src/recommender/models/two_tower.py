@@ -13,6 +13,13 @@ import keras
 from keras import ops
 
 from recommender.core.errors import ConfigError
+from recommender.core.memory import (
+    TWO_TOWER_DENSE_MASK_MAX_CELLS as DENSE_MASK_MAX_CELLS,
+)
+from recommender.core.memory import (
+    TWO_TOWER_MAX_MASKED_POSITIVES as MAX_MASKED_POSITIVES,
+)
+from recommender.core.memory import two_tower_in_batch
 from recommender.models.base import (
     RatingModel,
     as_index,
@@ -26,16 +33,6 @@ from recommender.scoring.factors import Factors
 
 #: A logit that no softmax will pick (the unknown item is never a candidate).
 _NEVER = -1e9
-#: At most this many of a user's train positives are masked out of each of their softmaxes
-#: (when the mask is too large to keep dense).
-MAX_MASKED_POSITIVES = 1024
-#: Largest ``(users + 1) x (items + 1)`` positives mask kept as a dense boolean table.
-DENSE_MASK_MAX_CELLS = 64_000_000
-#: ``softmax: auto`` switches from the full softmax to the in-batch one above this many items:
-#: a full-softmax epoch costs positives x items x dims (ML-1M's 3.7k items: ~0.8 TFLOP an
-#: epoch, minutes on 2 cores; ML-10M's 10.7k: tens of minutes). ML-100K's 1.7k items (and the
-#: synthetic default's) stay on the full softmax, which ranks better there (README).
-IN_BATCH_MIN_ITEMS = 2_000
 SOFTMAXES = ("auto", "full", "in_batch")
 
 
@@ -95,9 +92,7 @@ class TwoTower(RatingModel):
         if softmax not in SOFTMAXES:
             raise ConfigError(f"softmax must be one of {', '.join(SOFTMAXES)}, got {softmax!r}")
         self.softmax = softmax
-        self.in_batch = softmax == "in_batch" or (
-            softmax == "auto" and self.n_items > IN_BATCH_MIN_ITEMS
-        )
+        self.in_batch = two_tower_in_batch(softmax, self.n_items)
         self.embedding_dim = int(embedding_dim)
         self.rating_loss_weight = float(rating_loss_weight)
         self.relevance_threshold = float(relevance_threshold)
