@@ -438,6 +438,14 @@ class ServeConfig(Section):
 
 class Params(Section):
     """All of ``params.yaml``."""
+    #: BentoML worker processes (each loads the model; about one per core).
+    workers: int = Field(1, ge=1, le=64)
+    #: Catalogs of up to this many items rank exactly (every item scored); larger ones through
+    #: an approximate index (FAISS IVF) the package stage builds (``recommender.scoring.ann``).
+    exact_max_items: int = Field(50_000, ge=0)
+    #: The index probes the fewest lists whose top-10 matches exact ranking on a sample of users
+    #: at least this well (measured at build); if none does, the service ranks exactly.
+    ann_min_recall: float = Field(0.99, gt=0, le=1)
 
     seed: int = 42
     data: DataConfig = DataConfig()
