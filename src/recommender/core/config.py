@@ -434,10 +434,6 @@ class ServeConfig(Section):
     max_pairs: int = Field(1000, ge=1, le=100_000)
     #: Port ``make serve`` listens on (127.0.0.1 only).
     port: int = Field(3000, ge=1, le=65_535)
-
-
-class Params(Section):
-    """All of ``params.yaml``."""
     #: BentoML worker processes (each loads the model; about one per core).
     workers: int = Field(1, ge=1, le=64)
     #: Catalogs of up to this many items rank exactly (every item scored); larger ones through
@@ -446,6 +442,10 @@ class Params(Section):
     #: The index probes the fewest lists whose top-10 matches exact ranking on a sample of users
     #: at least this well (measured at build); if none does, the service ranks exactly.
     ann_min_recall: float = Field(0.99, gt=0, le=1)
+
+
+class Params(Section):
+    """All of ``params.yaml``."""
 
     seed: int = 42
     data: DataConfig = DataConfig()
