@@ -284,6 +284,10 @@ class TrainConfig(Section):
     #: ``lazy_adam`` only the rows a batch used, so a step costs the batch, not the catalog;
     #: ``auto``: lazy_adam once users + items exceed ``LAZY_ADAM_MIN_ROWS``.
     optimizer: Literal["auto", "adam", "lazy_adam"] = "auto"
+    #: ``none``: Keras' ``model.fit`` in one process. ``mirrored``: the custom data-parallel loop
+    #: of :mod:`recommender.training.distributed` over this machine's devices (one on a CPU).
+    #: ``multi_worker``: that loop over the workers ``TF_CONFIG`` names, one process each.
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     mf: MFHyper = MFHyper()
     biased_mf: BiasedMFHyper = BiasedMFHyper()
     ncf: NCFHyper = NCFHyper()
