@@ -127,6 +127,19 @@ def test_the_check_names_stage_need_availability_parts_and_remedies() -> None:
     assert isinstance(caught.value, RecommenderError)  # the stage runner's one-line error
 
 
+def test_evaluate_counts_tensorflow_only_for_a_model_scored_by_keras() -> None:
+    def estimate(uses_tensorflow: bool) -> memory.Estimate:
+        return memory.evaluate_estimate(
+            60_000, 10_000, 7_000_000, 2_000_000, [65], 4_000_000, None, uses_tensorflow
+        )
+
+    names = {p.what for p in estimate(uses_tensorflow=False).parts}
+    assert "TensorFlow" not in names  # factor families: evaluate never loads Keras
+    with_keras = estimate(uses_tensorflow=True)
+    assert "TensorFlow" in {p.what for p in with_keras.parts}
+    assert with_keras.total >= estimate(uses_tensorflow=False).total
+
+
 def _config(family: str, **section: object) -> TrainConfig:
     return TrainConfig.model_validate({"model": family, family: section})
 

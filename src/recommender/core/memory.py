@@ -499,6 +499,7 @@ def evaluate_estimate(
     factor_dims: Sequence[int],
     block_cells: int,
     ease_items: int | None,
+    uses_tensorflow: bool = True,
 ) -> Estimate:
     """The evaluate stage's peak.
 
@@ -508,7 +509,8 @@ def evaluate_estimate(
     - EASE, when it runs (``ease_items``): its item x item Gram matrix, the copy the inversion
       works on, the inverse and the weights, float64 (4 x ``(ease_items + 1)^2`` x 8 B);
     - the train rows' seen-item index (16 B each) and the test rows' table (64 B each);
-    - TensorFlow itself (:data:`TENSORFLOW_RUNTIME_BYTES`), unless already imported.
+    - TensorFlow itself (:data:`TENSORFLOW_RUNTIME_BYTES`), unless already imported or the model
+      scores from its exported factors alone (``uses_tensorflow=False``: Keras is never loaded).
     """
     rows = n_users + n_items + 2
     cells = max(block_cells, n_items + 1)
@@ -532,5 +534,6 @@ def evaluate_estimate(
         advice.append(
             f"a smaller evaluate.ease_max_items (below {ease_items:,} skips the EASE baseline)"
         )
-    parts.append(_tensorflow())
+    if uses_tensorflow:
+        parts.append(_tensorflow())
     return Estimate("evaluate", tuple(parts), tuple(advice))

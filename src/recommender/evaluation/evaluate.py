@@ -135,6 +135,7 @@ def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> 
             [f.user_vectors.shape[1] for f in (bundle.factors, bundle.retrieval) if f],
             MAX_BLOCK_CELLS,
             bundle.n_items if bundle.n_items <= cfg.ease_max_items else None,
+            uses_tensorflow=bundle.factors is None,  # factor families score without Keras
         )
     )  # fmt: skip
 
