@@ -271,6 +271,10 @@ def fit(
         head_epochs: Without a validation part, the epoch each head of a multi-head model keeps
             (what a :func:`fit` with one chose; see :func:`head_stopping`).
     """
+    if cfg.distribute != "none":  # Keras 3's fit fails under MultiWorkerMirroredStrategy
+        from recommender.training import distributed
+
+        return distributed.fit(processed, cfg, seed, callbacks, verbose, head_epochs)
     import keras
     import tensorflow as tf
 
