@@ -10,7 +10,9 @@ in ``__init__``, and every request is scored by the bundle's NumPy factors (or i
          -d '{"user_id": 1, "k": 5}'
 
 Arguments (``bentoml build/serve --arg key=value``; the package stage sets them from params.yaml
-and the model): ``model_tag``, ``id_type``, ``max_k``, ``max_pairs``, ``port``. For serving this
+and the model): ``model_tag``, ``id_type``, ``max_k``, ``max_pairs``, ``port``, ``workers``
+(worker processes), ``exact_max_items`` and ``ann_min_recall`` (the package stage builds the
+model's ANN index of a large catalog by them; the service uses the index it finds). For serving this
 folder directly during development, ``RECOMMENDER_BENTO_MODEL`` and ``RECOMMENDER_ID_TYPE`` in
 the environment override the first two.
 
@@ -358,7 +360,9 @@ async def _send_index(send: Callable[[dict], Awaitable[None]]) -> None:
     await send({"type": "http.response.body", "body": page})
 
 
-@bentoml.service(name="recommender", workers=1, traffic={"timeout": BODY_TIMEOUT + HANDLER_TIMEOUT})
+@bentoml.service(
+    name="recommender", workers=ARGS.workers, traffic={"timeout": BODY_TIMEOUT + HANDLER_TIMEOUT}
+)
 class Recommender:
     """Ratings, top-K recommendations and similar items from the packaged champion."""
 
@@ -384,9 +388,10 @@ class Recommender:
         except Exception as exc:
             message = _one_line(f"{type(exc).__name__}: {exc}", limit=400)
             _cannot_serve(f"cannot load {where} from {folder}: {message}", exc)
+        ann = _load_ann(Path(self.bento_model.path_of("ann")), bundle, where)
         info = {**self.bento_model.info.metadata, "bento_model": str(self.bento_model.tag)}
         limits = {"max_k": ARGS.max_k, "max_pairs": ARGS.max_pairs}
-        self.model = ServingModel(bundle, info, limits)
+        self.model = ServingModel(bundle, info, limits, ann=ann)
         if self.model.id_kind != ID_KIND:
             _cannot_serve(
                 f"the model {self.bento_model.tag} takes {self.model.id_kind} ids but the service "
@@ -441,6 +446,27 @@ class Recommender:
     def model_info(self) -> ModelInfo:
         """The served registered model: name, version, alias, test metrics and lineage tags."""
         return self.model.model_info()
+
+
+def _load_ann(folder: Path, bundle: Any, where: str) -> Any:
+    """The model's ANN index (the package stage built one for a large catalog), or None."""
+    if not folder.is_dir():
+        return None
+    try:
+        import faiss
+
+        from recommender.scoring.ann import AnnIndex, ranking_factors
+
+        # One query at a time per worker, and a worker per core: FAISS' own threads would only
+        # contend with the other workers.
+        faiss.omp_set_num_threads(1)
+        factors = ranking_factors(bundle)
+        if factors is None:
+            raise ValueError("the model has no factors for its ANN index")
+        return AnnIndex.load(folder, factors)
+    except Exception as exc:
+        message = _one_line(f"{type(exc).__name__}: {exc}", limit=400)
+        _cannot_serve(f"cannot load the ANN index of {where} from {folder}: {message}", exc)
 
 
 def _cannot_serve(message: str, exc: BaseException | None) -> NoReturn:

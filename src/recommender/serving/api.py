@@ -168,12 +168,20 @@ class ServingModel:
         info: What ``model_info`` reports (see :class:`ModelInfo`); ``version`` is echoed in
             every response.
         limits: The request limits in force (for ``model_info``).
+        ann: An approximate index over the bundle's ranking factors (a catalog over
+            ``serve.exact_max_items``): ``recommend`` and ``similar_items`` rank its shortlists
+            (:class:`~recommender.scoring.ann.AnnIndex`); None ranks every item (exact).
     """
 
     def __init__(
-        self, bundle: Any, info: dict[str, Any] | None = None, limits: dict[str, int] | None = None
+        self,
+        bundle: Any,
+        info: dict[str, Any] | None = None,
+        limits: dict[str, int] | None = None,
+        ann: Any = None,
     ) -> None:
         self.bundle = bundle
+        self.ann = ann
         self.info = dict(info or {})
         self.limits = dict(limits or {})
         self.version = str(self.info.get("version", ""))
@@ -253,6 +261,9 @@ class ServingModel:
         u_idx = self._user_index.get(user, 0)
         if u_idx == 0:
             top = self.bundle.popular(np.zeros(1, dtype=np.int64), k, allowed_items=allowed)
+        elif self.ann is not None:
+            seen = self.bundle.seen if exclude_rated else None
+            top = self.ann.recommend(np.array([u_idx]), k, seen=seen, allowed=allowed)
         else:
             top = self.bundle.recommend(
                 np.array([u_idx]), k, exclude_seen=exclude_rated, allowed_items=allowed
@@ -273,7 +284,7 @@ class ServingModel:
                 f"item_id {item!r} is unknown to the model (it was not rated in training), "
                 f"so it has no embedding to compare; the model knows {self.bundle.n_items} items"
             )
-        top = self.bundle.similar(i_idx, k)
+        top = self.ann.similar(i_idx, k) if self.ann is not None else self.bundle.similar(i_idx, k)
         return self._similar_response.model_construct(
             item_id=item, items=self._items(top.items, top.scores), model_version=self.version
         )

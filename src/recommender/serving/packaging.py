@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from recommender import tracking
 from recommender.core import failpoints
 from recommender.core.config import Params, ServeConfig
@@ -55,6 +57,10 @@ SERVICE = "service:Recommender"
 BENTO_NAME = "recommender"
 #: Marker file this stage writes last into each store entry it finished (model or Bento).
 FINISHED = ".recommender-finished"
+#: Folder of the BentoML model holding the ANN index (:mod:`recommender.scoring.ann`).
+ANN_DIR = "ann"
+#: The model entry's record of its ANN decision (:func:`build_ann`).
+ANN_RECORD = "ann-record.json"
 #: How many (user, item) pairs and users :func:`verify_model` scores.
 VERIFY_PAIRS = 8
 
@@ -155,8 +161,15 @@ def find_champion(registered_model: str, alias: str = ALIAS) -> Champion:
     )
 
 
-def import_champion(champion: Champion) -> tuple[str, bool]:
-    """Import the champion into the BentoML store unless that version is there already.
+def ann_label(serve: ServeConfig) -> str:
+    """The serve settings the model's ANN index (or its absence) follows: a model entry built
+    under other settings is not reused."""
+    return f"exact_max_items-{serve.exact_max_items}.min_recall-{serve.ann_min_recall}"
+
+
+def import_champion(champion: Champion, serve: ServeConfig | None = None) -> tuple[str, bool]:
+    """Import the champion into the BentoML store unless that version is there already (built
+    under the same ANN settings).
 
     Returns:
         The BentoML model tag and whether a new import happened.
@@ -164,7 +177,7 @@ def import_champion(champion: Champion) -> tuple[str, bool]:
     import bentoml
 
     name = bento_model_name(champion.registered_model)
-    wanted = champion.labels()
+    wanted = {**champion.labels(), "ann": ann_label(serve or ServeConfig())}
     try:
         existing = bentoml.models.list(name)
     except bentoml.exceptions.NotFound:  # no model of that name yet
@@ -243,6 +256,56 @@ def verify_model(model_tag: str, champion: Champion) -> None:
         ) from None
     if not np.all(np.isfinite(ratings)) or top is None:
         raise PackagingError(f"the champion {where} scores non-finite ratings: nothing was built")
+
+
+def build_ann(model_tag: str, serve: ServeConfig) -> dict[str, Any]:
+    """Build the ANN index of a large catalog into the model's ``ann/`` folder (or record why
+    the model ranks exactly) and return the record (also ``ann/ann.json`` when an index is used).
+
+    Runs on a model entry not yet marked finished, so a killed build is swept with the entry.
+    The index is checked by reloading it and ranking with it before it counts.
+    """
+    import bentoml
+
+    from recommender.scoring.ann import AnnIndex, plan_index, ranking_factors
+    from recommender.scoring.bundle import ModelBundle
+
+    model = bentoml.models.get(model_tag)
+    bundle = ModelBundle.load(tracking.bundle_dir(model.path_of("mlflow_model")))
+    factors = ranking_factors(bundle)
+    index, record = plan_index(
+        factors,
+        exact_max_items=serve.exact_max_items,
+        min_recall=serve.ann_min_recall,
+        seen=bundle.seen,
+    )
+    folder = Path(model.path_of(ANN_DIR))
+    if index is not None and factors is not None:
+        index.save(folder)
+        AnnIndex.load(folder, factors).recommend(np.arange(1, 3), 5, seen=bundle.seen)
+    write_json(record, Path(model.path) / ANN_RECORD)
+    if not record["used"]:
+        log.info("ANN index: none (%s)", record["reason"])
+    else:
+        log.info(
+            "ANN index: %d lists, nprobe %d, recall@10 %.3f (similar_items %.3f) on %d users",
+            record["nlist"],
+            record["nprobe"],
+            record["recall_at_10"],
+            record["similar_recall_at_10"],
+            record["recall_users"],
+        )
+    return record
+
+
+def ann_record(model_tag: str) -> dict[str, Any]:
+    """What :func:`build_ann` recorded for a model in the store."""
+    import bentoml
+
+    path = Path(bentoml.models.get(model_tag).path) / ANN_RECORD
+    if not path.is_file():
+        raise PackagingError(f"{path}: missing (expected the ANN record of a finished model)")
+    return dict(json.loads(path.read_text()))
 
 
 def build_context(
@@ -369,10 +432,13 @@ def package(
         write_json(record, out_path)
         log.warning("nothing to package: %s", exc)
         return record
-    model_tag, imported = import_champion(champion)
+    model_tag, imported = import_champion(champion, params.serve)
     verify_model(model_tag, champion)
     if imported:
+        ann = build_ann(model_tag, params.serve)
         mark_finished(bentoml_model_path(model_tag))
+    else:
+        ann = ann_record(model_tag)
     bento_tag, built = build_bento(serving_dir, model_tag, params.serve, requirements)
     record = {
         "packaged": True,
@@ -386,6 +452,7 @@ def package(
         "service": SERVICE,
         "serve": params.serve.model_dump(),
         "metrics": {k: v for k, v in champion.metrics.items() if k.startswith("test_")},
+        "ann": ann,
     }
     write_json(record, out_path)
     log.info(
