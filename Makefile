@@ -25,7 +25,7 @@ export BENTOML_HOME := $(CURDIR)/bentoml
 DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
-.PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve
+.PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve bench-ann
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -106,10 +106,16 @@ serve: install ## Serve the packaged Bento on 127.0.0.1 (port: params serve.port
 	$(BIN)/bentoml serve $$($(call PACKAGED,["bento"])) --host 127.0.0.1 \
 		--port $${PORT:-$$($(call PACKAGED,["serve"]["port"]))}
 
-bench-serve: bento ## Load-test the Bento vs a no-op BentoML service with wrk -> reports/bench_serve.md
+bench-serve: bento ## Load-test the Bento (1 and 2 workers) vs a no-op BentoML service with wrk -> reports/bench_serve.md
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi; }
 	$(BIN)/python benchmarks/bench_serve.py --duration $(DURATION) --out reports/bench_serve.md
+
+# make bench-ann: which catalog sizes (100k, 1m). Synthetic factors; nothing else needs to run first.
+ANN_SIZES ?= 100k,1m
+
+bench-ann: install ## Exact vs ANN (FAISS) top-K: recall@10 and per-query p50 at 100k and 1M items -> reports/bench_ann.md
+	$(BIN)/python benchmarks/ann.py --sizes $(ANN_SIZES) --out reports/bench_ann.md --json reports/bench_ann.json
 
 lint: install ## ruff check, ruff format check, mypy on src/
 	$(BIN)/ruff check src pipeline serving tests benchmarks
