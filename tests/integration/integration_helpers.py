@@ -1,4 +1,4 @@
-"""Helpers of the integration tests: an ``mlflow server``, PostgreSQL (the rest: ``support``).
+"""Helpers of the integration tests: an ``mlflow server``, a 503 server (the rest: ``support``).
 
 Everything here starts real processes on 127.0.0.1 and stops them again when the test is done.
 """
@@ -12,8 +12,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from support import BIN, child_env, start_server
+from support import child_env
+
+from recommender.stack.postgres import Postgres
+
+__all__ = ["MlflowServer", "Postgres", "start_mlflow_server", "unavailable_server"]
 
 
 @dataclass(frozen=True)
@@ -24,39 +29,19 @@ class MlflowServer:
     artifacts: Path
 
 
-def start_mlflow_server(backend_uri: str, folder: Path) -> tuple[subprocess.Popen, MlflowServer]:
-    """``mlflow server`` on a free loopback port, artifacts proxied into ``folder/artifacts``."""
-    artifacts = folder / "artifacts"
-    args = [
-        str(BIN / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        backend_uri,
-        "--artifacts-destination",
-        str(artifacts),
-        "--workers",
-        "1",
-    ]
-    server = start_server(args, "/health", child_env(), folder / "mlflow-server.log")
-    return server.proc, MlflowServer(server.url, artifacts)
+def start_mlflow_server(
+    backend_uri: str | Postgres, folder: Path, **options: Any
+) -> tuple[subprocess.Popen, MlflowServer]:
+    """``mlflow server`` on a free loopback port, artifacts proxied into ``folder/artifacts``
+    (or ``artifacts=``): :func:`recommender.stack.mlflow_server.start_mlflow_server`, the one the
+    ``python -m recommender.stack`` CLI runs, with ``options`` passed on (``auth=``, ...)."""
+    from recommender.stack.mlflow_server import start_mlflow_server as start
 
-
-@dataclass(frozen=True)
-class Postgres:
-    """A running private PostgreSQL cluster and a database for MLflow in it."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-
-    @property
-    def sqlalchemy_uri(self) -> str:
-        return (
-            f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}"
-            f"/{self.database}"
-        )
+    server = start(backend_uri, folder, env=child_env(), **options)
+    assert server.proc is not None
+    destination = options.get("artifacts")
+    local = Path(destination) if isinstance(destination, str | Path) else folder / "artifacts"
+    return server.proc, MlflowServer(server.uri, local)
 
 
 @contextlib.contextmanager
