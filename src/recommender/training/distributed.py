@@ -177,6 +177,13 @@ def shard_batches(
     return tf.data.Dataset.range(epochs).flat_map(epoch_batches)
 
 
+def column(values: Any) -> Any:
+    """``values`` as a ``(batch, 1)`` tensor."""
+    import tensorflow as tf
+
+    return tf.reshape(values, [-1, 1])
+
+
 def fit(
     processed: Processed,
     cfg: TrainConfig,
@@ -248,7 +255,11 @@ def fit(
             y_pred = model(x, training=True)
             # Keras divides the compiled loss and the L2 penalties by the replica count (for
             # equal local batches); undone, then weighed by this replica's share of the batch.
-            loss = model.compute_loss(x, y, y_pred, training=True) * (share * replicas)
+            # As (batch, 1): a rank-1 target makes the MSE a scalar before Keras' reduction,
+            # which then skips that division (tensorflow#72388's scalar case) but not the
+            # penalties', and the two would be weighed apart.
+            loss = model.compute_loss(x, column(y), column(y_pred), training=True)
+            loss = loss * (share * replicas)
         grads = tape.gradient(loss, variables)
         model.optimizer.apply_gradients(zip(grads, variables, strict=True))
         errors = tf.reduce_sum(tf.square(tf.reshape(y_pred, [-1]) - tf.reshape(y, [-1])))
@@ -275,7 +286,7 @@ def fit(
     @tf.function
     def val_step(x: Any, y: Any) -> Any:
         y_pred = model(x, training=False)
-        loss = model.compute_loss(x, y, y_pred, training=False)
+        loss = model.compute_loss(x, column(y), column(y_pred), training=False)
         return loss, tf.reduce_sum(tf.square(tf.reshape(y_pred, [-1]) - y))
 
     def validate() -> dict[str, float]:
