@@ -2,11 +2,13 @@
 
     python benchmarks/bench_serve.py [--duration 60] [--out reports/bench_serve.md]
 
-Starts the Bento named in ``reports/package.json`` and ``benchmarks/noop_service.py`` (both with
-one worker, on 127.0.0.1), then drives ``predict`` (5 pairs) and ``recommend`` (top-10) on each
+Starts the Bento named in ``reports/package.json`` once per ``--workers`` count (a Bento built
+from the same model and files with ``serve.workers`` set to it) and ``benchmarks/noop_service.py``
+(one worker), all on 127.0.0.1, then drives ``predict`` (5 pairs) and ``recommend`` (top-10) on each
 with ``wrk`` and a Lua script that POSTs JSON bodies cycling over real test-split users. Writes a
 Markdown table of p50/p99 latency and requests/s with the ratios to the no-op, and checks the
-targets: recommend p50 within 1.3x of the no-op, its throughput at least 0.8x, and no errors.
+targets (for the 1-worker service): recommend p50 within 1.3x of the no-op, its throughput at
+least 0.8x, and no errors.
 Exit status 1 when a request failed (non-2xx, socket error or timeout).
 """
 
@@ -63,23 +65,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round", type=int, default=10, help="seconds per alternating round")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--workers", default="1,2", help="worker counts of the service to run")
     parser.add_argument("--out", default="reports/bench_serve.md")
     args = parser.parse_args(argv)
+    counts = sorted({int(w) for w in args.workers.split(",") if w.strip()})
 
     if not shutil.which("wrk"):
         print("error: wrk not found (Debian: apt-get install -y wrk)", file=sys.stderr)
         return 2
-    bento = args.bento or json.loads(Path(args.package).read_text()).get("bento")
+    record = json.loads(Path(args.package).read_text())
+    bento = args.bento or record.get("bento")
     if not bento:
         print(f"error: {args.package} names no Bento (no champion yet?)", file=sys.stderr)
         return 2
     bodies = request_bodies(Path(args.data) / "test.parquet")
     env = server_env(Path(args.bentoml_home))
+    bentos = {n: bento_with_workers(record, n, args) for n in counts}
+    names = ["noop", *(service_name(n) for n in counts)]
 
     servers = {}
     try:
-        # Both servers up at once, so they share the machine the same way during every run.
-        servers["service"] = start(["serve", bento], env, "service")
+        # Every server up at once, so they share the machine the same way during every run.
+        for n, tag in bentos.items():
+            servers[service_name(n)] = start(["serve", tag], env, f"service{n}")
         servers["noop"] = start(
             ["serve", "noop_service:Noop", "--working-dir", str(ROOT / "benchmarks")], env, "noop"
         )
@@ -87,32 +95,50 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(url[0], name, url[2])
         rows = []
         for endpoint in ("predict", "recommend"):
-            for name in ("noop", "service"):
+            for name in names:
                 check(f"{servers[name][0]}/{endpoint}", bodies[endpoint][0])
                 run_wrk(f"{servers[name][0]}/{endpoint}", bodies[endpoint], args, args.warmup)
             # Alternate short rounds, so a neighbour's burst of CPU on this shared machine
-            # lands on both servers alike instead of on whichever ran at that moment.
-            rounds = {"noop": [], "service": []}
+            # lands on every server alike instead of on whichever ran at that moment.
+            rounds: dict[str, list[dict]] = {name: [] for name in names}
             n_rounds = max(1, round(args.duration / args.round))
             for i in range(n_rounds):
                 seconds = args.duration // n_rounds
-                for name in ("noop", "service") if i % 2 == 0 else ("service", "noop"):
+                for name in names if i % 2 == 0 else names[::-1]:
                     url = f"{servers[name][0]}/{endpoint}"
                     rounds[name].append(run_wrk(url, bodies[endpoint], args, seconds))
-            for name in ("noop", "service"):
+            for name in names:
                 result = combine(rounds[name])
                 rows.append({"endpoint": endpoint, "server": name, **result})
-                print(f"{endpoint:<9} {name:<7} {summary(result)}", flush=True)
+                print(f"{endpoint:<9} {name:<10} {summary(result)}", flush=True)
     finally:
         for _, proc, _ in servers.values():
             stop(proc)
 
     table = pd.DataFrame(rows)
-    report, ok_errors = render(table, bento, args)
+    report, ok_errors = render(table, ", ".join(f"{n}w `{t}`" for n, t in bentos.items()), args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     print(f"wrote {args.out}")
     return 0 if ok_errors else 1
+
+
+def service_name(workers: int) -> str:
+    return f"service {workers}w"
+
+
+def bento_with_workers(record: dict, workers: int, args: argparse.Namespace) -> str:
+    """The packaged Bento with ``serve.workers`` set to ``workers``: the same model, files and
+    other arguments (the package stage's own build, reused when it exists already)."""
+    from recommender.core.config import ServeConfig
+    from recommender.serving.packaging import build_bento, use_bentoml_home
+
+    if args.bento:
+        return args.bento
+    use_bentoml_home(args.bentoml_home)
+    serve = ServeConfig(**{**record["serve"], "workers": workers})
+    tag, _ = build_bento(ROOT / "serving", record["bento_model"], serve, ROOT / "requirements.lock")
+    return tag
 
 
 def request_bodies(test_path: Path) -> dict[str, list[str]]:
@@ -243,16 +269,18 @@ def summary(r: dict) -> str:
     )
 
 
-def render(table: pd.DataFrame, bento: str, args: argparse.Namespace) -> tuple[str, bool]:
+def render(table: pd.DataFrame, bentos: str, args: argparse.Namespace) -> tuple[str, bool]:
     lines = [
         "# Serving benchmark",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; Bento `{bento}` vs the no-op BentoML service "
-        f"(`benchmarks/noop_service.py`), both 1 worker on 127.0.0.1; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; the packaged model served with N BentoML "
+        "workers (`service Nw`: a Bento of the same model and files, `serve.workers` = N: "
+        f"{bentos}) "
+        "vs the no-op BentoML service (`benchmarks/noop_service.py`, 1 worker), on 127.0.0.1; "
         f"`wrk -t{args.threads} -c{args.connections}`, {args.duration} s per server and "
         f"endpoint in {int(table.rounds.iloc[0])} alternating rounds (p50/p99: median over "
         f"rounds) after a {args.warmup} s warm-up; {os.cpu_count()} CPUs "
-        f"({platform.processor() or 'x86_64'}), shared by wrk and both servers.",
+        f"({platform.processor() or 'x86_64'}), shared by wrk and every server.",
         "",
         "predict: 5 (user, item) pairs per request; recommend: top-10 for a test user "
         "(rated items excluded). Bodies cycle over the test split's users and pairs.",
@@ -268,20 +296,30 @@ def render(table: pd.DataFrame, bento: str, args: argparse.Namespace) -> tuple[s
     lines += ["", "| endpoint | p50 / no-op | p99 / no-op | req/s / no-op |"]
     lines += ["|---|---:|---:|---:|"]
     ratios = {}
+    services = [s for s in dict.fromkeys(table.server) if s != "noop"]
     for endpoint, part in table.groupby("endpoint", sort=False):
-        svc = part[part.server == "service"].iloc[0]
         noop = part[part.server == "noop"].iloc[0]
-        ratios[endpoint] = (svc.p50_ms / noop.p50_ms, svc.rps / noop.rps)
-        lines.append(
-            f"| {endpoint} | {ratios[endpoint][0]:.2f}x | {svc.p99_ms / noop.p99_ms:.2f}x "
-            f"| {ratios[endpoint][1]:.2f}x |"
-        )
-    p50, rps = ratios["recommend"]
-    errors = int(table[table.server == "service"].errors.sum())
+        for name in services:
+            svc = part[part.server == name].iloc[0]
+            ratios[(endpoint, name)] = (svc.p50_ms / noop.p50_ms, svc.rps / noop.rps)
+            lines.append(
+                f"| {endpoint} ({name}) | {ratios[(endpoint, name)][0]:.2f}x "
+                f"| {svc.p99_ms / noop.p99_ms:.2f}x | {ratios[(endpoint, name)][1]:.2f}x |"
+            )
+    p50, rps = ratios[("recommend", services[0])]
+    errors = int(table[table.server != "noop"].errors.sum())
     checks = [
-        (f"recommend p50 within {P50_TARGET}x of the no-op", p50 <= P50_TARGET, f"{p50:.2f}x"),
-        (f"recommend req/s at least {RPS_TARGET}x the no-op's", rps >= RPS_TARGET, f"{rps:.2f}x"),
-        ("no failed requests (service)", errors == 0, str(errors)),
+        (
+            f"recommend p50 within {P50_TARGET}x of the no-op ({services[0]})",
+            p50 <= P50_TARGET,
+            f"{p50:.2f}x",
+        ),
+        (
+            f"recommend req/s at least {RPS_TARGET}x the no-op's ({services[0]})",
+            rps >= RPS_TARGET,
+            f"{rps:.2f}x",
+        ),
+        ("no failed requests (every service)", errors == 0, str(errors)),
     ]
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
     lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, ok, value in checks]

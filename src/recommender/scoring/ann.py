@@ -131,8 +131,13 @@ class AnnIndex:
             users: User indices (unknown ones score as the OOV row, as in exact ranking).
             k: Items per user.
             seen: Leave out each user's train items (over-fetched for).
-            allowed: Boolean mask over item indices (a genre filter); the shortlist grows until
-                ``k`` allowed items survive, else that user is ranked exactly.
+            allowed: Boolean mask over item indices (a genre filter). Up to
+                :data:`EXACT_SUBSET_MAX` allowed items are all scored (exact); more are searched
+                with a FAISS selector, probing proportionally more lists.
+
+        A shortlist holds ``k`` + the user's rated items, doubled while fewer than ``k`` survive;
+        a user whose probed lists run out, or whose shortlist reaches :data:`MAX_FETCH`, is
+        ranked exactly.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -157,29 +162,32 @@ class AnnIndex:
         # Enough that k survive when the user's rated items are in the shortlist.
         fetch = k + n_seen
         pending = np.arange(users.size)
+        short: list[np.ndarray] = []  # users the index cannot give k items: ranked exactly
+        limit = min(MAX_FETCH, self.n_items)
         while pending.size:
-            limit = min(MAX_FETCH, self.n_items)
             size = int(min(fetch[pending].max(), limit))
             cand = self._shortlist(table[pending], size, params)
             part = self._rank_shortlist(table[pending], users[pending], cand, k, seen, allowed)
             full = (part.items != PAD).all(axis=1)
             items[pending[full]] = part.items[full]
             scores[pending[full]] = part.scores[full]
-            pending = pending[~full]
-            if size >= limit:
-                break
+            # 0 = FAISS found no more in the probed lists: a longer shortlist would not help.
+            ran_out = ~full & ((cand == 0).any(axis=1) | (size >= limit))
+            short.append(pending[ran_out])
+            pending = pending[~full & ~ran_out]
             fetch[pending] = np.maximum(fetch[pending] * 2, size * 2)
         del keep_alive
-        if pending.size:  # the largest shortlist left fewer than k: rank those users exactly
+        exact_rows = np.concatenate(short)
+        if exact_rows.size:
             exact = rank(
                 lambda b: self.factors.score(b).astype(np.float32),
-                users[pending],
+                users[exact_rows],
                 k,
                 self.n_items + 1,
                 seen=seen,
                 allowed=allowed,
             )
-            items[pending], scores[pending] = exact.items, exact.scores
+            items[exact_rows], scores[exact_rows] = exact.items, exact.scores
         return TopK(items, scores)
 
     def _rank_subset(
@@ -187,12 +195,25 @@ class AnnIndex:
     ) -> TopK:
         """Exact ranking over the allowed items only (few enough to score them all)."""
         cols = np.flatnonzero(allowed[1:]) + 1
-        f = self.factors
-        table = np.where((users >= 0) & (users <= f.n_users), users, 0)
-        cand = np.broadcast_to(cols, (users.size, cols.size))
         if cols.size == 0:
-            cand = np.zeros((users.size, 1), dtype=np.int64)
-        return self._rank_shortlist(table, users, np.ascontiguousarray(cand), k, seen, allowed)
+            cols = np.zeros(1, dtype=np.int64)  # nothing allowed: every row is padding
+        table = np.where((users >= 0) & (users <= self.factors.n_users), users, 0)
+        items = np.empty((users.size, k), dtype=np.int64)
+        scores = np.empty((users.size, k))
+        step = max(1, MAX_RESCORE_CELLS // cols.size)  # the candidate matrix, a block at a time
+        for s in range(0, users.size, step):
+            cand = np.broadcast_to(cols, (min(step, users.size - s), cols.size))
+            part = self._rank_shortlist(
+                table[s : s + step],
+                users[s : s + step],
+                cand,
+                k,
+                seen,
+                allowed,
+                same_row=True,
+            )
+            items[s : s + step], scores[s : s + step] = part.items, part.scores
+        return TopK(items, scores)
 
     def _filtered_search(self, allowed: np.ndarray, n_allowed: int) -> tuple[Any, Any]:
         """Search parameters that keep only allowed items, probing proportionally more lists
@@ -236,7 +257,10 @@ class AnnIndex:
         k: int,
         seen: SeenItems | None,
         allowed: np.ndarray | None,
+        same_row: bool = False,
     ) -> TopK:
+        """Rank each row's candidates (ascending item indices) exactly; ``same_row``: every
+        row holds the same candidates (one matrix product instead of a gather per row)."""
         f = self.factors
         items = np.full((users.size, k), PAD, dtype=np.int64)
         best = np.full((users.size, k), -np.inf)
@@ -244,7 +268,10 @@ class AnnIndex:
         for s in range(0, users.size, step):
             u, c = table_users[s : s + step], cand[s : s + step]
             # Factors.score's arithmetic, in its order, on the shortlist only.
-            dots = np.einsum("rd,rcd->rc", f.user_vectors[u], f.item_vectors[c])
+            if same_row:
+                dots = f.user_vectors[u] @ f.item_vectors[c[0]].T
+            else:
+                dots = np.einsum("rd,rcd->rc", f.user_vectors[u], f.item_vectors[c])
             sc = (f.global_mean + f.user_bias[u][:, None] + f.item_bias[c] + dots).astype(
                 np.float32
             )
@@ -387,9 +414,7 @@ def build_index(
     sample = np.sort(
         rng.choice(np.arange(1, n + 1), size=min(n, RECALL_SAMPLE_ITEMS), replace=False)
     )
-    exact_similar = np.stack(
-        [similar_items(factors.item_vectors, int(i), RECALL_K).items for i in sample]
-    )
+    exact_similar = exact_similar_items(factors.item_vectors, sample, RECALL_K)
     cosine_chosen, cosine_tried, cosine_met = _choose_nprobe(
         lambda p: ann.set_nprobe(cosine_nprobe=p),
         lambda: np.stack([ann.similar(int(i), RECALL_K).items for i in sample]),
@@ -419,6 +444,27 @@ def build_index(
         }
     )
     return ann, dict(ann.meta)
+
+
+def exact_similar_items(vectors: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """:func:`~recommender.scoring.ranking.similar_items`' top-``k`` item indices for many items
+    at once (a block of items a pass over the table, not one pass each), for recall checks.
+
+    The products are float32 (``similar_items`` casts the table to float64 first: 0.5 GB at 1M
+    items x 64), so near-ties may order differently; the sets are what recall compares.
+    """
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    safe = np.where(norms > 0, norms, 1.0)
+    items = np.asarray(items, dtype=np.int64)
+    out = np.full((items.size, k), PAD, dtype=np.int64)
+    step = max(1, MAX_RESCORE_CELLS * 16 // vectors.shape[0])
+    for s in range(0, items.size, step):
+        block = items[s : s + step]
+        sims = (vectors @ vectors[block].T).T.astype(np.float64)
+        sims /= safe[None, :] * safe[block][:, None]
+        sims[np.arange(block.size), block] = -np.inf
+        out[s : s + step] = top_k(sims, k).items
+    return out
 
 
 def _choose_nprobe(

@@ -12,6 +12,11 @@ Two steps, each idempotent for the same inputs:
    The model tag and the ``serve`` limits go in as Bento arguments. A Bento already built from the
    same files, model and arguments is reused.
 
+A catalog over ``serve.exact_max_items`` gets an approximate index (:func:`build_ann`,
+:mod:`recommender.scoring.ann`) in the imported model's ``ann/`` folder, built and checked before
+the entry is marked finished; its record (recall measured at build, or why ranking stays exact)
+goes into ``package.json``. The model's labels carry those settings (:func:`ann_label`).
+
 ``BENTOML_HOME`` decides which store both steps use (:func:`use_bentoml_home`).
 
 Crash safety. BentoML saves a model or a Bento by making its folder in the store and then copying
@@ -268,21 +273,25 @@ def build_ann(model_tag: str, serve: ServeConfig) -> dict[str, Any]:
     import bentoml
 
     from recommender.scoring.ann import AnnIndex, plan_index, ranking_factors
-    from recommender.scoring.bundle import ModelBundle
+    from recommender.scoring.bundle import FACTORS_FILE, RETRIEVAL_FILE, ModelBundle
 
     model = bentoml.models.get(model_tag)
-    bundle = ModelBundle.load(tracking.bundle_dir(model.path_of("mlflow_model")))
-    factors = ranking_factors(bundle)
+    folder = tracking.bundle_dir(model.path_of("mlflow_model"))
+    if (folder / FACTORS_FILE).is_file() or (folder / RETRIEVAL_FILE).is_file():
+        bundle = ModelBundle.load(folder)  # scored by its factors: no Keras loaded
+        factors, seen = ranking_factors(bundle), bundle.seen
+    else:  # a family scored by its Keras graph ranks exactly; no need to load it again
+        factors, seen = None, None
     index, record = plan_index(
         factors,
         exact_max_items=serve.exact_max_items,
         min_recall=serve.ann_min_recall,
-        seen=bundle.seen,
+        seen=seen,
     )
-    folder = Path(model.path_of(ANN_DIR))
+    ann_dir = Path(model.path_of(ANN_DIR))
     if index is not None and factors is not None:
-        index.save(folder)
-        AnnIndex.load(folder, factors).recommend(np.arange(1, 3), 5, seen=bundle.seen)
+        index.save(ann_dir)
+        AnnIndex.load(ann_dir, factors).recommend(np.arange(1, 3), 5, seen=seen)
     write_json(record, Path(model.path) / ANN_RECORD)
     if not record["used"]:
         log.info("ANN index: none (%s)", record["reason"])
