@@ -25,7 +25,8 @@ export BENTOML_HOME := $(CURDIR)/bentoml
 DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
-.PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve bench-ann
+.PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve \
+	tracking-server tracking-server-stop bench-ann
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +63,16 @@ test-fast: install ## Run the tests not marked slow, integration or e2e (seconds
 
 ui: install ## MLflow UI on 127.0.0.1:$MLFLOW_PORT (default 5000): runs, model versions, aliases
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $${MLFLOW_PORT:-5000} --workers 1
+
+# make tracking-server: state (databases, S3 data, the generated admin password) in .stack/ (git-ignored).
+STACK_DIR ?= .stack
+
+tracking-server: install ## Shared MLflow server with login (PostgreSQL + SeaweedFS S3 + basic-auth) on 127.0.0.1:$MLFLOW_PORT (default 5000)
+	bash scripts/ensure_postgres.sh
+	$(BIN)/python -m recommender.stack up --dir $(STACK_DIR) --port $${MLFLOW_PORT:-5000}
+
+tracking-server-stop: ## Stop what make tracking-server started (the data stays in .stack/)
+	$(BIN)/python -m recommender.stack down --dir $(STACK_DIR)
 
 $(SURPRISE_VENV)/.installed:
 	$(PYTHON) -m venv $(SURPRISE_VENV)

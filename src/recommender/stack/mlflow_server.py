@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from recommender.core.telemetry import QUIET, TELEMETRY_OFF
@@ -57,7 +57,9 @@ class S3Artifacts:
     destination: str  # s3://bucket[/prefix]
     endpoint_url: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)
+    #: boto3 wants a region to sign for; SeaweedFS accepts any.
+    region: str = "us-east-1"
 
 
 @dataclass
@@ -170,6 +172,7 @@ def start_mlflow_server(
             MLFLOW_S3_ENDPOINT_URL=artifacts.endpoint_url,
             AWS_ACCESS_KEY_ID=artifacts.access_key_id,
             AWS_SECRET_ACCESS_KEY=artifacts.secret_access_key,
+            AWS_DEFAULT_REGION=artifacts.region,
         )
     else:
         destination = str(Path(artifacts or folder / "artifacts").resolve())
