@@ -2,6 +2,9 @@
 
     python pipeline/train.py --data data/processed --out models --history reports/train_history.csv
 
+Under ``train.distribute: multi_worker`` start this same command once per worker, each with its
+own ``TF_CONFIG`` (``recommender.training.distributed``); only the chief writes the outputs.
+
 Writes ``--out`` atomically: ``bundle/`` (the model with its vocabularies, see
 ``recommender.scoring.bundle``) and ``run.json`` (the MLflow run and model URI, for evaluate
 and register).
@@ -40,6 +43,13 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
     processed = load_processed(args.data)
     memory.check_train(processed, params.train)
+    if params.train.distribute == "multi_worker":  # one process per worker, each its TF_CONFIG
+        from recommender.training import distributed
+
+        if not distributed.is_chief("multi_worker"):  # the chief logs, saves and writes
+            distributed.follow_chief(processed, params.train, params.seed)
+            log.info("%s: trained in step with the chief; it writes the model", params.train.model)
+            return
     result = train_and_log(processed, params, args.data, args.out, args.history, keras_verbosity())
     ndcg = result.get("best_val_ndcg_at_10")
     log.info(

@@ -177,6 +177,17 @@ def shard_batches(
     return tf.data.Dataset.range(epochs).flat_map(epoch_batches)
 
 
+def follow_chief(processed: Processed, cfg: TrainConfig, seed: int) -> None:
+    """A non-chief worker's part of the train stage: the fit and refit the chief's
+    :func:`recommender.training.run.train_and_log` runs, step for step (a missing one would
+    leave the chief waiting in a collective), with no MLflow run and no output."""
+    from recommender.training.fit import refit
+
+    result = fit(processed, cfg, seed)
+    if cfg.refit and len(processed.val):
+        refit(processed, cfg, seed, result)
+
+
 def column(values: Any) -> Any:
     """``values`` as a ``(batch, 1)`` tensor."""
     import tensorflow as tf
