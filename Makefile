@@ -26,7 +26,7 @@ DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
 .PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve \
-	tracking-server tracking-server-stop bench-ann
+	tracking-server tracking-server-stop bench-ann bench-distributed
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -121,6 +121,14 @@ bench-serve: bento ## Load-test the Bento (1 and 2 workers) vs a no-op BentoML s
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk; else sudo apt-get install -y wrk; fi; }
 	$(BIN)/python benchmarks/bench_serve.py --duration $(DURATION) --out reports/bench_serve.md
+
+# make bench-distributed: which synthetic size (benchmarks/scale.py's) and family.
+DIST_SIZE ?= 1m
+DIST_FAMILY ?= biased_mf
+
+bench-distributed: install ## train.distribute: 2 loopback workers vs 1 process (model.fit and the same loop), time and RMSE -> reports/bench_distributed.md
+	$(BIN)/python benchmarks/distributed.py --size $(DIST_SIZE) --family $(DIST_FAMILY) \
+		--out reports/bench_distributed.md --json reports/bench_distributed.json
 
 # make bench-ann: which catalog sizes (100k, 1m). Synthetic factors; nothing else needs to run first.
 ANN_SIZES ?= 100k,1m
