@@ -26,7 +26,7 @@ DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
 .PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve \
-	tracking-server tracking-server-stop bench-ann bench-distributed
+	tracking-server tracking-server-stop bench-ann bench-distributed push pull
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,19 @@ tracking-server: install ## Shared MLflow server with login (PostgreSQL + Seawee
 
 tracking-server-stop: ## Stop what make tracking-server started (the data stays in .stack/)
 	$(BIN)/python -m recommender.stack down --dir $(STACK_DIR)
+
+# make push / pull: the DVC remote is each user's to set (README: "S3 storage"); none is committed,
+# so a clone's push cannot silently aim at someone else's loopback port.
+NO_REMOTE = { echo "no default DVC remote: set one first, e.g. dvc remote add -d storage s3://BUCKET/PATH;" \
+	"dvc remote modify storage endpointurl http://127.0.0.1:PORT; keys in AWS_* or dvc remote modify --local (README: S3 storage)"; exit 1; }
+
+push: install ## Upload the pipeline's cached outputs (data, models) to the default DVC remote (dvc push)
+	@$(BIN)/dvc remote default >/dev/null 2>&1 || $(NO_REMOTE)
+	$(BIN)/dvc push
+
+pull: install ## Download the pipeline's outputs from the default DVC remote (dvc pull)
+	@$(BIN)/dvc remote default >/dev/null 2>&1 || $(NO_REMOTE)
+	$(BIN)/dvc pull
 
 $(SURPRISE_VENV)/.installed:
 	$(PYTHON) -m venv $(SURPRISE_VENV)
