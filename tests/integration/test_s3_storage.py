@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import child_env, make_scratch_repo, run_checked, tiny_raw
+from support import child_env, closed_port, make_scratch_repo, run_checked, tiny_raw
 
 from recommender.stack.seaweedfs import SeaweedFS, SeaweedFSError, start_seaweedfs
 
@@ -99,6 +99,14 @@ def test_a_bad_bucket_name_fails_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(SeaweedFSError, match=r"'Models' is not a valid S3 bucket name"):
         start_seaweedfs(tmp_path, bucket="Models")
     assert not (tmp_path / "seaweedfs.log").exists()
+
+
+def test_a_taken_port_fails_with_the_servers_own_reason(tmp_path: Path) -> None:
+    with closed_port() as port, pytest.raises(SeaweedFSError) as failed:
+        start_seaweedfs(tmp_path, s3_port=port, timeout=60)
+    message = str(failed.value)
+    assert "exited with 1" in message and f"port {port} for S3" in message, message
+    assert not (tmp_path / "s3-identities.json").exists()  # the keys do not outlive the attempt
 
 
 def test_objects_round_trip_and_wrong_credentials_are_refused(s3: SeaweedFS) -> None:
