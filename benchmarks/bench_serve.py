@@ -86,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     servers = {}
     try:
         # Every server up at once, so they share the machine the same way during every run.
+        # Started one after the other: a starting server picks free ports for its own sockets,
+        # which could be the port the next one was given but has not bound yet.
         for n, tag in bentos.items():
             servers[service_name(n)] = start(["serve", tag], env, f"service{n}")
+            wait_ready(servers[service_name(n)][0], service_name(n), servers[service_name(n)][2])
         servers["noop"] = start(
             ["serve", "noop_service:Noop", "--working-dir", str(ROOT / "benchmarks")], env, "noop"
         )
-        for name, url in servers.items():
-            wait_ready(url[0], name, url[2])
+        wait_ready(servers["noop"][0], "noop", servers["noop"][2])
         rows = []
         for endpoint in ("predict", "recommend"):
             for name in names:
