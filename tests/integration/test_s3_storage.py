@@ -115,6 +115,8 @@ def test_objects_round_trip_and_wrong_credentials_are_refused(s3: SeaweedFS) -> 
     from botocore.config import Config
     from botocore.exceptions import ClientError
 
+    # Its usage telemetry is on unless told otherwise; every component on loopback.
+    assert {"-master.telemetry=false", "-ip.bind=127.0.0.1"} <= set(s3.proc.args)
     client = _s3_client(s3)
     # Two 5 MiB parts: the multipart upload DVC and MLflow use for large files.
     payload = hashlib.sha256(b"seed").digest() * (10 * 1024 * 1024 // 32 + 1)

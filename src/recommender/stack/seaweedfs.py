@@ -283,7 +283,12 @@ def start_seaweedfs(
         secret_access_key=secret_access_key,
         folder=folder,
         proc=proc,
-        _cleanup=[identities, local_socket],
+        # SeaweedFS leaves the admin's gRPC socket in /tmp at every stop (the others it removes).
+        _cleanup=[
+            identities,
+            local_socket,
+            Path(f"/tmp/seaweedfs-admin-grpc-{admin_port + _GRPC_OFFSET}.sock"),
+        ],
     )
     client = boto3.client(
         "s3",
