@@ -48,6 +48,10 @@ class BasicAuth:
     #: Flask's secret key for the login page's CSRF token; the same in every worker.
     secret_key: str
     default_permission: str = "READ"
+    #: Seconds a worker trusts a checked login. Each check is a scrypt hash (~0.4 s of CPU, seconds
+    #: on a busy machine) and a register stage makes dozens of requests; the price is that a
+    #: password change or a deleted user reaches the other workers only after this long. 0: off.
+    login_cache_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ def write_auth_config(path: Path, auth: BasicAuth) -> Path:
         f"database_uri = {auth.database.uri_without_password}\n"
         f"admin_username = {auth.admin_username}\n"
         f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
+        f"auth_cache_ttl_seconds = {auth.login_cache_s}\n"
     )
     os.chmod(path, 0o600)
     return path
