@@ -3,7 +3,9 @@
     python pipeline/register.py --model models --data data/processed --metrics reports/metrics.json
         --lock dvc.lock --out reports/promotion.json
 
-The registry is the one ``MLFLOW_TRACKING_URI`` names (default: the project's ``mlflow.db``).
+The registry is the one ``MLFLOW_TRACKING_URI`` names (default: the project's ``mlflow.db``); on a
+server with a login, as ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``. A 401 or 403
+fails the stage in one line naming the user, what was refused and the grant to ask for.
 Writes ``--out`` (a DVC metric): the decision and why, both models' test RMSE, the interval, and
 the lineage that is also tagged on the model version. See ``recommender.registry`` for the rule.
 """

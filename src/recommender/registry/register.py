@@ -71,6 +71,69 @@ class RegistryError(RecommenderError):
     """The model registry cannot be used (unreachable, or a version that never became READY)."""
 
 
+class RegistryRefused(RegistryError):
+    """The tracking server's login (MLflow's basic-auth app) refused a request: 401 or 403."""
+
+
+# --- a server with a login ----------------------------------------------------------------------
+
+#: HTTP status of each MLflow error code that means "not logged in" or "not allowed".
+REFUSED_CODES = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
+_REFUSED_NAMES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}
+#: What every refusal message ends with: nothing half-done was published.
+UNCHANGED = "no alias moved and the promotion report was not written"
+
+
+def refused_status(exc: BaseException) -> int | None:
+    """401 or 403 when ``exc`` is the server refusing the request, else None.
+
+    MLflow's REST client raises an ``MlflowException`` carrying the error code; its artifact
+    client (uploads, downloads through the server) a ``requests.HTTPError`` with the response.
+    """
+    status = REFUSED_CODES.get(str(getattr(exc, "error_code", "")))
+    if status is None:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+    return status if status in (401, 403) else None
+
+
+def refusal_message(status: int, what: str, needs: str) -> str:
+    """One line: which user, what the server refused, where, and what to ask for."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    uri = tracking.redact(tracking.tracking_uri())
+    code = f"{status} {_REFUSED_NAMES[status]}"
+    if status == 401:
+        who = f"the login of user {user!r}" if user else "a request without credentials"
+        return (
+            f"MLflow at {uri} refused {who} ({code}) while trying to {what}: set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on that "
+            f"server; {UNCHANGED}"
+        )
+    return (
+        f"MLflow refused user {user or '(no MLFLOW_TRACKING_USERNAME)'!r} permission to {what} "
+        f"({code}) at {uri}: ask an admin for {needs}; {UNCHANGED}"
+    )
+
+
+@contextlib.contextmanager
+def asking(what: str, needs: str) -> Iterator[None]:
+    """Turn the server's 401/403 for the calls inside into one :class:`RegistryRefused` line.
+
+    Args:
+        what: What the calls do, as the end of "permission to ...".
+        needs: The grant that allows it, as the end of "ask an admin for ...".
+    """
+    try:
+        yield
+    except RegistryRefused:
+        raise
+    except Exception as exc:
+        status = refused_status(exc)
+        if status is None:
+            raise
+        raise RegistryRefused(refusal_message(status, what, needs)) from None
+
+
 # --- lineage ------------------------------------------------------------------------------------
 
 
@@ -130,7 +193,10 @@ def check_reachable(client: Any, uri: str, run_id: str) -> None:
     """
     with tracking.no_retries():
         try:
-            client.search_registered_models(max_results=1)
+            with asking("search the model registry", "READ on it"):
+                client.search_registered_models(max_results=1)
+        except RegistryRefused:
+            raise
         except Exception as exc:  # noqa: BLE001 (MLflow raises many kinds; all mean "unusable")
             raise RegistryError(
                 f"cannot use the MLflow tracking server / model registry at {tracking.redact(uri)} "
@@ -138,7 +204,10 @@ def check_reachable(client: Any, uri: str, run_id: str) -> None:
                 f"running. Nothing was registered and no alias moved."
             ) from None
         try:
-            client.get_run(run_id)
+            with asking(f"read the training run {run_id}", "READ on its experiment"):
+                client.get_run(run_id)
+        except RegistryRefused:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise RegistryError(
                 f"the training run {run_id} (models/run.json) is not in the tracking store at "
@@ -213,7 +282,8 @@ def ensure_version(
             run["run_id"], mv.version, name, mv.run_id,
         )  # fmt: skip
     else:
-        mv = mlflow.register_model(run["model_uri"], name, await_registration_for=0, tags=tags)
+        with asking(f"create a version of registered model {name!r}", "EDIT on it"):
+            mv = mlflow.register_model(run["model_uri"], name, await_registration_for=0, tags=tags)
         log.info("registered %s as version %s of %s", run["model_uri"], mv.version, name)
     return wait_ready(client, name, str(mv.version))
 
@@ -229,6 +299,10 @@ def gate_lock(client: Any, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[N
     another host only after ``wait_s``. Two stages that both find the same dead holder could
     both take over: that window (a crash, then two runs in the same second) is the one case
     where the deployment's own lock is still needed.
+
+    On a server with a login, the user must be allowed to create registered models (its creator
+    gets MANAGE on the lock, so it can delete it again); taking over another user's dead lock
+    needs MANAGE on it. A lock the user may not even read counts as held by a live stage.
     """
     import socket
 
@@ -236,21 +310,32 @@ def gate_lock(client: Any, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[N
 
     lock = f"{name}{LOCK_SUFFIX}"
     me = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        me["user"] = os.environ["MLFLOW_TRACKING_USERNAME"]
     deadline = time.monotonic() + wait_s
     waited = False
     while True:
         try:
-            client.create_registered_model(
-                lock, tags=me, description="held while a register stage runs the gate of " + name
-            )
+            with asking(
+                f"create the registered model {lock!r} (the lock register holds while it judges "
+                f"{name!r})",
+                "the right to create registered models",
+            ):
+                client.create_registered_model(
+                    lock,
+                    tags=me,
+                    description=f"held while a register stage runs the gate of {name}",
+                )
             break
         except MlflowException as exc:
             if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
         try:
             holder = client.get_registered_model(lock).tags or {}
-        except MlflowException:
-            continue  # released between the two calls: try again
+        except MlflowException as exc:
+            if refused_status(exc) is None:
+                continue  # released between the two calls: try again
+            holder = {"user": "another user (this one may not read the lock)"}
         dead = holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid") or 0))
         if dead or time.monotonic() > deadline:
             if not dead:
@@ -260,8 +345,15 @@ def gate_lock(client: Any, name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[N
                     "(MLflow UI, or MlflowClient().delete_registered_model) and rerun"
                 )
             log.warning("taking over the gate lock of a register stage that died: %s", holder)
-            with contextlib.suppress(MlflowException):
-                client.delete_registered_model(lock)
+            try:
+                with asking(
+                    f"delete the registered model {lock!r}, the lock a register stage that died "
+                    f"({holder}) left",
+                    "MANAGE on it (or to delete it)",
+                ):
+                    client.delete_registered_model(lock)
+            except MlflowException:
+                pass  # released meanwhile: try again
             continue
         if not waited:
             log.info("waiting for another register stage (%s) to finish its gate", holder)
@@ -284,7 +376,8 @@ def load_version_bundle(name: str, version: str, dst: str | Path) -> Any:
     from recommender.core.errors import DataError
     from recommender.scoring.bundle import ModelBundle
 
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=dst))
+    with asking(f"download version {version} of registered model {name!r}", "READ on it"):
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=dst))
     try:
         return ModelBundle.load(tracking.bundle_dir(local))
     except DataError as exc:  # a file missing or damaged (truncated, failing its CRC)
@@ -339,7 +432,8 @@ def register_and_gate(
     metrics = json.loads(Path(metrics_path).read_text())
     digest = recorded_digest(Path(model_dir) / tracking.BUNDLE_DIR)
     facts = {**lineage(params, run, data_dir, lock_path, project_dir), CONTENT_TAG: digest}
-    with gate_lock(client, name):
+    # The calls below name what they ask for when the server refuses; this names the rest.
+    with asking(f"use registered model {name!r}", "EDIT on it"), gate_lock(client, name):
         record = _gate(params, client, run, facts, digest, metrics, metrics_path, data_dir)
     write_json(record, out_path)
     return record
@@ -503,8 +597,9 @@ def _describe(
         tags["gate.delta_interval"] = f"[{interval['low']}, {interval['high']}]"
     if guard:
         tags["gate.guard_interval"] = f"[{guard['low']}, {guard['high']}]"
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    with asking(f"tag version {version} of registered model {name!r}", "EDIT on it"):
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
 
     now = int(time.time() * 1000)
     values = {
@@ -526,8 +621,9 @@ def _describe(
         RunTag("gate.decision", gate["decision"]),
         RunTag("gate.reason", gate["reason"][:5000]),
     ]
-    client.log_batch(run_id, metrics=metrics, tags=run_tags)
-    client.log_dict(run_id, {**gate, "lineage": facts}, "promotion.json")
+    with asking(f"log the gate's result to the training run {run_id}", "EDIT on its experiment"):
+        client.log_batch(run_id, metrics=metrics, tags=run_tags)
+        client.log_dict(run_id, {**gate, "lineage": facts}, "promotion.json")
 
 
 def _move_alias(client: Any, name: str, version: str, decision: str) -> None:
@@ -538,10 +634,19 @@ def _move_alias(client: Any, name: str, version: str, decision: str) -> None:
     if decision in ("promoted", "kept"):
         challenger = alias_version(client, name, CHALLENGER)
         if challenger is not None and str(challenger.version) == version:
-            client.delete_registered_model_alias(name, CHALLENGER)
-    if decision == "promoted":
-        client.set_registered_model_alias(name, CHAMPION, version)
+            with asking(
+                f"remove alias {CHALLENGER!r} from version {version} of registered model {name!r}",
+                "MANAGE on it (MLflow asks MANAGE for deleting an alias)",
+            ):
+                client.delete_registered_model_alias(name, CHALLENGER)
+    alias = {"promoted": CHAMPION, "rejected": CHALLENGER}.get(decision)
+    if alias is None:
+        return
+    with asking(
+        f"move alias {alias!r} of registered model {name!r} to version {version}", "EDIT on it"
+    ):
+        client.set_registered_model_alias(name, alias, version)
+    if alias == CHAMPION:
         log.info("%s version %s is now @%s", name, version, CHAMPION)
-    elif decision == "rejected":
-        client.set_registered_model_alias(name, CHALLENGER, version)
+    else:
         log.info("%s version %s is @%s; @%s unchanged", name, version, CHALLENGER, CHAMPION)
