@@ -24,6 +24,8 @@ from support import ROOT, child_env, free_port, stop
 from recommender.core.errors import ConfigError
 from recommender.training import distributed
 
+pytestmark = pytest.mark.slow  # tests/model holds only slow tests (tests/unit checks it)
+
 #: Seconds every process of the launch must finish in (about 30-60 s on an idle 2-core machine).
 DEADLINE = 300
 EPOCHS = 3
