@@ -8,23 +8,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from serving_helpers import SERVING, Packaged, build_packaged, serve
+from serving_helpers import SERVING, Packaged, build_packaged, serve, serving_env
 from support import Server, stop
-
-from recommender.core.telemetry import QUIET, TELEMETRY_OFF
 
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
     root = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**TELEMETRY_OFF, **QUIET}.items():
-            mp.setenv(key, value)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        mp.setenv("BENTOML_HOME", str(root / "bentoml"))
-        yield build_packaged(root, uri)
+    with serving_env(root, uri) as store:
+        yield build_packaged(root, uri, store)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ package stage's own code: import into a BentoML store and ``bentoml build``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +43,38 @@ def env_for_children(packaged: Packaged) -> dict[str, str]:
     )
 
 
-def build_packaged(root: Path, uri: str) -> Packaged:
+@contextmanager
+def serving_env(root: Path, uri: str) -> Iterator[Path]:
+    """Telemetry off, MLflow on ``uri`` and BentoML's store under ``root``; yields the store.
+
+    BentoML fixes its store once per process: a module fixture that comes after the session's
+    packaged champion in the same worker shares that store (its model has a name of its own).
+    """
+    import pytest
+
+    from recommender.core.telemetry import QUIET, TELEMETRY_OFF
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**TELEMETRY_OFF, **QUIET}.items():
+            mp.setenv(key, value)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        mp.setenv("BENTOML_HOME", str(root / "bentoml"))
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        yield Path(BentoMLContainer.bentoml_home.get())
+
+
+def build_packaged(
+    root: Path, uri: str, store: Path, params: Any = None, *, must_promote: bool = True
+) -> Packaged:
+    """Ingest -> preprocess -> train -> evaluate -> register -> package, in ``root``.
+
+    With ``must_promote`` off, a first version that loses the gate (a test whose subject is not
+    the gate) is made champion by hand, so the package stage has one to package.
+    """
     import mlflow
+    from mlflow import MlflowClient
 
     from recommender import tracking
     from recommender.core.schema import write_dataset
@@ -55,17 +87,19 @@ def build_packaged(root: Path, uri: str) -> Packaged:
     from recommender.serving.packaging import package
     from recommender.training.run import train_and_log
 
-    params = tiny_params(
-        train={"epochs": 3},
-        tracking={"experiment": "serving-test", "registered_model": MODEL_NAME},
-    )
+    if params is None:
+        params = tiny_params(
+            train={"epochs": 3},
+            tracking={"experiment": "serving-test", "registered_model": MODEL_NAME},
+        )
     write_dataset(load_dataset(params), root / "interim")
     processed = preprocess(read_interim(root / "interim"), params.preprocess, params.seed)
     write_processed(processed, root / "processed")
 
     # Artifacts in the temporary folder, not ./mlruns of whatever the working directory is.
     mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("serving-test", artifact_location=(root / "artifacts").as_uri())
+    experiment = params.tracking.experiment
+    mlflow.create_experiment(experiment, artifact_location=(root / "artifacts").as_uri())
     train_and_log(processed, params, root / "processed", root / "models", root / "hist.csv")
     evaluate_and_log(
         params, root / "processed", root / "models", root / "metrics.json", root / "plots",
@@ -75,15 +109,17 @@ def build_packaged(root: Path, uri: str) -> Packaged:
         params, root / "models", root / "processed", root / "metrics.json",
         root / "promotion.json", lock_path=None, project_dir=root,
     )  # fmt: skip
-    if gate["decision"] != "promoted":
-        raise AssertionError(f"the register stage did not promote the first model: {gate}")
-
-    record = package(
-        params, SERVING, root / "package.json", root / "bentoml", ROOT / "requirements.lock"
-    )
-    bundle = ModelBundle.load(root / "models" / tracking.BUNDLE_DIR)
     version = str(gate["candidate_version"])
-    return Packaged(root, root / "bentoml", uri, params, processed, bundle, record, version)
+    if gate["decision"] != "promoted":
+        if must_promote:
+            raise AssertionError(f"the register stage did not promote the first model: {gate}")
+        MlflowClient().set_registered_model_alias(
+            params.tracking.registered_model, "champion", version
+        )
+
+    record = package(params, SERVING, root / "package.json", store, ROOT / "requirements.lock")
+    bundle = ModelBundle.load(root / "models" / tracking.BUNDLE_DIR)
+    return Packaged(root, store, uri, params, processed, bundle, record, version)
 
 
 def serve(packaged: Packaged, log: Path) -> Server:

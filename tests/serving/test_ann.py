@@ -10,16 +10,13 @@ under the threshold, or a family without factors, keeps the exact path.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import requests
-from serving_helpers import SERVING, Packaged, serve
-from support import ROOT, Server, stop, tiny_params
-
-from recommender.core.telemetry import QUIET, TELEMETRY_OFF
+from serving_helpers import Packaged, build_packaged, serve, serving_env
+from support import Server, stop, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -28,20 +25,10 @@ SYNTHETIC = {"n_users": 600, "n_items": 20_000, "n_ratings": 30_000}
 EXACT_MAX_ITEMS = 1_000
 
 
-def build_ann_packaged(root: Path, uri: str, store: Path) -> Packaged:
-    import mlflow
-
-    from recommender import tracking
-    from recommender.core.schema import write_dataset
-    from recommender.data import load_dataset
-    from recommender.evaluation.run import evaluate_and_log
-    from recommender.preprocess.processed import write_processed
-    from recommender.preprocess.split import preprocess, read_interim
-    from recommender.registry.register import register_and_gate
-    from recommender.scoring.bundle import ModelBundle
-    from recommender.serving.packaging import package
-    from recommender.training.run import train_and_log
-
+@pytest.fixture(scope="module")
+def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
+    root = tmp_path_factory.mktemp("ann")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
     params = tiny_params(
         synthetic=SYNTHETIC,
         train={"model": "biased_mf", "epochs": 2, "refit": False, "batch_size": 1024},
@@ -49,50 +36,10 @@ def build_ann_packaged(root: Path, uri: str, store: Path) -> Packaged:
         tracking={"experiment": "ann-test", "registered_model": "recommender-ann-test"},
         serve={"exact_max_items": EXACT_MAX_ITEMS},
     )
-    write_dataset(load_dataset(params), root / "interim")
-    processed = preprocess(read_interim(root / "interim"), params.preprocess, params.seed)
-    write_processed(processed, root / "processed")
-    mlflow.set_tracking_uri(uri)
-    mlflow.create_experiment("ann-test", artifact_location=(root / "artifacts").as_uri())
-    train_and_log(processed, params, root / "processed", root / "models", root / "hist.csv")
-    evaluate_and_log(
-        params, root / "processed", root / "models", root / "metrics.json", root / "plots",
-        root / "hist.csv",
-    )  # fmt: skip
-    gate = register_and_gate(
-        params, root / "models", root / "processed", root / "metrics.json",
-        root / "promotion.json", lock_path=None, project_dir=root,
-    )  # fmt: skip
-    if gate["decision"] != "promoted":
+    with serving_env(root, uri) as store:
         # Two epochs on 1.5 ratings an item need not beat the bias baseline's RMSE, and the
-        # gate is not what this module tests: the registered version becomes the champion here.
-        from mlflow import MlflowClient
-
-        MlflowClient().set_registered_model_alias(
-            params.tracking.registered_model, "champion", str(gate["candidate_version"])
-        )
-    record = package(params, SERVING, root / "package.json", store, ROOT / "requirements.lock")
-    bundle = ModelBundle.load(root / "models" / tracking.BUNDLE_DIR)
-    version = str(gate["candidate_version"])
-    return Packaged(root, store, uri, params, processed, bundle, record, version)
-
-
-@pytest.fixture(scope="module")
-def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
-    root = tmp_path_factory.mktemp("ann")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**TELEMETRY_OFF, **QUIET}.items():
-            mp.setenv(key, value)
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        mp.setenv("BENTOML_HOME", str(root / "bentoml"))
-        from bentoml._internal.configuration.containers import BentoMLContainer
-
-        # BentoML fixes its store once per process: if the session's packaged champion came
-        # first in this worker, its store it is (our model has a name of its own there).
-        store = Path(BentoMLContainer.bentoml_home.get())
-        yield build_ann_packaged(root, uri, store)
+        # gate is not what this module tests: the registered version becomes the champion.
+        yield build_packaged(root, uri, store, params, must_promote=False)
 
 
 @pytest.fixture(scope="module")
