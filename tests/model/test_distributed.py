@@ -1,7 +1,8 @@
 """``train.distribute``: the data-parallel loop on two real worker processes over loopback.
 
-One module-scoped launch starts every process at once (two ``multi_worker`` workers, the
-one-process ``mirrored`` run of the same loop, and the two workers of the ``model.fit`` canary),
+One module-scoped launch starts every process at once (for biased_mf and for two_tower: two
+``multi_worker`` workers and the one-process ``mirrored`` run of the same loop; and the two
+workers of the ``model.fit`` canary),
 each with a hard deadline: a worker whose peer died waits in a collective forever, so on timeout
 all of them are killed and the tests fail with their logs' tails.
 """
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.slow  # tests/model holds only slow tests (tests/unit c
 #: Seconds every process of the launch must finish in (about 30-60 s on an idle 2-core machine).
 DEADLINE = 300
 EPOCHS = 3
+TWO_TOWER_EPOCHS = 2
 #: Within this of the one-process run's validation RMSE (the workers train on the same global
 #: batches, so in practice they agree to about 1e-4).
 RMSE_TOLERANCE = 0.02
@@ -95,20 +97,33 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     entry = [sys.executable, "-m", "recommender.training.distributed", "--data", str(data)]
     procs = []
-    for engine in ("mirrored", "multi_worker"):
-        train = {"model": "biased_mf", "epochs": EPOCHS, "distribute": engine}
-        (folder / f"{engine}.yaml").write_text(yaml.safe_dump({"seed": 42, "train": train}))
-    procs.append(
-        launch(
-            "mirrored",
-            [*entry, "--params", str(folder / "mirrored.yaml"), "--out", str(folder / "mirrored")],
-            folder,
+    # biased_mf (prefix ""), and two_tower (prefix "tt-"), whose loss adds a part of its own.
+    for prefix, model, extra in (
+        ("", "biased_mf", {"epochs": EPOCHS}),
+        ("tt-", "two_tower", {"two_tower": {"epochs": TWO_TOWER_EPOCHS}}),
+    ):
+        for engine in ("mirrored", "multi_worker"):
+            train = {"model": model, "distribute": engine, **extra}
+            (folder / f"{prefix}{engine}.yaml").write_text(
+                yaml.safe_dump({"seed": 42, "train": train})
+            )
+        alone = [*entry, "--params", str(folder / f"{prefix}mirrored.yaml")]
+        procs.append(
+            launch(
+                f"{prefix}mirrored", [*alone, "--out", str(folder / f"{prefix}mirrored")], folder
+            )
         )
-    )
-    ports = [free_port(), free_port()]
-    for index in range(2):
-        args = [*entry, "--params", str(folder / "multi_worker.yaml"), "--out", str(folder / "mw")]
-        procs.append(launch(f"worker-{index}", args, folder, TF_CONFIG=tf_config(ports, index)))
+        ports = [free_port(), free_port()]
+        workers = [*entry, "--params", str(folder / f"{prefix}multi_worker.yaml")]
+        for index in range(2):
+            procs.append(
+                launch(
+                    f"{prefix}worker-{index}",
+                    [*workers, "--out", str(folder / f"{prefix}mw")],
+                    folder,
+                    TF_CONFIG=tf_config(ports, index),
+                )
+            )
     canary_ports = [free_port(), free_port()]
     canary = [sys.executable, str(Path(__file__).with_name("keras_fit_multi_worker.py"))]
     for index in range(2):
@@ -161,6 +176,20 @@ def test_two_workers_learn_as_one_process_does(launch_dir: Path) -> None:
     assert workers["val_rmse"] == pytest.approx(alone["val_rmse"], abs=RMSE_TOLERANCE)
     # Early stopping's view: the logged best is what the restored weights score.
     assert workers["best_val_rmse"] == pytest.approx(workers["val_rmse"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_two_tower_loss_under_two_workers_is_the_one_process_loss(launch_dir: Path) -> None:
+    """Keras divides its compiled loss by the replica count; the retrieval part must be divided
+    alike, or two workers weigh it twice against the rating part and the penalties."""
+    finished(launch_dir, "tt-worker-0", "tt-worker-1", "tt-mirrored")
+    workers, alone = (
+        report(launch_dir, "tt-mw/worker-0.json"),
+        report(launch_dir, "tt-mirrored/local.json"),
+    )
+    assert workers["num_replicas_in_sync"] == 2 and workers["epochs_run"] == TWO_TOWER_EPOCHS
+    for key in ("loss", "val_ndcg_at_10", "val_rmse"):
+        assert workers["history"][key] == pytest.approx(alone["history"][key], rel=0.01), key
 
 
 class KerasFitFailsUnderMultiWorker(Exception):

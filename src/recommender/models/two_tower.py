@@ -11,6 +11,7 @@ from typing import Any
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution  # what Keras' own losses use
 
 from recommender.core.errors import ConfigError
 from recommender.core.memory import (
@@ -266,7 +267,11 @@ class TwoTower(RatingModel):
         and are weighted; the retrieval loss is added on top.
         """
         rating_loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        return self.retrieval_loss(x, y) + self.rating_loss_weight * rating_loss
+        # Under tf.distribute Keras divides its own part by the replica count (the replicas'
+        # gradients are summed); the retrieval part is divided alike, or it would count once
+        # per replica against the rating part and the penalties.
+        retrieval = scale_loss_for_distribution(self.retrieval_loss(x, y))
+        return retrieval + self.rating_loss_weight * rating_loss
 
     def stopping_heads(self) -> dict[str, tuple[tuple[str, str], list[Any]]]:
         """The parts that early-stop apart, each on its validation metric (see
