@@ -13,15 +13,20 @@ import pytest
 from recommender.core.config import RatingScale, SyntheticConfig, parse_params
 from recommender.core.errors import ConfigError
 from recommender.core.schema import ITEM_COLUMNS, RATING_COLUMNS, USER_COLUMNS, write_dataset
-from recommender.data import load_dataset
+from recommender.data import load_dataset, synthetic
 from recommender.data.synthetic import generate
 
 CFG = SyntheticConfig()  # the defaults: 1000 users, 1700 items, 100k ratings
 
 
-@pytest.fixture(scope="module")
-def default():
-    return generate(CFG, seed=42)
+@pytest.fixture(scope="module", params=["dense", "rejection"])
+def default(request):
+    """The default set, drawn as it is (every cell keyed) and as sets above ``_DENSE_CELLS`` are
+    (rejection; its heavy users by row): every property below holds for both."""
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "rejection":
+            mp.setattr(synthetic, "_DENSE_CELLS", 0)
+        return generate(CFG, seed=42)
 
 
 def _biases(u, i, y, n_users, n_items, lam=5.0, sweeps=10):
@@ -120,7 +125,9 @@ def test_items_and_users_have_metadata(default):
     assert users["occupation"].nunique() > 15
 
 
-def test_same_seed_same_bytes(tmp_path: Path):
+@pytest.mark.parametrize("dense_cells", [synthetic._DENSE_CELLS, 0])
+def test_same_seed_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dense_cells: int):
+    monkeypatch.setattr(synthetic, "_DENSE_CELLS", dense_cells)
     cfg = SyntheticConfig(n_users=200, n_items=300, n_ratings=8000)
     for name, seed in [("a", 7), ("b", 7), ("c", 8)]:
         write_dataset(generate(cfg, seed=seed), tmp_path / name)
@@ -130,6 +137,48 @@ def test_same_seed_same_bytes(tmp_path: Path):
     assert (tmp_path / "a" / "ratings.parquet").read_bytes() != (
         tmp_path / "c" / "ratings.parquet"
     ).read_bytes()
+
+
+def test_the_rejection_draw_follows_the_keyed_draws_law():
+    """Both draws on the same users, factors and popularity (50 ratings of 3,000 items a user, so
+    light users, as rejection gets them): the same pairs' law, taste tilt and popularity alike."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, k = 2000, 3000, 8
+    sigma = np.sqrt(synthetic.INTERACTION_STD / np.sqrt(k))
+    p, q = rng.normal(0, sigma, (n_users, k)), rng.normal(0, sigma, (n_items, k))
+    popularity = 1.0 / (np.arange(n_items) + 11.0) ** 1.3
+    first_user = rng.integers(0, n_users, n_items)
+    counts = synthetic._per_user_counts(
+        rng, rng.lognormal(0, 1, n_users), np.bincount(first_user, minlength=n_users),
+        n_items, 100_000,
+    )  # fmt: skip
+    assert (counts * synthetic._ROW_FACTOR < n_items).mean() > 0.95
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    users = np.repeat(np.arange(n_users), counts)
+    taste, per_item = [], []
+    for draw in (synthetic._draw_rows, synthetic._draw_by_rejection):
+        items = np.full(len(users), -1)
+        everyone = np.arange(n_users)
+        draw(
+            np.random.default_rng(1),
+            everyone,
+            counts,
+            popularity,
+            first_user,
+            (p, q),
+            starts,
+            items,
+        )
+        pairs = pd.DataFrame({"u": users, "i": items})
+        assert (items >= 0).all() and not pairs.duplicated().any()
+        assert set(zip(first_user, range(n_items), strict=True)) <= set(
+            zip(users, items, strict=True)
+        )
+        taste.append(np.einsum("nk,nk->n", p[users], q[items]).mean())
+        per_item.append(np.bincount(items, minlength=n_items))
+    # Untilted, the mean taste would be ~0; the tilt lifts it alike (its sampling sd ~0.003).
+    assert taste[0] > 0.2 and abs(taste[0] - taste[1]) < 0.015, taste
+    assert np.corrcoef(np.log1p(per_item[0]), np.log1p(per_item[1]))[0, 1] > 0.9
 
 
 def test_a_factor_model_beats_the_bias_baseline(default):

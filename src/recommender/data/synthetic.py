@@ -75,6 +75,15 @@ SELECTION_BIAS = 0.5
 _BLOCK = 4_000_000
 #: Ratings per chunk when turning pairs into ratings and times (bounds the temporaries).
 _ROWS = 1_000_000
+#: Above this many user x item cells, items are drawn by rejection (work ~ ratings) rather than
+#: by a key on every cell (work ~ users x items): the same law, another random stream. At or under
+#: it (the default set, ML-1M's shape) the tables are what they always were.
+_DENSE_CELLS = 100_000_000
+#: Users with ``counts * _ROW_FACTOR >= n_items`` keep the per-cell draw even above it: their row
+#: costs at most this many cells per rating, and rejection would mostly redraw taken items.
+_ROW_FACTOR = 8
+#: Ratings per group of users drawn together by rejection (bounds the draws' temporaries).
+_REJECTION_GROUP = 100_000
 
 
 def _per_user_counts(
@@ -103,32 +112,147 @@ def _sample_pairs(
     first_user: np.ndarray,
     affinity: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pick ``counts[u]`` distinct items per user, weighted by popularity, including the pairs
-    (first_user[i], i) that give every item a rating.
+    """Pick ``counts[u]`` distinct items per user, including the pairs (first_user[i], i) that give
+    every item a rating; the others by successive sampling without replacement, item ``i`` drawn
+    for user ``u`` with weight ``popularity[i] * exp(beta * <p_u, q_i>)``, ``beta`` being
+    ``SELECTION_BIAS / INTERACTION_STD`` (taste tilts the choice).
 
-    Weighted sampling without replacement by the Gumbel top-k trick: each user takes the items
-    with the largest ``log(popularity) + Gumbel noise``; forced pairs get +inf so they always win.
-    A user's items come in order of falling key (ties: lower item first).
+    Up to ``_DENSE_CELLS`` user x item cells, by a Gumbel key on every cell (:func:`_draw_rows`);
+    above, every user but the heaviest by rejection from the popularity law
+    (:func:`_draw_by_rejection`), whose work grows with the ratings, not the cells.
     """
     n_users, n_items = len(counts), len(popularity)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    items = np.empty(int(starts[-1]), dtype=np.int64)
+    if n_users * n_items <= _DENSE_CELLS:
+        _draw_rows(rng, np.arange(n_users), counts, popularity, first_user, affinity, starts, items)
+    else:
+        heavy = counts * _ROW_FACTOR >= n_items
+        _draw_rows(
+            rng, np.flatnonzero(heavy), counts, popularity, first_user, affinity, starts, items
+        )
+        light = np.flatnonzero(~heavy)
+        _draw_by_rejection(rng, light, counts, popularity, first_user, affinity, starts, items)
+    return np.repeat(np.arange(n_users, dtype=np.int64), counts), items
+
+
+def _draw_rows(
+    rng: np.random.Generator,
+    who: np.ndarray,
+    counts: np.ndarray,
+    popularity: np.ndarray,
+    first_user: np.ndarray,
+    affinity: tuple[np.ndarray, np.ndarray],
+    starts: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """The items of users ``who`` (increasing) into ``out[starts[u]:starts[u + 1]]``, by the
+    Gumbel top-k trick: each user takes the items with the largest ``log(popularity) + taste +
+    Gumbel noise``; forced pairs get +inf so they always win. A user's items come in order of
+    falling key (ties: lower item first). Work: ``len(who) x n_items`` cells, in blocks.
+    """
+    n_items = len(popularity)
     log_pop = np.log(popularity)
     p, q = affinity
     chunk = max(1, _BLOCK // n_items)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    items = np.empty(int(starts[-1]), dtype=np.int64)
-    for lo in range(0, n_users, chunk):
-        hi = min(lo + chunk, n_users)
+    for lo in range(0, len(who), chunk):
+        block = who[lo : lo + chunk]
+        first, last = int(block[0]), int(block[-1]) + 1
+        contiguous = last - first == len(block)
         # People mostly rate what they chose to watch: taste tilts the choice (and so the
         # observed ratings lean positive, as in MovieLens).
-        keys = p[lo:hi] @ q.T
+        keys = (p[first:last] if contiguous else p[block]) @ q.T
         keys *= SELECTION_BIAS / INTERACTION_STD
         keys += log_pop[None, :]
-        keys += rng.gumbel(size=(hi - lo, n_items))
-        forced = np.flatnonzero((first_user >= lo) & (first_user < hi))
-        keys[first_user[forced] - lo, forced] = np.inf
+        keys += rng.gumbel(size=(len(block), n_items))
+        row = np.searchsorted(block, first_user)
+        forced = np.flatnonzero(block[np.minimum(row, len(block) - 1)] == first_user)
+        keys[row[forced], forced] = np.inf
         np.negative(keys, out=keys)  # the smallest first, as the sorts below want
-        items[starts[lo] : starts[hi]] = _smallest(keys, counts[lo:hi])
-    return np.repeat(np.arange(n_users, dtype=np.int64), counts), items
+        picked = _smallest(keys, counts[block])
+        if contiguous:
+            out[starts[first] : starts[last]] = picked
+        else:
+            out[_slots(starts[block], counts[block])] = picked
+
+
+def _slots(begin: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """``begin[0], ..., begin[0] + size[0] - 1, begin[1], ...``: the slots of several runs."""
+    offsets = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+    return np.repeat(begin, size) + offsets
+
+
+def _draw_by_rejection(
+    rng: np.random.Generator,
+    who: np.ndarray,
+    counts: np.ndarray,
+    popularity: np.ndarray,
+    first_user: np.ndarray,
+    affinity: tuple[np.ndarray, np.ndarray],
+    starts: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """The same law as :func:`_draw_rows` for users ``who`` (increasing), in work ~ their ratings.
+
+    A user's forced items come first. The rest: draws from ``popularity``, each kept with
+    probability ``exp(taste - bound_u)`` (``bound_u`` >= every taste of ``u``, by Cauchy-Schwarz),
+    are independent draws from the tilted law; keeping each item's first draw, in draw order,
+    until the user has enough is successive sampling without replacement, which the Gumbel
+    top-k also is. Users with fewer than ``n_items / _ROW_FACTOR`` ratings leave most of the
+    popularity mass untaken, so few draws repeat.
+    """
+    n_items = len(popularity)
+    p, q = affinity
+    beta = SELECTION_BIAS / INTERACTION_STD
+    cdf = np.cumsum(popularity)
+    cdf /= cdf[-1]
+    p_norm = np.sqrt(np.einsum("uk,uk->u", p, p))
+    bound = beta * p_norm * np.sqrt(np.einsum("ik,ik->i", q, q).max())
+    # Expected share of draws kept: taste ~ N(0, (|p_u| sd(q))^2), E[exp(beta taste)] over it.
+    kept = np.exp(0.5 * (beta * p_norm) ** 2 * np.mean(q * q) - bound)
+
+    # The forced pairs, first in each user's run (ascending item).
+    mine = np.zeros(len(counts), dtype=bool)
+    mine[who] = True
+    forced = np.flatnonzero(mine[first_user])
+    forced = forced[np.argsort(first_user[forced], kind="stable")]
+    owner = first_user[forced]
+    n_forced = np.bincount(owner, minlength=len(counts))
+    out[_slots(starts[who], n_forced[who])] = forced
+    filled = n_forced.copy()
+    for lo, hi in _runs(counts[who], _REJECTION_GROUP):
+        users = who[lo:hi]
+        here = (owner >= users[0]) & (owner <= users[-1])
+        taken = np.sort(owner[here] * n_items + forced[here])  # the pairs this group has
+        need = counts[users] - filled[users]
+        while (active := np.flatnonzero(need > 0)).size:
+            draws = np.ceil(need[active] * 1.3 / kept[users[active]]).astype(np.int64) + 4
+            u = np.repeat(users[active], draws)
+            i = np.minimum(np.searchsorted(cdf, rng.random(len(u)), side="right"), n_items - 1)
+            taste = np.einsum("nk,nk->n", p[u], q[i])
+            accepted = rng.random(len(u)) < np.exp(beta * taste - bound[u])
+            key = u[accepted] * n_items + i[accepted]
+            if len(taken):
+                at = np.minimum(np.searchsorted(taken, key), len(taken) - 1)
+                key = key[taken[at] != key]
+            _, first = np.unique(key, return_index=True)
+            key = key[np.sort(first)]  # each new pair once, in draw order (so grouped by user)
+            u, i = np.divmod(key, n_items)
+            rank = np.arange(len(key)) - np.searchsorted(u, u)  # its place among u's new pairs
+            fits = rank < counts[u] - filled[u]
+            u, i, rank = u[fits], i[fits], rank[fits]
+            out[starts[u] + filled[u] + rank] = i
+            got = np.bincount(np.searchsorted(users, u), minlength=len(users))
+            filled[users] += got
+            need -= got
+            taken = np.sort(np.concatenate([taken, key[fits]]))
+
+
+def _runs(sizes: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` ranges cutting ``sizes`` into consecutive runs of about ``limit`` in total."""
+    ends = np.searchsorted(np.cumsum(sizes), np.arange(limit, int(sizes.sum()), limit), "right")
+    cuts = np.unique(np.concatenate([[0], ends, [len(sizes)]])).tolist()
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
 
 
 def _smallest(values: np.ndarray, take: np.ndarray) -> np.ndarray:
