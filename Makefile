@@ -25,7 +25,7 @@ export BENTOML_HOME := $(CURDIR)/bentoml
 DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
-.PHONY: help install run test test-fast lint format clean ui bench bench-scale tune bento serve bench-serve \
+.PHONY: help install run test test-fast lint format clean ui bench bench-scale bench-synthetic tune bento serve bench-serve \
 	tracking-server tracking-server-stop bench-ann bench-distributed push pull
 
 help: ## List the targets
@@ -148,6 +148,9 @@ ANN_SIZES ?= 100k,1m
 
 bench-ann: install ## Exact vs ANN (FAISS) top-K: recall@10 and per-query p50 at 100k and 1M items -> reports/bench_ann.md
 	$(BIN)/python benchmarks/ann.py --sizes $(ANN_SIZES) --out reports/bench_ann.md --json reports/bench_ann.json
+
+bench-synthetic: install ## The generator at ML-1M/10M/25M shapes: keyed vs rejection draw, time and peak RSS -> reports/bench_synthetic.md
+	$(BIN)/python benchmarks/synthetic_draw.py --out reports/bench_synthetic.md
 
 lint: install ## ruff check, ruff format check, mypy on src/
 	$(BIN)/ruff check src pipeline serving tests benchmarks
