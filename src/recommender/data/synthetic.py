@@ -77,9 +77,9 @@ SELECTION_BIAS = 0.5
 _BLOCK = 4_000_000
 #: Ratings per chunk when turning pairs into ratings and times (bounds the temporaries).
 _ROWS = 1_000_000
-#: Above this many user x item cells, items are drawn by rejection (work ~ ratings) rather than
-#: by a key on every cell (work ~ users x items): the same law, another random stream. At or under
-#: it (the default set, ML-1M's shape) the tables are what they always were.
+#: Above this many user x item cells, items are drawn by rejection (sampling work ~ ratings)
+#: rather than by a key on every cell: the same law, another random stream. At or under it (the
+#: default set, ML-1M's shape) the tables are what they always were.
 _DENSE_CELLS = 100_000_000
 #: Users with ``counts * _ROW_FACTOR >= n_items`` keep the per-cell draw even above it: their row
 #: costs at most this many cells per rating, and rejection would mostly redraw taken items.
@@ -121,7 +121,8 @@ def _sample_pairs(
 
     Up to ``_DENSE_CELLS`` user x item cells, by a Gumbel key on every cell (:func:`_draw_rows`);
     above, every user but the heaviest by rejection from the popularity law
-    (:func:`_draw_by_rejection`), whose work grows with the ratings, not the cells.
+    (:func:`_draw_by_rejection`): its sampling grows with the ratings, and what it does per cell
+    (one k-flop product, for the envelope) costs a fraction of a Gumbel key and a partition.
     """
     n_users, n_items = len(counts), len(popularity)
     starts = np.concatenate([[0], np.cumsum(counts)])
