@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# The synthetic generator: keyed vs rejection draw",
         "",
-        f"Reproduce: `python benchmarks/synthetic_draw.py --out {args.out}`"
-        f"{' --keyed-25m' if args.keyed_25m else ''}. Generated "
+        f"Reproduce: `python benchmarks/synthetic_draw.py --out {args.out}"
+        f"{' --keyed-25m' if args.keyed_25m else ''}`. Generated "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs ({platform.machine()}), "
         f"load average {os.getloadavg()[0]:.1f} at the end. Each row: `generate` (seed 42) and "
         "`write_dataset` in a fresh process; *used* marks the draw the ingest stage takes at that "
