@@ -190,6 +190,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports nothing listens on right now (all bound at once while picked:
+    gRPC servers share a port silently, SO_REUSEPORT, so two clusters must not get one)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
 @contextlib.contextmanager
 def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections for as long as the block runs.

@@ -1,9 +1,9 @@
 """``train.distribute``: the data-parallel loop on two real worker processes over loopback.
 
-One module-scoped launch starts every process at once (for biased_mf and for two_tower: two
-``multi_worker`` workers and the one-process ``mirrored`` run of the same loop; and the two
-workers of the ``model.fit`` canary),
-each with a hard deadline: a worker whose peer died waits in a collective forever, so on timeout
+One module-scoped launch starts the processes in two rounds (for biased_mf, then for two_tower:
+two ``multi_worker`` workers and the one-process ``mirrored`` run of the same loop; with
+biased_mf, the two workers of the ``model.fit`` canary),
+each round with a hard deadline: a worker whose peer died waits in a collective forever, so on timeout
 all of them are killed and the tests fail with their logs' tails.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from support import ROOT, child_env, free_port, stop
+from support import ROOT, child_env, free_ports, stop
 
 from recommender.core.errors import ConfigError
 from recommender.training import distributed
@@ -83,7 +83,7 @@ def wait_all(procs: list[Proc], deadline: float) -> None:
 
 @pytest.fixture(scope="module")
 def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Trains two workers, the one-process reference and the canary, all at once."""
+    """Trains two workers and the one-process reference of each family, and the canary."""
     from recommender.core.config import parse_params
     from recommender.data.synthetic import generate
     from recommender.preprocess.processed import write_processed
@@ -96,40 +96,46 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         preprocess(generate(params.synthetic, params.seed), params.preprocess, 42), data
     )
     entry = [sys.executable, "-m", "recommender.training.distributed", "--data", str(data)]
-    procs = []
-    # biased_mf (prefix ""), and two_tower (prefix "tt-"), whose loss adds a part of its own.
+    ports = iter(free_ports(6))
+    # Two rounds, so that at most five TensorFlow processes share the cores: eight at once (with
+    # the other pytest worker busy too) once left a worker stuck in its first collective.
+    # Round 1: biased_mf and the canary; round 2: two_tower, whose loss adds a part of its own.
+    procs: list[Proc] = []
     for prefix, model, extra in (
         ("", "biased_mf", {"epochs": EPOCHS}),
         ("tt-", "two_tower", {"two_tower": {"epochs": TWO_TOWER_EPOCHS}}),
     ):
+        started = []
         for engine in ("mirrored", "multi_worker"):
             train = {"model": model, "distribute": engine, **extra}
             (folder / f"{prefix}{engine}.yaml").write_text(
                 yaml.safe_dump({"seed": 42, "train": train})
             )
         alone = [*entry, "--params", str(folder / f"{prefix}mirrored.yaml")]
-        procs.append(
+        started.append(
             launch(
                 f"{prefix}mirrored", [*alone, "--out", str(folder / f"{prefix}mirrored")], folder
             )
         )
-        ports = [free_port(), free_port()]
+        cluster = [next(ports), next(ports)]
         workers = [*entry, "--params", str(folder / f"{prefix}multi_worker.yaml")]
         for index in range(2):
-            procs.append(
+            started.append(
                 launch(
                     f"{prefix}worker-{index}",
                     [*workers, "--out", str(folder / f"{prefix}mw")],
                     folder,
-                    TF_CONFIG=tf_config(ports, index),
+                    TF_CONFIG=tf_config(cluster, index),
                 )
             )
-    canary_ports = [free_port(), free_port()]
-    canary = [sys.executable, str(Path(__file__).with_name("keras_fit_multi_worker.py"))]
-    for index in range(2):
-        config = tf_config(canary_ports, index)
-        procs.append(launch(f"canary-{index}", canary, folder, TF_CONFIG=config))
-    wait_all(procs, time.monotonic() + DEADLINE)
+        if not prefix:
+            canary_ports = [next(ports), next(ports)]
+            canary = [sys.executable, str(Path(__file__).with_name("keras_fit_multi_worker.py"))]
+            for index in range(2):
+                config = tf_config(canary_ports, index)
+                started.append(launch(f"canary-{index}", canary, folder, TF_CONFIG=config))
+        wait_all(started, time.monotonic() + DEADLINE)
+        procs += started
     (folder / "exits.json").write_text(json.dumps({p.name: p.returncode for p in procs}))
     (folder / "tails.txt").write_text("\n".join(p.tail() for p in procs))
     return folder
