@@ -2,9 +2,9 @@
 
 One module-scoped launch starts the processes in two rounds (for biased_mf, then for two_tower:
 two ``multi_worker`` workers and the one-process ``mirrored`` run of the same loop; with
-biased_mf, the two workers of the ``model.fit`` canary),
-each round with a hard deadline: a worker whose peer died waits in a collective forever, so on timeout
-all of them are killed and the tests fail with their logs' tails.
+biased_mf, the two workers of the ``model.fit`` canary), each round with a hard deadline: a
+worker whose peer died waits in a collective forever, so on timeout all of them are killed and
+the tests fail with their logs' tails.
 """
 
 from __future__ import annotations
