@@ -158,17 +158,8 @@ def test_the_rejection_draw_follows_the_keyed_draws_law():
     taste, per_item = [], []
     for draw in (synthetic._draw_rows, synthetic._draw_by_rejection):
         items = np.full(len(users), -1)
-        everyone = np.arange(n_users)
-        draw(
-            np.random.default_rng(1),
-            everyone,
-            counts,
-            popularity,
-            first_user,
-            (p, q),
-            starts,
-            items,
-        )
+        job = synthetic._Draw(counts, popularity, first_user, p, q, starts, items)
+        draw(np.random.default_rng(1), np.arange(n_users), job)
         pairs = pd.DataFrame({"u": users, "i": items})
         assert (items >= 0).all() and not pairs.duplicated().any()
         assert set(zip(first_user, range(n_items), strict=True)) <= set(

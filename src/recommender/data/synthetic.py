@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,19 @@ def _per_user_counts(
     return counts
 
 
+class _Draw(NamedTuple):
+    """What both item draws read, and ``out``, the items they write: user ``u``'s
+    ``counts[u]`` items go to ``out[starts[u]:starts[u + 1]]``."""
+
+    counts: np.ndarray
+    popularity: np.ndarray
+    first_user: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+    starts: np.ndarray
+    out: np.ndarray
+
+
 def _sample_pairs(
     rng: np.random.Generator,
     counts: np.ndarray,
@@ -126,37 +140,25 @@ def _sample_pairs(
     """
     n_users, n_items = len(counts), len(popularity)
     starts = np.concatenate([[0], np.cumsum(counts)])
-    items = np.empty(int(starts[-1]), dtype=np.int64)
+    job = _Draw(counts, popularity, first_user, *affinity, starts, np.empty(starts[-1], np.int64))
     if n_users * n_items <= _DENSE_CELLS:
-        _draw_rows(rng, np.arange(n_users), counts, popularity, first_user, affinity, starts, items)
+        _draw_rows(rng, np.arange(n_users), job)
     else:
         heavy = counts * _ROW_FACTOR >= n_items
-        _draw_rows(
-            rng, np.flatnonzero(heavy), counts, popularity, first_user, affinity, starts, items
-        )
-        light = np.flatnonzero(~heavy)
-        _draw_by_rejection(rng, light, counts, popularity, first_user, affinity, starts, items)
-    return np.repeat(np.arange(n_users, dtype=np.int64), counts), items
+        _draw_rows(rng, np.flatnonzero(heavy), job)
+        _draw_by_rejection(rng, np.flatnonzero(~heavy), job)
+    return np.repeat(np.arange(n_users, dtype=np.int64), counts), job.out
 
 
-def _draw_rows(
-    rng: np.random.Generator,
-    who: np.ndarray,
-    counts: np.ndarray,
-    popularity: np.ndarray,
-    first_user: np.ndarray,
-    affinity: tuple[np.ndarray, np.ndarray],
-    starts: np.ndarray,
-    out: np.ndarray,
-) -> None:
+def _draw_rows(rng: np.random.Generator, who: np.ndarray, job: _Draw) -> None:
     """The items of users ``who`` (increasing) into ``out[starts[u]:starts[u + 1]]``, by the
     Gumbel top-k trick: each user takes the items with the largest ``log(popularity) + taste +
     Gumbel noise``; forced pairs get +inf so they always win. A user's items come in order of
     falling key (ties: lower item first). Work: ``len(who) x n_items`` cells, in blocks.
     """
+    counts, popularity, first_user, p, q, starts, out = job
     n_items = len(popularity)
     log_pop = np.log(popularity)
-    p, q = affinity
     chunk = max(1, _BLOCK // n_items)
     for lo in range(0, len(who), chunk):
         block = who[lo : lo + chunk]
@@ -185,16 +187,7 @@ def _slots(begin: np.ndarray, size: np.ndarray) -> np.ndarray:
     return np.repeat(begin, size) + offsets
 
 
-def _draw_by_rejection(
-    rng: np.random.Generator,
-    who: np.ndarray,
-    counts: np.ndarray,
-    popularity: np.ndarray,
-    first_user: np.ndarray,
-    affinity: tuple[np.ndarray, np.ndarray],
-    starts: np.ndarray,
-    out: np.ndarray,
-) -> None:
+def _draw_by_rejection(rng: np.random.Generator, who: np.ndarray, job: _Draw) -> None:
     """The same law as :func:`_draw_rows` for users ``who`` (increasing), in work ~ their ratings.
 
     A user's forced items come first. The rest: draws from ``popularity``, each kept with
@@ -204,8 +197,8 @@ def _draw_by_rejection(
     top-k also is. Users with fewer than ``n_items / _ROW_FACTOR`` ratings leave most of the
     popularity mass untaken, so few draws repeat.
     """
+    counts, popularity, first_user, p, q, starts, out = job
     n_items = len(popularity)
-    p, q = affinity
     beta = SELECTION_BIAS / INTERACTION_STD
     draw_popular = _inverse_cdf(popularity)
     # Each user's largest taste over the catalog: the envelope of the acceptance test. A matrix
