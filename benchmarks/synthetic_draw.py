@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             print(label, json.dumps(result), flush=True)
             rows.append((label, users, items, ratings, result))
 
-    used = {label: "keyed" if u * i <= 100_000_000 else "rejection" for label, u, i, _ in SHAPES}
+    from recommender.data.synthetic import _DENSE_CELLS  # the threshold the ingest stage uses
+
+    used = {label: "keyed" if u * i <= _DENSE_CELLS else "rejection" for label, u, i, _ in SHAPES}
     lines = [
         "# The synthetic generator: keyed vs rejection draw",
         "",
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs ({platform.machine()}), "
         f"load average {os.getloadavg()[0]:.1f} at the end. Each row: `generate` (seed 42) and "
         "`write_dataset` in a fresh process; *used* marks the draw the ingest stage takes at that "
-        "shape (keyed up to 100M user x item cells).",
+        f"shape (keyed up to {_DENSE_CELLS:,} user x item cells).",
         "",
         "| shape | users | items | ratings | draw | generate s | with write s | peak RSS GB "
         "| mean rating | used |",
