@@ -40,21 +40,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from scale import SIZES  # noqa: E402
 
 from recommender.core.telemetry import disable_telemetry  # noqa: E402
 
-N_USERS, N_ITEMS = 6_040, 3_706
-KNOBS = {
-    "biased_mf": {"embedding_dim": 64, "l2": 0.1, "bias_l2": 0.01, "init_stddev": 0.01},
-    "two_tower": {
-        "embedding_dim": 64,
-        "l2": 0.1,
-        "rating_loss_weight": 1.0,
-        "relevance_threshold": 4.0,
-        "softmax": "in_batch",
-        "rating": {},
-    },
-}
+N_USERS, N_ITEMS = SIZES["1m"].n_users, SIZES["1m"].n_items  # the tables of the 1M benchmark
+
+
+def knobs(family: str) -> dict[str, Any]:
+    """``family``'s hyperparameters as params.yaml gives them to the train stage."""
+    from recommender.core.config import load_params
+
+    train = load_params(HERE.parent / "params.yaml").train
+    return train.model_copy(update={"model": family}).hyper()
 
 
 def data(n: int, seed: int = 0) -> tuple[Any, Any, Any]:
@@ -71,7 +71,7 @@ def build(family: str, users: Any, items: Any, ratings: Any, optimizer: str) -> 
     from recommender.core.schema import RatingScale
     from recommender.models import build_model, compile_model
 
-    model = build_model(family, N_USERS, N_ITEMS, RatingScale(), 3.0, **KNOBS[family])
+    model = build_model(family, N_USERS, N_ITEMS, RatingScale(), 3.0, **knobs(family))
     if hasattr(model, "set_training_positives"):
         model.set_training_positives(users, items, ratings)
     return compile_model(model, 0.003, 100, optimizer)
@@ -171,8 +171,8 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         f"Reproduce: `{command}`. Generated {now} (load average before: "
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}); python {platform.python_version()}.",
         "",
-        "One epoch of random ratings in ML-1M's shape (6,040 users x 3,706 items, Zipf items), "
-        "each row adding one layer of the step (see the module docstring of "
+        f"One epoch of random ratings in ML-1M's shape ({N_USERS:,} users x {N_ITEMS:,} items, "
+        "Zipf items), each row adding one layer of the step (see the module docstring of "
         "`benchmarks/step_cost.py`). ms/step and rating-epochs per second; best of 2 epochs after "
         "one that traces.",
         "",

@@ -25,12 +25,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-#: (label, users, items, ratings): the MovieLens sets' shapes, as benchmarks/scale.py has them.
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from scale import SIZES  # noqa: E402
+
+#: (label, users, items, ratings): the MovieLens sets' shapes that ``make bench-scale`` runs.
 SHAPES = [
-    ("ML-1M-like", 6_040, 3_706, 1_000_209),
-    ("ML-10M-like", 69_878, 10_677, 10_000_054),
-    ("ML-25M-like", 162_541, 59_047, 25_000_095),
+    (s.label, s.n_users, s.n_items, s.n_ratings) for s in (SIZES[n] for n in ("1m", "10m", "25m"))
 ]
 
 

@@ -156,7 +156,6 @@ def report(folder: Path, name: str) -> dict[str, Any]:
     return json.loads((folder / name).read_text())
 
 
-@pytest.mark.slow
 def test_two_workers_end_with_the_same_weights(launch_dir: Path) -> None:
     finished(launch_dir, "worker-0", "worker-1")
     first, second = report(launch_dir, "mw/worker-0.json"), report(launch_dir, "mw/worker-1.json")
@@ -169,7 +168,6 @@ def test_two_workers_end_with_the_same_weights(launch_dir: Path) -> None:
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-@pytest.mark.slow
 def test_two_workers_learn_as_one_process_does(launch_dir: Path) -> None:
     finished(launch_dir, "worker-0", "mirrored")
     workers, alone = (
@@ -184,7 +182,6 @@ def test_two_workers_learn_as_one_process_does(launch_dir: Path) -> None:
     assert workers["best_val_rmse"] == pytest.approx(workers["val_rmse"], abs=1e-5)
 
 
-@pytest.mark.slow
 def test_two_tower_loss_under_two_workers_is_the_one_process_loss(launch_dir: Path) -> None:
     """Keras divides its compiled loss by the replica count; the retrieval part must be divided
     alike, or two workers weigh it twice against the rating part and the penalties."""
@@ -202,7 +199,6 @@ class KerasFitFailsUnderMultiWorker(Exception):
     """Keras 3's ``model.fit`` still fails under ``MultiWorkerMirroredStrategy``."""
 
 
-@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     raises=KerasFitFailsUnderMultiWorker,
