@@ -48,8 +48,9 @@ run: install ## Run the whole pipeline (dvc repro) on params.yaml's data (defaul
 # Two xdist workers, one per core here. `--dist loadfile` keeps each module on one worker, so a
 # module's fixtures (trained models, servers) are built once; a session fixture (tests/serving's
 # packaged champion) is built once per worker that needs it.
-test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test if missing)
+test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test, fetches MovieLens 100K, if missing)
 	bash scripts/ensure_postgres.sh
+	$(BIN)/python scripts/ensure_ml100k.py
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 # tests/model, serving, integration and e2e hold only slow / integration / e2e tests (a unit test
@@ -58,6 +59,7 @@ test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-ser
 # `--dist loadfile` keeps tests/data/test_validation.py on one worker (xdist hands out the modules
 # with the most tests first), so only one worker imports Great Expectations (~5 s of CPU).
 test-fast: install ## Run the tests not marked slow, integration or e2e (seconds; nothing trains)
+	$(BIN)/python scripts/ensure_ml100k.py
 	$(BIN)/python -m pytest tests/unit tests/data -m "not slow and not e2e and not integration" \
 		-n 2 --dist loadfile -p no:hypothesispytest --durations=5
 
@@ -153,13 +155,13 @@ bench-synthetic: install ## The generator at ML-1M/10M/25M shapes: keyed vs reje
 	$(BIN)/python benchmarks/synthetic_draw.py --out reports/bench_synthetic.md
 
 lint: install ## ruff check, ruff format check, mypy on src/
-	$(BIN)/ruff check src pipeline serving tests benchmarks
-	$(BIN)/ruff format --check src pipeline serving tests benchmarks
+	$(BIN)/ruff check src pipeline serving tests benchmarks scripts
+	$(BIN)/ruff format --check src pipeline serving tests benchmarks scripts
 	$(BIN)/mypy
 
 format: install ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src pipeline serving tests benchmarks
-	$(BIN)/ruff format src pipeline serving tests benchmarks
+	$(BIN)/ruff check --fix src pipeline serving tests benchmarks scripts
+	$(BIN)/ruff format src pipeline serving tests benchmarks scripts
 
 # What `dvc repro` writes (dvc.yaml's outs, metrics and plots). Benchmark reports are tracked in git
 # and stay; so do the MLflow store and the BentoML store (they hold the registry's history).

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from recommender.core.telemetry import disable_telemetry
 
 # Before anything imports TensorFlow, MLflow, GX or BentoML: telemetry off, no start-up banners.
@@ -16,7 +14,14 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-from support import ROOT, Synthetic, make_synthetic, tiny_params  # noqa: E402
+from support import (  # noqa: E402
+    ROOT,
+    Synthetic,
+    find_ml100k,
+    make_synthetic,
+    ml100k_candidates,
+    tiny_params,
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +32,14 @@ def project_root() -> Path:
 
 @pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
-    """The real MovieLens 100K, read in place (its license forbids copying it into the repo)."""
-    path = Path(os.environ.get("ML100K_DIR", ROOT.parent / "shared" / "data" / "ml-100k"))
-    if not (path / "u.data").is_file():
-        pytest.fail(f"MovieLens 100K not found at {path}: set ML100K_DIR to its folder")
+    """The real MovieLens 100K, read in place (``make test`` fetches it if it is nowhere)."""
+    path = find_ml100k()
+    if path is None:
+        looked = ", ".join(str(p) for p in ml100k_candidates())
+        pytest.fail(
+            f"MovieLens 100K (u.data) not found in {looked}: run `make test`, which downloads it "
+            "into data/raw/ml-100k, or set ML100K_DIR to the folder holding u.data"
+        )
     return path
 
 

@@ -65,6 +65,26 @@ def tiny_params(**overrides: dict) -> Any:
     return parse_params(tiny_raw(**overrides))
 
 
+# --- the real MovieLens 100K ----------------------------------------------------------------------
+
+#: Where the ingest stage keeps what it downloads for ``data.source: ml-100k`` (git-ignored).
+ML100K_DOWNLOADS = ROOT / "data" / "raw" / "ml-100k"
+
+
+def ml100k_candidates() -> list[Path]:
+    """Where the tests look for MovieLens 100K, in order: ``$ML100K_DIR`` alone when it is set;
+    else ``../shared/data/ml-100k`` beside the checkout, then the ingest stage's download folder.
+    The set is read in place: its license forbids copying it into the repository."""
+    if os.environ.get("ML100K_DIR"):
+        return [Path(os.environ["ML100K_DIR"])]
+    return [ROOT.parent / "shared" / "data" / "ml-100k", ML100K_DOWNLOADS / "ml-100k"]
+
+
+def find_ml100k() -> Path | None:
+    """The first of :func:`ml100k_candidates` holding ``u.data``, or None."""
+    return next((p for p in ml100k_candidates() if (p / "u.data").is_file()), None)
+
+
 # --- the tiny matrix for model tests ------------------------------------------------------------
 
 
