@@ -1,11 +1,12 @@
 """Makes sure the tests that read the real MovieLens 100K find it (``make test`` runs this first).
 
 The tests look in ``$ML100K_DIR``, else ``../shared/data/ml-100k`` beside the checkout, else
-``data/raw/ml-100k`` (``tests/support.py``: ``ml100k_candidates``). When none holds it, it is
-fetched into ``data/raw/ml-100k`` by the ingest stage's own download (GroupLens, or the mirror
-in ``MOVIELENS_BASE_URL``; progress bar, pinned SHA-256, nothing kept on failure). That folder
-is git-ignored: the set's license forbids redistributing it. Offline, this says so and exits 0,
-so that the other tests still run and the ones that need the set fail naming the folders.
+``data/raw/movielens-100k`` (``ml100k_candidates`` in ``tests/support.py``). When none holds it,
+it is fetched into ``data/raw/movielens-100k`` by the ingest stage's own download (GroupLens, or
+the mirror in ``MOVIELENS_BASE_URL``; progress bar, pinned SHA-256, nothing kept on failure), the
+folder a pipeline with ``data.source: movielens-100k`` reads too. It is git-ignored: the set's
+license forbids redistributing it. Offline, this says so and exits 0, so that the other tests
+still run and the ones that need the set fail naming the folders.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main() -> int:
         return 0
     print(f"MovieLens 100K is not beside the checkout: fetching it into {ML100K_DOWNLOADS}")
     try:
-        find_folder("ml-100k", str(ML100K_DOWNLOADS), download=True)
+        find_folder("movielens-100k", str(ML100K_DOWNLOADS), download=True)
     except DataError as exc:
         print(f"MovieLens 100K could not be fetched; its tests will fail: {exc}", file=sys.stderr)
     return 0

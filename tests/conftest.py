@@ -38,7 +38,7 @@ def ml100k_dir() -> Path:
         looked = ", ".join(str(p) for p in ml100k_candidates())
         pytest.fail(
             f"MovieLens 100K (u.data) not found in {looked}: run `make test`, which downloads it "
-            "into data/raw/ml-100k, or set ML100K_DIR to the folder holding u.data"
+            "into data/raw/movielens-100k, or set ML100K_DIR to the folder holding u.data"
         )
     return path
 

@@ -67,8 +67,8 @@ def tiny_params(**overrides: dict) -> Any:
 
 # --- the real MovieLens 100K ----------------------------------------------------------------------
 
-#: Where the ingest stage keeps what it downloads for ``data.source: ml-100k`` (git-ignored).
-ML100K_DOWNLOADS = ROOT / "data" / "raw" / "ml-100k"
+#: Where the ingest stage downloads ``data.source: movielens-100k`` to (git-ignored).
+ML100K_DOWNLOADS = ROOT / "data" / "raw" / "movielens-100k"
 
 
 def ml100k_candidates() -> list[Path]:
