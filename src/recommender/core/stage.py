@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from recommender.core.config import Params, load_params
+from recommender.core.disk import full_disk
 from recommender.core.errors import RecommenderError, lost_tracking_server
 from recommender.core.io import pid_alive
 from recommender.core.telemetry import disable_telemetry
@@ -47,7 +48,9 @@ def run_stage(
         print(f"error: stage '{name}' failed: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        message = lost_tracking_server(exc)  # a tracking server that died mid-stage: one line
+        # A tracking server that died mid-stage, or a full disk: one line, not a library's
+        # traceback (MLflow folds one [Errno 28] per file into its message; shutil lists them all).
+        message = lost_tracking_server(exc) or full_disk(exc)
         if message is None:
             raise
         print(f"error: stage '{name}' failed: {message}", file=sys.stderr)

@@ -1,0 +1,89 @@
+"""A full disk, said in one line.
+
+A stage that runs out of space fails deep inside a library: MLflow's artifact download gathers
+one ``[Errno 28]`` per file into a message it then cuts, ``shutil.copytree`` raises an error
+listing every file it could not copy (24 KB for a Bento). None of that is news to the user, who
+needs one thing: which filesystem is full.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+#: ``[Errno 28] No space left on device: '/path'`` as ``str(OSError)`` writes it, wherever a
+#: library folded that text into its own exception; the path is optional.
+_ENOSPC_TEXT = re.compile(
+    rf"\[Errno (?:{errno.ENOSPC}|{errno.EDQUOT})\] "
+    r"(?:No space left on device|Disk quota exceeded)(?:: '([^']+)')?"
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(found) < 10 and current not in found:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _full_path(exc: BaseException) -> tuple[bool, str | None]:
+    """Whether ``exc`` (or what it wraps) is a full disk, and the path it names, if any."""
+    for err in _chain(exc):
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True, err.filename if isinstance(err.filename, str) else None
+        if isinstance(err, shutil.Error) and err.args and isinstance(err.args[0], list):
+            for entry in err.args[0]:  # (source, destination, why) per file that failed
+                if len(entry) == 3 and _ENOSPC_TEXT.search(str(entry[2])):
+                    return True, str(entry[1])
+        if match := _ENOSPC_TEXT.search(str(err)):
+            return True, match.group(1)
+    return False, None
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def full_disk(exc: BaseException) -> str | None:
+    """A one-line error for an exception that means a filesystem is full; None otherwise.
+
+    Names the path being written, the space left on its filesystem, and, when the path is under
+    the temporary folder, ``TMPDIR`` (the stage's scratch files, MLflow's and BentoML's
+    downloads and builds all go there).
+    """
+    full, path = _full_path(exc)
+    if not full:
+        return None
+    if path is None:
+        return (
+            "no space left on device (the library did not say which file it was writing); "
+            f"check `df -h` for a full filesystem, e.g. the temporary folder "
+            f"{tempfile.gettempdir()} (TMPDIR), then rerun the stage"
+        )
+    where = Path(path)
+    temp = Path(tempfile.gettempdir())
+    hint = ""
+    if where.is_relative_to(temp):
+        hint = f", or point TMPDIR at a larger filesystem than the one holding {temp}"
+    try:
+        usage = shutil.disk_usage(_existing(where))
+        left = f"{_size(usage.free)} free of {_size(usage.total)}"
+    except OSError:
+        left = "its free space unknown"
+    return f"no space left on device writing {path} ({left}): free some space{hint}, then rerun"
