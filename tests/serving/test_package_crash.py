@@ -95,3 +95,29 @@ def test_a_champion_that_cannot_load_is_not_packaged(packaged: Packaged, tmp_pat
     assert "cannot be loaded and scored" in again.stderr and "Traceback" not in again.stderr
     assert (tmp_path / "package.json").read_bytes() == before  # the last good record stays
     assert _entries(tmp_path / "bentoml", "bentos") == bentos  # and no Bento around it
+
+
+def test_one_changed_byte_in_the_champion_stops_packaging_naming_the_file(
+    packaged: Packaged, tmp_path: Path
+) -> None:
+    args, env = _stage(packaged, tmp_path)
+    first = _run(args, env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "package.json").read_bytes()
+    (model,) = _entries(tmp_path / "bentoml", "models")
+    (vocab,) = model.rglob("vocab.json")  # the store's copy: one user id's digit changed
+    text = vocab.read_text()
+    at = text.index("null,\n    ", text.index('"user"')) + len("null,\n    ")
+    assert text[at].isdigit(), text[at - 20 : at + 20]
+    vocab.write_text(text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :])
+    bentos = _entries(tmp_path / "bentoml", "bentos")
+
+    again = _run(args, env, tmp_path)
+
+    assert again.returncode == 1
+    lines = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, again.stderr
+    assert f"{vocab}: changed since the model was saved" in lines[0]
+    assert "Traceback" not in again.stderr
+    assert (tmp_path / "package.json").read_bytes() == before
+    assert _entries(tmp_path / "bentoml", "bentos") == bentos

@@ -24,12 +24,14 @@ from recommender.scoring.bundle import (
     COPIED,
     DIGEST_FILE,
     FACTORS_FILE,
+    MANIFEST_FILE,
     META_FILE,
     MODEL_FILE,
     RETRIEVAL_FILE,
     SEEN_FILE,
     ModelBundle,
     recorded_digest,
+    write_manifest,
 )
 from recommender.scoring.factors import Factors
 
@@ -148,3 +150,56 @@ def test_the_recorded_digest_is_read_not_recomputed(factor_bundle: Path, monkeyp
     assert recorded_digest(factor_bundle) == "computed"
     (factor_bundle / DIGEST_FILE).unlink()  # a bundle saved before digests were recorded
     assert recorded_digest(factor_bundle) == "computed"
+
+
+# --- the recorded digests: one changed byte is named, whatever file it is in -------------------
+
+
+def _swap_first_user(vocab: Path) -> None:
+    """Change one byte of ``vocab.json``: the first digit of the first user id (1 -> 0)."""
+    text = vocab.read_text()
+    at = text.index("null,\n    ", text.index('"user"')) + len("null,\n    ")
+    assert text[at].isdigit(), text[at - 20 : at + 20]
+    vocab.write_text(text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :])
+
+
+def test_one_changed_byte_in_any_file_fails_the_load_naming_it(factor_bundle: Path) -> None:
+    write_manifest(factor_bundle)
+    ModelBundle.load(factor_bundle)  # as written: loads
+    _swap_first_user(factor_bundle / "vocab.json")
+    with pytest.raises(DataError) as err:
+        ModelBundle.load(factor_bundle)
+    message = str(err.value)
+    assert message.startswith(f"{factor_bundle / 'vocab.json'}: changed since the model was saved")
+    assert MANIFEST_FILE in message
+
+
+def test_the_manifest_reads_as_sha256sum_writes_it(factor_bundle: Path) -> None:
+    write_manifest(factor_bundle)
+    check = subprocess.run(
+        ["sha256sum", "--check", "--quiet", MANIFEST_FILE], cwd=factor_bundle, capture_output=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    names = [
+        line.split("  ", 1)[1]
+        for line in (factor_bundle / MANIFEST_FILE).read_text().split("\n")
+        if line
+    ]
+    assert MANIFEST_FILE not in names and {DIGEST_FILE, MODEL_FILE, *COPIED} <= set(names)
+
+
+def test_a_bundle_that_is_not_the_registered_one_fails_the_load(factor_bundle: Path) -> None:
+    write_manifest(factor_bundle)
+    ModelBundle.load(factor_bundle, expected_digest=DIGEST)
+    with pytest.raises(
+        DataError,
+        match=rf"{DIGEST_FILE}: this bundle.s content digest is {DIGEST}, but the registry",
+    ):
+        ModelBundle.load(factor_bundle, expected_digest="cd" * 32)
+
+
+def test_the_content_digest_ignores_the_manifest(factor_bundle: Path, monkeypatch) -> None:
+    monkeypatch.setattr(bundle_module, "_load_keras", lambda path: type("M", (), {"weights": []})())
+    before = bundle_module.content_digest(factor_bundle)
+    write_manifest(factor_bundle)
+    assert bundle_module.content_digest(factor_bundle) == before

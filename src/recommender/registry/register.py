@@ -47,7 +47,10 @@ from recommender.core.config import Params
 from recommender.core.errors import RecommenderError
 from recommender.core.io import pid_alive, write_json
 from recommender.registry.gate import Comparison, decide, paired_bootstrap, round6
-from recommender.scoring.bundle import recorded_digest
+
+# CONTENT_TAG: the version tag holding the bundle's content digest (an identical retrain reuses
+# the version; packaging and the service check the bundle against it).
+from recommender.scoring.bundle import CONTENT_TAG, recorded_digest
 
 log = logging.getLogger("recommender")
 
@@ -55,8 +58,6 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: Model version tag naming the training run a version came from (the idempotency key).
 RUN_TAG = "training_run_id"
-#: Model version tag holding the bundle's content digest: an identical retrain reuses the version.
-CONTENT_TAG = "lineage.content_sha256"
 #: The gate's lock: a registered model of this name suffix exists while a register stage holds it.
 LOCK_SUFFIX = ".gate-lock"
 #: How long a register stage waits for another one's gate before giving up.

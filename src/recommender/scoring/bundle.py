@@ -14,6 +14,7 @@ TensorFlow (seconds, and most of a stage's memory) unless something asks for its
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,14 @@ SEEN_FILE = "seen.npz"
 META_FILE = "meta.json"
 #: The bundle's :func:`content_digest`, recorded by :meth:`ModelBundle.save`.
 DIGEST_FILE = "content.sha256"
+#: The SHA-256 of every other file's bytes, in ``sha256sum`` format (``sha256sum -c`` reads it),
+#: written last by :meth:`ModelBundle.save` and checked by :meth:`ModelBundle.load`.
+MANIFEST_FILE = "files.sha256"
+#: The registry tag of a model version that holds its bundle's :func:`content_digest`.
+CONTENT_TAG = "lineage.content_sha256"
 COPIED = ("vocab.json", "features.json", "dataset.json", "items.parquet")
+
+log = logging.getLogger("recommender")
 
 
 @dataclass
@@ -126,22 +134,33 @@ class ModelBundle:
             (folder / name).write_bytes((processed_dir / name).read_bytes())
         (folder / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
         (folder / DIGEST_FILE).write_text(content_digest(folder) + "\n")
+        write_manifest(folder)
 
     @classmethod
-    def load(cls, folder: str | Path) -> ModelBundle:
+    def load(cls, folder: str | Path, expected_digest: str | None = None) -> ModelBundle:
         """Load a bundle: its arrays, vocabularies and catalog, and the Keras model when the
         family scores with it (no factors); with factors, :attr:`model` loads it if asked.
 
-        Every file is checked first: a missing one, or a damaged archive (``model.keras`` or an
+        Every file is checked first: a missing one, one whose bytes differ from what
+        :meth:`save` recorded in ``files.sha256`` (one changed byte in ``vocab.json`` would
+        otherwise swap two users' predictions), or a damaged archive (``model.keras`` or an
         ``.npz`` that is truncated or fails its CRC), raises :class:`DataError` naming it,
         whether or not the Keras model is loaded now.
+
+        Args:
+            folder: The bundle folder.
+            expected_digest: The content digest the registry recorded for this model (the
+                version's :data:`CONTENT_TAG`); the bundle's own record must equal it.
         """
         folder = Path(folder)
         for name in (MODEL_FILE, SEEN_FILE, META_FILE, *COPIED):
             if not (folder / name).is_file():
                 raise DataError(folder / name, "missing", expected="a model bundle folder")
-        if problem := damaged_file(folder):
+        if problem := damaged_file(folder):  # the most telling words for a truncated archive
             raise DataError(folder, problem, expected="a model bundle folder")
+        check_manifest(folder)
+        if expected_digest is not None:
+            check_recorded_digest(folder, expected_digest)
         factors = Factors.load(folder / FACTORS_FILE) if (folder / FACTORS_FILE).exists() else None
         retrieval_file = folder / RETRIEVAL_FILE
         retrieval = Factors.load(retrieval_file) if retrieval_file.exists() else None
@@ -318,6 +337,67 @@ def damaged_file(folder: str | Path) -> str | None:
     return None
 
 
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def write_manifest(folder: str | Path) -> None:
+    """Record the SHA-256 of every file of the bundle (but the manifest) in ``files.sha256``."""
+    folder = Path(folder)
+    lines = [
+        f"{_file_sha256(path)}  {path.name}\n"
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != MANIFEST_FILE
+    ]
+    (folder / MANIFEST_FILE).write_text("".join(lines))
+
+
+def check_manifest(folder: str | Path) -> None:
+    """Raise :class:`DataError` naming the first file whose bytes differ from ``files.sha256``.
+
+    A bundle saved before manifests were written has none: its zip CRCs are all that is checked.
+    """
+    folder = Path(folder)
+    manifest = folder / MANIFEST_FILE
+    if not manifest.is_file():
+        log.warning("%s has no %s: its files' contents are not checked", folder, MANIFEST_FILE)
+        return
+    for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+        recorded, _, name = line.partition("  ")
+        if len(recorded) != 64 or not name or "/" in name or name in (".", ".."):
+            raise DataError(manifest, f"unreadable entry {line[:120]!r}", row=number,
+                            expected="'<sha256>  <file name>' as sha256sum writes it")  # fmt: skip
+        path = folder / name
+        if not path.is_file():
+            raise DataError(path, f"missing (listed in {MANIFEST_FILE})", expected="a model bundle")
+        actual = _file_sha256(path)
+        if actual != recorded:
+            raise DataError(
+                path,
+                f"changed since the model was saved: its SHA-256 is {actual}, {MANIFEST_FILE} "
+                f"recorded {recorded}",
+                expected="the bundle exactly as the train stage wrote it (re-register the model "
+                "or restore the file)",
+            )
+
+
+def check_recorded_digest(folder: str | Path, expected: str) -> None:
+    """Raise :class:`DataError` unless the bundle's ``content.sha256`` is ``expected``."""
+    record = Path(folder) / DIGEST_FILE
+    recorded = record.read_text().strip() if record.is_file() else "(none)"
+    if recorded != expected:
+        raise DataError(
+            record,
+            f"this bundle's content digest is {recorded}, but the registry recorded {expected} "
+            "for this model version (lineage.content_sha256): it is not the model that was "
+            "registered",
+            expected="the registered model's own files",
+        )
+
+
 def _global_mean(model: Any) -> float:
     return float(getattr(model, "global_mean", 0.0))
 
@@ -343,8 +423,8 @@ def content_digest(folder: str | Path) -> str:
         digest.update(np.ascontiguousarray(array).tobytes())
 
     for path in sorted(Path(folder).iterdir()):
-        if path.name == DIGEST_FILE:
-            continue  # the record of this digest, written after it
+        if path.name in (DIGEST_FILE, MANIFEST_FILE):
+            continue  # the records of this digest and of the files' bytes, written after it
         digest.update(path.name.encode())
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:

@@ -103,6 +103,13 @@ class Champion:
         """Everything ``model_info`` serves."""
         return asdict(self)
 
+    @property
+    def content_digest(self) -> str | None:
+        """The bundle digest register recorded on this version (None for an older version)."""
+        from recommender.scoring.bundle import CONTENT_TAG
+
+        return self.tags.get(f"version.{CONTENT_TAG}")
+
 
 def use_bentoml_home(path: str | Path) -> Path:
     """Point BentoML (this process and its children) at the store in ``path``.
@@ -247,7 +254,8 @@ def verify_model(model_tag: str, champion: Champion) -> None:
     where = f"{champion.registered_model} version {champion.version} ({model_tag})"
     try:
         bundle = ModelBundle.load(
-            tracking.bundle_dir(bentoml.models.get(model_tag).path_of("mlflow_model"))
+            tracking.bundle_dir(bentoml.models.get(model_tag).path_of("mlflow_model")),
+            expected_digest=champion.content_digest,
         )
         n = min(VERIFY_PAIRS, bundle.n_users, bundle.n_items)
         users, items = np.arange(1, n + 1), np.arange(1, n + 1)
