@@ -81,9 +81,8 @@ def full_disk(exc: BaseException) -> str | None:
     hint = ""
     if where.is_relative_to(temp):
         hint = f", or point TMPDIR at a larger filesystem than the one holding {temp}"
-    try:
-        usage = shutil.disk_usage(_existing(where))
-        left = f"{_size(usage.free)} free of {_size(usage.total)}"
+    try:  # its size, not its free space: the stage's scratch files are gone by now
+        size = f" (a filesystem of {_size(shutil.disk_usage(_existing(where)).total)})"
     except OSError:
-        left = "its free space unknown"
-    return f"no space left on device writing {path} ({left}): free some space{hint}, then rerun"
+        size = ""
+    return f"no space left on device writing {path}{size}: free some space{hint}, then rerun"

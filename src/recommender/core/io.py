@@ -10,6 +10,7 @@ its staging copy (``.<name>.<pid>.*.tmp``) is removed by the next writer of the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -32,6 +33,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+@contextlib.contextmanager
+def _naming_full_disk(path: Path) -> Iterator[None]:
+    """Give a full disk's error the output's path: pyarrow and others raise it with none."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
+        raise
 
 
 def _staging_prefix(path: Path) -> str:
@@ -65,7 +77,8 @@ def staged_file(path: str | Path) -> Iterator[Path]:
     os.umask(umask)
     tmp_path.chmod(0o666 & ~umask)
     try:
-        yield tmp_path
+        with _naming_full_disk(path):
+            yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -87,7 +100,8 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)
     try:
-        yield tmp
+        with _naming_full_disk(path):
+            yield tmp
         old = path.with_name(f".{path.name}.old")
         if old.exists():
             shutil.rmtree(old)
