@@ -7,6 +7,7 @@ was expected.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -58,11 +59,87 @@ class ValidationFailed(RecommenderError):
     """The Great Expectations suite failed; the message lists each failed expectation."""
 
 
-def redact(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (for error messages, logs and outputs)."""
-    import re
+#: What ends a URI in running text: whitespace, quotes and angle brackets.
+_URI_END = re.compile(r"[\s\"'`<>]")
+#: A URI's host, with an optional port: a name, an IPv4 address or a bracketed IPv6 address.
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]*\]|[\w.~%-]*)(?::\d*)?")
+_PATH_START = re.compile(r"[/?#]")
 
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", uri)
+
+def redact(text: str) -> str:
+    """``text`` with the secret in each URI's userinfo replaced by ``***``.
+
+    For error messages, logs and outputs. Every ``scheme://`` in ``text`` starts a URI (several
+    may share a line); its userinfo is everything between ``://`` and the last ``@`` before the
+    host's path:
+
+    - ``user:password@`` becomes ``user:***@`` (the user name stays; it names who was refused),
+    - ``:token@`` becomes ``:***@``,
+    - ``token@``, a userinfo without a colon, becomes ``***@``: alone it is taken for a token
+      (``https://<token>@github.com``), so ``ssh://git@host`` shows as ``ssh://***@host`` too.
+
+    A password may hold ``@`` and ``:`` (``alice:p@ss:w@h`` -> ``alice:***@h``) and be
+    percent-encoded. An unencoded ``/``, ``?`` or ``#`` in a password makes the URI invalid; it is
+    still caught when a colon comes first (``alice:pa/ss@host`` -> ``alice:***@host``, the ``@``
+    that is followed by a host), but not in a token without a colon, nor when what precedes the
+    ``/`` reads as ``host:port`` (``alice:12/34@host``): there the userinfo cannot be told from a
+    host and its path, and a path may hold an ``@`` (``https://medium.com/@user``).
+    Text with no ``://`` is left alone (``user@example.com``), as is an empty password
+    (``user:@host``) and one already redacted.
+    """
+    out: list[str] = []
+    done = 0
+    for match in re.finditer("://", text):
+        start = match.end()
+        if start < done:
+            continue
+        end = _userinfo_end(text, start)
+        if end is None:
+            continue
+        out += [text[done:start], _mask(text[start:end])]
+        done = end
+    return "".join(out) + text[done:] if out else text
+
+
+def _userinfo_end(text: str, start: int) -> int | None:
+    """Where the userinfo of the URI whose authority begins at ``start`` ends (its ``@``)."""
+    stop = _URI_END.search(text, start)
+    candidate = text[start : stop.start() if stop else len(text)]
+    candidate = candidate.split("://", 1)[0]  # the next URI's scheme ends this one
+    path = _PATH_START.search(candidate)
+    authority = candidate[: path.start()] if path else candidate
+    if "@" in authority:
+        return start + authority.rindex("@")
+    if path is None or ":" not in authority or _HOST_PORT.fullmatch(authority):
+        return None
+    # ``user:pa/ss@host``: the ``/`` (``?``, ``#``) sits in the password. The userinfo ends at
+    # the first ``@`` that a host follows.
+    for at in (i for i, ch in enumerate(candidate) if ch == "@" and i > path.start()):
+        host = _PATH_START.split(candidate[at + 1 :], 1)[0]
+        if host and _HOST_PORT.fullmatch(host):
+            return start + at
+    return None
+
+
+def _mask(userinfo: str) -> str:
+    user, colon, secret = userinfo.partition(":")
+    if not colon:  # a lone token
+        return "***" if userinfo else userinfo
+    return f"{user}:***" if secret else userinfo
+
+
+def secrets_of(uri: str) -> list[str]:
+    """The secret part of ``uri``'s userinfo as written and percent-decoded (none: ``[]``)."""
+    from urllib.parse import unquote
+
+    start = uri.find("://")
+    end = _userinfo_end(uri, start + 3) if start >= 0 else None
+    if end is None:
+        return []
+    userinfo = uri[start + 3 : end]
+    user, colon, secret = userinfo.partition(":")
+    secret = secret if colon else user
+    return [s for s in dict.fromkeys([secret, unquote(secret)]) if s and s != "***"]
 
 
 def first_line(exc: BaseException) -> str:
