@@ -19,6 +19,8 @@ export DO_NOT_TRACK := true
 export GX_ANALYTICS_ENABLED := false
 export TF_ENABLE_ONEDNN_OPTS := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
+# MLflow's "View run ... at: <tracking URI>" links carry the URI's password, if it has one.
+export MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT := true
 # make bento / serve / bench-serve: the project's own BentoML store (gitignored; dvc.yaml's too).
 export BENTOML_HOME := $(CURDIR)/bentoml
 # make bench-serve: seconds of load per server and endpoint (DURATION=10 for a quick check).

@@ -15,12 +15,17 @@ TELEMETRY_OFF = {
 }
 
 
-#: Not telemetry, but noise in a pipeline's log: TensorFlow's start-up banners and MLflow's
-#: per-file download bars. Set before TensorFlow is imported; explicit settings win.
+#: Not telemetry, but noise in a pipeline's log: TensorFlow's start-up banners, MLflow's
+#: per-file download bars, and the "View run ... at: <tracking URI>/#/..." links MLflow prints
+#: whenever a run ends, which carry the URI's password when it has one (stage output goes to CI
+#: logs; the stage runner also redacts what still gets through, see
+#: :func:`recommender.core.stage.redacted_output`). Set before TensorFlow is imported; explicit
+#: settings win.
 QUIET = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
