@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -53,12 +54,16 @@ class TrackingUnavailable(RecommenderError):
 
 
 def configure(project_dir: str | Path = ".") -> str:
-    """Point MLflow at :func:`tracking_uri` (and its registry at the same store); return the URI."""
+    """Point MLflow at :func:`tracking_uri` (and its registry at the same store); return the URI.
+
+    Runs started afterwards record portable source tags (:func:`portable_run_context`).
+    """
     import mlflow
 
     from recommender.core.telemetry import disable_telemetry
 
     disable_telemetry()
+    portable_run_context()
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     uri = tracking_uri(project_dir)
@@ -68,6 +73,92 @@ def configure(project_dir: str | Path = ".") -> str:
     # at a store an earlier call configured.
     mlflow.set_registry_uri(uri)
     return uri
+
+
+#: The run tags MLflow infers from the machine that name a place on it.
+REPO_URL_TAG, SOURCE_NAME_TAG = "mlflow.source.git.repoURL", "mlflow.source.name"
+
+
+def portable_remote(url: str | None) -> str | None:
+    """A git remote's URL as a run may record it: a network URL without credentials, else None.
+
+    ``https://user:token@host/org/repo.git`` -> ``https://host/org/repo.git`` (query and fragment
+    go too); ``git@host:org/repo.git`` (scp-like) stays. A local remote (``/home/me/repo``,
+    ``../repo``, ``file:///...``, ``C:\\repo``) is a path of one machine: None.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = (url or "").strip()
+    if "://" in url:
+        parts = urlsplit(redact(url))
+        host = parts.netloc.rpartition("@")[2]
+        if parts.scheme.lower() == "file" or not host:
+            return None
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    scp = re.fullmatch(r"(?:([^@/:\s]+)(?::[^@/\s]*)?@)?([^@/:\s\\]{2,}):(.*)", url)
+    if scp is None:  # a path
+        return None
+    user, host, path = scp.groups()
+    return f"{user}@{host}:{path}" if user else f"{host}:{path}"
+
+
+def portable_source_name(name: str) -> str:
+    """The entry point a run records: an absolute path made relative to its git checkout (the
+    current directory outside one), or only its file name when it lies outside both."""
+    path = Path(name)
+    if not path.is_absolute():
+        return name
+    roots = [p for p in path.parents if (p / ".git").exists()][:1] + [Path.cwd()]
+    for root in roots:
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
+
+
+def portable_source_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's inferred run tags with the machine taken out of the source tags.
+
+    ``mlflow.source.git.repoURL`` is the first git remote's URL, which for a clone of a local
+    folder is that folder's absolute path: :func:`portable_remote` keeps a network URL and drops
+    anything else (the tag is then unset). ``mlflow.source.name`` (the entry point, as
+    ``sys.argv[0]`` gave it) goes through :func:`portable_source_name`.
+    """
+    out = dict(tags)
+    if REPO_URL_TAG in out:
+        remote = portable_remote(out.pop(REPO_URL_TAG))
+        if remote:
+            out[REPO_URL_TAG] = remote
+    if out.get(SOURCE_NAME_TAG):
+        out[SOURCE_NAME_TAG] = portable_source_name(out[SOURCE_NAME_TAG])
+    return out
+
+
+def portable_run_context() -> None:
+    """Have MLflow's run context (the tags every new run gets) go through
+    :func:`portable_source_tags`: its git and default providers are wrapped, once per process.
+
+    MLflow offers no switch for it and a tag passed to ``start_run`` can override a context tag
+    but not remove it; the wrappers sit in MLflow's own provider registry, in its order.
+    """
+    from mlflow.tracking.context import registry
+    from mlflow.tracking.context.abstract_context import RunContextProvider
+    from mlflow.tracking.context.default_context import DefaultRunContext
+    from mlflow.tracking.context.git_context import GitRunContext
+
+    class PortableSource(RunContextProvider):
+        def __init__(self, inner: RunContextProvider) -> None:
+            self.inner = inner
+
+        def in_context(self) -> bool:
+            return bool(self.inner.in_context())
+
+        def tags(self) -> dict[str, str]:
+            return portable_source_tags(self.inner.tags())
+
+    providers = registry._run_context_provider_registry._registry
+    providers[:] = [
+        PortableSource(p) if type(p) in (DefaultRunContext, GitRunContext) else p for p in providers
+    ]
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
