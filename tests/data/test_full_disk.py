@@ -30,7 +30,10 @@ def test_every_form_a_full_disk_takes_is_one_line_naming_the_path() -> None:
         (folded, "/tmp/d/f0"),
         (copy, "/tmp/b/f0"),
         (wrapped, "/tmp/c/model.keras"),
-    ):
+        (OSError(errno.ENOSPC, "No space left on device", "/store/a.py", None, "/tmp/e/a.py"),
+         "/tmp/e/a.py"),  # a copy: source, then the file being written
+        (RuntimeError("[Errno 28] No space left on device: '/store/b' -> '/tmp/f/b'"), "/tmp/f/b"),
+    ):  # fmt: skip
         message = full_disk(exc)
         assert message is not None and "\n" not in message and len(message) < 300
         assert message.startswith(f"no space left on device writing {path} (a filesystem of ")

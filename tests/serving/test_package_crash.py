@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from serving_helpers import SERVING, Packaged, env_for_children
+from small_fs import on_small_tmpfs
 from support import ROOT
 
 from recommender.serving.packaging import FINISHED
@@ -121,3 +122,20 @@ def test_one_changed_byte_in_the_champion_stops_packaging_naming_the_file(
     assert "Traceback" not in again.stderr
     assert (tmp_path / "package.json").read_bytes() == before
     assert _entries(tmp_path / "bentoml", "bentos") == bentos
+
+
+def test_a_full_temp_folder_stops_packaging_in_one_line(packaged: Packaged, tmp_path: Path) -> None:
+    args, env = _stage(packaged, tmp_path)
+    full = tmp_path / "full"  # MLflow's download of the champion and the Bento's build go here
+
+    proc = _run(on_small_tmpfs(args, full, "256k"), {**env, "TMPDIR": str(full)}, tmp_path)
+
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith(
+        f"error: stage 'package' failed: no space left on device writing {full}/"
+    ), errors[0]
+    assert "TMPDIR" in errors[0] and len(errors[0]) < 600
+    assert "Traceback" not in proc.stderr and len(proc.stderr) < 4000, proc.stderr
+    assert not (tmp_path / "package.json").exists()

@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 
 #: ``[Errno 28] No space left on device: '/path'`` as ``str(OSError)`` writes it, wherever a
-#: library folded that text into its own exception; the path is optional.
+#: library folded that text into its own exception; the path is optional, and a copy names its
+#: source and then (``-> '/destination'``) the file being written.
 _ENOSPC_TEXT = re.compile(
     rf"\[Errno (?:{errno.ENOSPC}|{errno.EDQUOT})\] "
-    r"(?:No space left on device|Disk quota exceeded)(?:: '([^']+)')?"
+    r"(?:No space left on device|Disk quota exceeded)(?:: '([^']+)'(?: -> '([^']+)')?)?"
 )
 
 
@@ -35,13 +36,15 @@ def _full_path(exc: BaseException) -> tuple[bool, str | None]:
     """Whether ``exc`` (or what it wraps) is a full disk, and the path it names, if any."""
     for err in _chain(exc):
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True, err.filename if isinstance(err.filename, str) else None
+            # A copy's error names its source first; the file being written is filename2.
+            written = err.filename2 or err.filename
+            return True, str(written) if isinstance(written, str | Path) else None
         if isinstance(err, shutil.Error) and err.args and isinstance(err.args[0], list):
             for entry in err.args[0]:  # (source, destination, why) per file that failed
                 if len(entry) == 3 and _ENOSPC_TEXT.search(str(entry[2])):
                     return True, str(entry[1])
         if match := _ENOSPC_TEXT.search(str(err)):
-            return True, match.group(1)
+            return True, match.group(2) or match.group(1)
     return False, None
 
 
@@ -80,7 +83,7 @@ def full_disk(exc: BaseException) -> str | None:
     temp = Path(tempfile.gettempdir())
     hint = ""
     if where.is_relative_to(temp):
-        hint = f", or point TMPDIR at a larger filesystem than the one holding {temp}"
+        hint = f", or point TMPDIR (now {temp}) at a larger filesystem"
     try:  # its size, not its free space: the stage's scratch files are gone by now
         size = f" (a filesystem of {_size(shutil.disk_usage(_existing(where)).total)})"
     except OSError:
