@@ -105,3 +105,28 @@ def test_a_failed_training_run_leaves_the_previous_model_folder(
     with pytest.raises((ConfigError, AttributeError, TypeError)):
         train_and_log(processed, bad, processed_dir, models, tmp_path / "h.csv")
     assert (models / "run.json").read_text() == '{"run_id": "previous"}\n'
+
+
+def test_the_train_batch_failpoint_counts_batches_not_keras_executions() -> None:
+    """``train.batch@150`` with 100-batch executions: alive after the first (batches 1-100),
+    killed after the second, in the next epoch (batches 101-150), as a crash there would be."""
+    import subprocess
+    import sys
+
+    from support import child_env
+
+    code = """
+import sys
+from recommender.tracking import epoch_logger
+logger = epoch_logger()
+logger.on_epoch_begin(0)
+logger.on_train_batch_end(99)  # Keras: one call per execution, the last batch's index
+print("alive after 100 batches", flush=True)
+logger.on_epoch_begin(1)
+logger.on_train_batch_end(49)
+print("alive after 150 batches", flush=True)
+"""
+    env = child_env(RECOMMENDER_FAILPOINT="train.batch@150")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert proc.stdout.splitlines() == ["alive after 100 batches"]

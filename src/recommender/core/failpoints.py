@@ -4,7 +4,8 @@ A stage that must survive being killed names the risky moments of its work with 
 (``hit("register.before_alias")``). Nothing happens unless the environment variable
 ``RECOMMENDER_FAILPOINT`` names that point; then the process sends itself SIGKILL there: no
 ``finally`` blocks, no ``atexit``, no flushing, exactly what an OOM kill or a pulled plug leaves
-behind. ``<name>@<n>`` fires on the n-th hit (for points inside a loop: an epoch, a file copy).
+behind. ``<name>@<n>`` fires on the n-th hit (for points inside a loop: an epoch, a file copy),
+or, for a count the caller keeps (:func:`reached`), once it reaches n.
 
 :func:`during_copies` turns every file copy inside a block into a hit, to kill a library (BentoML's
 store) in the middle of copying a folder into place.
@@ -36,6 +37,14 @@ def hit(name: str) -> None:
     _hits[name] += 1
     wanted = int(os.environ[ENV].partition("@")[2] or 1)
     if _hits[name] >= wanted:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def reached(name: str, count: int) -> None:
+    """Die here if the environment names this point and ``count`` (the events the caller has
+    counted so far, e.g. batches trained) has reached its ``@<n>``: for events that are not
+    seen one by one (Keras reports batches once per execution of several)."""
+    if armed(name) and count >= int(os.environ[ENV].partition("@")[2] or 1):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

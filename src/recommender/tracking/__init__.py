@@ -218,9 +218,18 @@ def epoch_logger(prefix: str = "") -> Any:
                 mlflow.log_metrics(metrics, step=epoch + 1)
 
     class KilledMidEpoch(EpochLogger):
-        # Only when a test arms it: a batch hook costs Keras a call per step.
+        # Only when a test arms it: a batch hook costs Keras a call per step. ``train.batch@n``
+        # dies after the execution holding the n-th batch of the run: Keras calls this once per
+        # execution of up to steps_per_execution batches, with the last one's index in the epoch.
+        done = 0
+        first_of_epoch = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.first_of_epoch = self.done
+
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            failpoints.hit("train.batch")
+            self.done = self.first_of_epoch + batch + 1
+            failpoints.reached("train.batch", self.done)
 
     return KilledMidEpoch() if failpoints.armed("train.batch") else EpochLogger()
 
