@@ -144,8 +144,8 @@ def _ratings_frame(table: RawTable, names: list[str]) -> pd.DataFrame:
     user, item, rating, timestamp = names
     return pd.DataFrame(
         {
-            USER: table.ints(user, expected="an integer user id"),
-            ITEM: table.ints(item, expected="an integer item id"),
+            USER: table.int_ids(user, expected="an integer user id"),
+            ITEM: table.int_ids(item, expected="an integer item id"),
             RATING: table.floats(rating, expected="a numeric rating"),
             TIMESTAMP: table.ints(timestamp, expected="Unix seconds (an integer)"),
         }
@@ -210,7 +210,7 @@ def read_ml100k(folder: str | Path, scale: RatingScale, fold: str = "u1") -> Dat
     year = year.fillna(_years_from_titles(titles))
     items = pd.DataFrame(
         {
-            ITEM: item_table.ints("item_id", expected="an integer item id"),
+            ITEM: item_table.int_ids("item_id", expected="an integer item id"),
             "title": titles,
             "genres": pd.Series(_join_genres(flags, names_kept), dtype="str"),
             "year": year,
@@ -228,7 +228,7 @@ def read_ml100k(folder: str | Path, scale: RatingScale, fold: str = "u1") -> Dat
     )
     users = pd.DataFrame(
         {
-            USER: user_table.ints("user_id", expected="an integer user id"),
+            USER: user_table.int_ids("user_id", expected="an integer user id"),
             "age": user_table.optional_ints("age", expected="an age in years"),
             "gender": user_table.text("gender"),
             "occupation": user_table.text("occupation"),
@@ -264,7 +264,7 @@ def read_ml1m(folder: str | Path, scale: RatingScale) -> Dataset:
     titles = movies.text("title").str.strip()
     items = pd.DataFrame(
         {
-            ITEM: movies.ints("item_id", expected="an integer movie id"),
+            ITEM: movies.int_ids("item_id", expected="an integer movie id"),
             "title": titles,
             "genres": movies.text("genres"),
             "year": _years_from_titles(titles),
@@ -289,7 +289,7 @@ def read_ml1m(folder: str | Path, scale: RatingScale) -> Dataset:
         )
     users = pd.DataFrame(
         {
-            USER: user_table.ints("user_id", expected="an integer user id"),
+            USER: user_table.int_ids("user_id", expected="an integer user id"),
             # ML-1M gives age bands by their lower bound (1 = under 18, 18 = 18-24, ...).
             "age": user_table.optional_ints("age", expected="an age band (1, 18, 25, ...)"),
             "gender": user_table.text("gender"),
@@ -325,7 +325,7 @@ def read_ml_csv(folder: str | Path, source: str, scale: RatingScale) -> Dataset:
     genres = movies.text("genres")
     items = pd.DataFrame(
         {
-            ITEM: movies.ints("movieId", expected="an integer movie id"),
+            ITEM: movies.int_ids("movieId", expected="an integer movie id"),
             "title": titles,
             "genres": genres.where(genres != _NO_GENRES, ""),
             "year": _years_from_titles(titles),
