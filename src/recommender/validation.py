@@ -35,6 +35,7 @@ from recommender.core.schema import (
     GIVEN_SPLIT,
     ITEM,
     ITEM_COLUMNS,
+    MAX_ID_LENGTH,
     RATING,
     RATING_COLUMNS,
     TIMESTAMP,
@@ -147,6 +148,8 @@ def build_suites(
             )
             for c in (USER, ITEM)
         ]
+    else:
+        ratings += [_id_length(gxe, c) for c in (USER, ITEM)]
     ratings += [
         gxe.ExpectColumnValuesToBeInSet(
             column=RATING,
@@ -195,12 +198,24 @@ def build_suites(
     ]
     if id_type == "int":
         items.append(gxe.ExpectColumnValuesToBeInTypeList(column=ITEM, type_list=INT_TYPES))
+    else:
+        items.append(_id_length(gxe, ITEM))
 
     # Built whole: ``suite.add_expectation`` would need an active GX context.
     return {
         "ratings": gx.ExpectationSuite(name=SUITE_NAMES["ratings"], expectations=ratings),
         "items": gx.ExpectationSuite(name=SUITE_NAMES["items"], expectations=items),
     }
+
+
+def _id_length(gxe: Any, column: str) -> Any:
+    """Text ids no longer than the service accepts (``MAX_ID_LENGTH``, the request type's limit)."""
+    return gxe.ExpectColumnValueLengthsToBeBetween(
+        column=column,
+        min_value=1,
+        max_value=MAX_ID_LENGTH,
+        notes=f"id_type is 'str': the service takes {column} of 1 to {MAX_ID_LENGTH} characters",
+    )
 
 
 @dataclass(frozen=True)

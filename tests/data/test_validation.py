@@ -18,9 +18,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.core.config import RatingScale, ValidateConfig
+from recommender.core.config import RatingScale, ValidateConfig, parse_params
 from recommender.core.errors import ConfigError, DataError, ValidationFailed
-from recommender.core.schema import Dataset, DatasetInfo, write_dataset
+from recommender.core.schema import (
+    MAX_ID_LENGTH,
+    Dataset,
+    DatasetInfo,
+    read_dataset,
+    write_dataset,
+)
+from recommender.data import load_dataset
 from recommender.validation import ValidationReport, run_validate, validate_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,6 +248,79 @@ def test_text_ids_pass_when_the_dataset_declares_them() -> None:
     report = validate_dataset(ds, CFG, now=NOW)
 
     assert report.success, report.format_failures()
+
+
+LENGTHS = "expect_column_value_lengths_to_be_between"
+
+
+def text_dataset() -> Dataset:
+    """``make_dataset`` with text ids (``u1``, ``m1``, ...), declared as such."""
+    ds = make_dataset()
+    text_ids(ds)
+    ds.ratings["user_id"] = ds.ratings["user_id"].map(lambda u: f"u{u}")
+    ds.info = DatasetInfo(source="csv", rating_scale=RatingScale(), id_type="str")
+    return ds
+
+
+def test_text_ids_longer_than_the_service_takes_fail_naming_column_and_limit() -> None:
+    ds = text_dataset()
+    long_user, long_item = "u" * 200, "m" * (MAX_ID_LENGTH + 1)
+    ds.ratings.loc[5, "user_id"] = long_user
+    ds.ratings.loc[9, "item_id"] = long_item
+    ds.items.loc[len(ds.items)] = [long_item, "Long", "", pd.NA]
+
+    report = validate_dataset(ds, CFG, now=NOW)
+
+    assert failed(report) == {
+        (LENGTHS, RATINGS, ("user_id",)),
+        (LENGTHS, RATINGS, ("item_id",)),
+        (LENGTHS, ITEMS, ("item_id",)),
+    }, report.format_failures()
+    user = next(f for f in report.failures if f.columns == ("user_id",))
+    assert user.unexpected_count == 1
+    assert [(r["row"], r["user_id"]) for r in user.examples] == [(5, long_user)]
+    text = report.format_failures()
+    assert f"{LENGTHS} on ratings.user_id: 1 row(s) unexpected" in text
+    assert f"{LENGTHS} on items.item_id: 1 row(s) unexpected" in text
+    assert f"min_value=1 max_value={MAX_ID_LENGTH}" in text
+    assert f"the service takes user_id of 1 to {MAX_ID_LENGTH} characters" in text
+
+
+def test_text_ids_of_exactly_the_limit_pass() -> None:
+    ds = text_dataset()
+    ds.ratings.loc[5, "user_id"] = "u" * MAX_ID_LENGTH
+
+    report = validate_dataset(ds, CFG, now=NOW)
+
+    assert report.success, report.format_failures()
+
+
+def test_the_limit_is_the_service_request_types() -> None:
+    from pydantic import TypeAdapter, ValidationError
+
+    from recommender.serving.api import id_type
+
+    served = TypeAdapter(id_type("str"))
+    assert served.validate_python("x" * MAX_ID_LENGTH)
+    with pytest.raises(ValidationError):
+        served.validate_python("x" * (MAX_ID_LENGTH + 1))
+
+
+def test_a_csv_with_a_200_character_id_passes_ingest_but_not_validate(tmp_path: Path) -> None:
+    ds = text_dataset()
+    ratings = ds.ratings.copy()
+    ratings.loc[7, "user_id"] = "a" * 200
+    path = tmp_path / "ratings.csv"
+    ratings.to_csv(path, index=False)
+    params = parse_params({"data": {"source": "csv", "path": str(path)}, "csv": {"id_type": "str"}})
+
+    ingested = load_dataset(params)  # the ingest stage's reader: text ids are kept as they are
+    assert ingested.ratings.loc[7, "user_id"] == "a" * 200
+    write_dataset(ingested, tmp_path / "interim")
+    report = validate_dataset(read_dataset(tmp_path / "interim"), CFG, now=NOW)
+
+    assert failed(report) == {(LENGTHS, RATINGS, ("user_id",))}, report.format_failures()
+    assert f"{LENGTHS} on ratings.user_id: 1 row(s) unexpected" in report.format_failures()
 
 
 def test_missing_column_fails_on_column_to_exist_without_crashing() -> None:

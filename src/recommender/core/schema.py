@@ -27,6 +27,10 @@ RATING_COLUMNS = [USER, ITEM, RATING, TIMESTAMP]
 ITEM_COLUMNS = [ITEM, "title", "genres", "year"]
 USER_COLUMNS = [USER, "age", "gender", "occupation"]
 GENRE_SEP = "|"
+#: The longest text id (``csv.id_type: str``), in characters: what the service's request type
+#: accepts, and so what the ``validate`` stage lets through (an id longer than this could be
+#: trained on but never asked about).
+MAX_ID_LENGTH = 128
 
 #: Each source's own rating scale, used unless ``data.rating_scale`` overrides it.
 SOURCE_SCALES: dict[str, RatingScale] = {

@@ -27,13 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from recommender.core.config import ServeConfig
 from recommender.core.errors import RecommenderError
+from recommender.core.schema import MAX_ID_LENGTH
 from recommender.preprocess.features import split_genres
 from recommender.scoring.ranking import PAD
 
 #: An integer raw id (64-bit; ``le`` rather than ``lt`` keeps the schema valid OpenAPI 3.0).
 IntId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 #: A text raw id.
-StrId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+StrId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 Id = TypeVar("Id")
 #: A genre name in a ``recommend`` filter.
 Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
