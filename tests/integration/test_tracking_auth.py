@@ -7,6 +7,13 @@ API: ``reader`` with READ and ``editor`` with EDIT on the experiment and the reg
 editor trains and evaluates a tiny model; register (a real process) then fails in one clear line
 for the reader and a wrong password, leaving the registry and promotion.json as they were, and
 works for the editor. ``down`` stops every process ``up`` started.
+
+The editor's stages get the login inside the tracking URI (``http://editor:<password>@host``,
+percent-encoded: the password holds ``@`` and ``:``): no stage output (stdout and stderr of train,
+evaluate, register, and of a real ``dvc repro`` of the three), no file the pipeline writes and no
+MLflow tag or param shows it. MLflow's run links are switched back on for train and the ``dvc
+repro`` (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false``), so the stage runner's redaction alone
+keeps the password out of them.
 """
 
 from __future__ import annotations
@@ -23,16 +30,22 @@ from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
-from support import ROOT, child_env, free_port, run_checked, tiny_params
+from support import ROOT, child_env, free_port, make_scratch_repo, run_checked, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 NAME = "recommender-auth"
 EXPERIMENT = "recommender-auth"
-USERS = {"reader": ("reader-password-1", "READ"), "editor": ("editor-password-1", "EDIT")}
+#: In the editor's password: what must never show in any output (its parts, too).
+MARK = "Zq9x"
+USERS = {"reader": ("reader-password-1", "READ"), "editor": (f"ed1tor-p@ss:{MARK}-w0rd", "EDIT")}
+#: MLflow prints "View run ... at: <tracking URI>/#/..." when a run ends; on for the stages whose
+#: output shows that the stage runner's redaction alone keeps the password out.
+LINKS_ON = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "false"}
 REGISTER = [
     "--data", "processed", "--model", "models", "--metrics", "metrics.json",
     "--out", "promotion.json",
@@ -104,8 +117,17 @@ def test_up_serves_health_openly_and_everything_else_only_after_login(stack: Sta
 
 
 @pytest.fixture(scope="module")
-def project(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Users and grants made by the admin; a tiny model trained and evaluated by ``editor``."""
+def outputs() -> dict[str, str]:
+    """Every stage's stdout and stderr, by stage (and user), as the tests ran them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def project(
+    stack: Stack, outputs: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Users and grants made by the admin; a tiny model trained and evaluated by ``editor``, the
+    login in the tracking URI."""
     import mlflow
     from mlflow.server import get_app_client
 
@@ -132,12 +154,15 @@ def project(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json", by_alias=True)))
     dataset = generate(params.synthetic, params.seed)
     write_processed(preprocess(dataset, params.preprocess, params.seed), root / "processed")
-    env = _as(stack, "editor")
+    env = _as(stack, "editor", in_uri=True)
     common = ["--params", "params.yaml", "--data", "processed", "--model", "models"]
-    run_checked([*_stage("train"), "--params", "params.yaml", "--data", "processed",
-                 "--out", "models", "--history", "history.csv"], root, env)  # fmt: skip
-    run_checked([*_stage("evaluate"), *common, "--metrics", "metrics.json", "--plots", "plots",
-                 "--history", "history.csv"], root, env)  # fmt: skip
+    train = run_checked([*_stage("train"), "--params", "params.yaml", "--data", "processed",
+                         "--out", "models", "--history", "history.csv"], root,
+                        {**env, **LINKS_ON})  # fmt: skip
+    evaluate = run_checked([*_stage("evaluate"), *common, "--metrics", "metrics.json",
+                            "--plots", "plots", "--history", "history.csv"], root, env)  # fmt: skip
+    for name, proc in (("train", train), ("evaluate", evaluate)):
+        outputs[name] = proc.stdout + proc.stderr
     return root
 
 
@@ -145,12 +170,38 @@ def _stage(name: str) -> list[str]:
     return [sys.executable, str(ROOT / "pipeline" / f"{name}.py")]
 
 
-def _as(stack: Stack, user: str, password: str | None = None) -> dict[str, str]:
+def _as(
+    stack: Stack, user: str, password: str | None = None, in_uri: bool = False
+) -> dict[str, str]:
+    """The environment of a stage run as ``user``: the login in MLflow's variables, or inside
+    the tracking URI (``in_uri``)."""
+    password = password or USERS[user][0]
+    if in_uri:
+        env = child_env(MLFLOW_TRACKING_URI=_uri_with_login(stack, user, password))
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            env.pop(key, None)
+        return env
     return child_env(
         MLFLOW_TRACKING_URI=stack.uri,
         MLFLOW_TRACKING_USERNAME=user,
-        MLFLOW_TRACKING_PASSWORD=password or USERS[user][0],
+        MLFLOW_TRACKING_PASSWORD=password,
     )
+
+
+def _uri_with_login(stack: Stack, user: str, password: str) -> str:
+    return stack.uri.replace("://", f"://{quote(user, safe='')}:{quote(password, safe='')}@", 1)
+
+
+def _redacted_uri(stack: Stack, user: str) -> str:
+    """The tracking URI with ``user``'s login as outputs show it."""
+    return stack.uri.replace("://", f"://{user}:***@", 1)
+
+
+def _leaks(text: str) -> list[str]:
+    """The forms of any password of this module that ``text`` shows (raw, percent-encoded, or
+    the editor's in part)."""
+    forms = {MARK} | {f(p) for p, _ in USERS.values() for f in (str, lambda p: quote(p, safe=""))}
+    return sorted(form for form in forms if form in text)
 
 
 def _admin_client(stack: Stack, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
@@ -201,9 +252,12 @@ def test_a_refused_register_says_who_and_what_in_one_line_and_changes_nothing(
     proc = _register(project, _as(stack, user, password))
 
     assert proc.returncode == 1, proc.stderr
-    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    line = lines[0]
     assert line.startswith("error: stage 'register' failed: " + expected.format(uri=stack.uri))
     assert "Traceback" not in proc.stderr and (password or "@@") not in proc.stderr
+    assert _leaks(proc.stdout + proc.stderr) == []
     assert promotion.read_text() == '{"decision": "from an earlier run"}\n'
     client = _admin_client(stack, monkeypatch)
     assert client.search_model_versions(f"name = '{NAME}'") == []
@@ -212,9 +266,10 @@ def test_a_refused_register_says_who_and_what_in_one_line_and_changes_nothing(
 
 
 def test_an_editor_registers_and_the_champion_moves(
-    stack: Stack, project: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, project: Path, outputs: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proc = _register(project, _as(stack, "editor"))
+    proc = _register(project, _as(stack, "editor", in_uri=True))
+    outputs["register"] = proc.stdout + proc.stderr
 
     assert proc.returncode == 0, proc.stderr
     promotion = json.loads((project / "promotion.json").read_text())
@@ -224,6 +279,79 @@ def test_an_editor_registers_and_the_champion_moves(
     run_id = json.loads((project / "models" / "run.json").read_text())["run_id"]
     assert champion.version == "1" and champion.run_id == run_id
     assert client.search_registered_models(f"name = '{NAME}.gate-lock'") == []
+
+
+def test_no_stage_output_file_or_run_shows_the_password(
+    stack: Stack, project: Path, outputs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert set(outputs) == {"train", "evaluate", "register"}  # the editor's, login in the URI
+    assert {name: _leaks(text) for name, text in outputs.items()} == dict.fromkeys(outputs, [])
+    # MLflow did print its run link (switched on for train), with the password redacted.
+    assert f"at: {_redacted_uri(stack, 'editor')}/#/experiments/" in outputs["train"]
+    # What the stages wrote (run.json, metrics, plots, promotion.json, the model bundle).
+    files = {
+        str(p.relative_to(project)): _leaks(p.read_bytes().decode("utf-8", "replace"))
+        for p in project.rglob("*")
+        if p.is_file()
+    }
+    assert {name: found for name, found in files.items() if found} == {}
+    run = json.loads((project / "models" / "run.json").read_text())
+    assert run["tracking_uri"] == _redacted_uri(stack, "editor")
+    # What MLflow keeps of the run and its model: tags and params, no password, no machine path.
+    assert _run_record_leaks(_admin_client(stack, monkeypatch), run, [project]) == {}
+
+
+def _run_record_leaks(client, run: dict, folders: list[Path]) -> dict[str, list[str]]:  # noqa: ANN001
+    """The run's and its logged model's tags and params that show a password or a path of this
+    machine (one of ``folders``, the checkout, the temporary folder)."""
+    record = client.get_run(run["run_id"]).data
+    model = client.get_logged_model(run["model_uri"].removeprefix("models:/"))
+    entries = {
+        **{f"run tag {k}": v for k, v in record.tags.items()},
+        **{f"run param {k}": v for k, v in record.params.items()},
+        **{f"model tag {k}": v for k, v in (model.tags or {}).items()},
+        **{f"model param {k}": v for k, v in (model.params or {}).items()},
+    }
+    paths = [str(p) for p in (*folders, ROOT, Path(tempfile.gettempdir()))]
+    found = {k: _leaks(str(v)) + [p for p in paths if p in str(v)] for k, v in entries.items()}
+    return {k: v for k, v in found.items() if v}
+
+
+def test_dvc_repro_of_the_tracking_stages_shows_no_password(
+    stack: Stack, project: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``dvc repro`` of train, evaluate and register in a scratch clone whose ``origin`` is a
+    folder of this machine: DVC passes the stages' output through and records what it keeps."""
+    upstream = make_scratch_repo(tmp_path)
+    repo = tmp_path / "clone"
+    run_checked(["git", "clone", "-q", str(upstream), str(repo)], tmp_path)
+    shutil.copy(project / "params.yaml", repo / "params.yaml")
+    shutil.copytree(project / "processed", repo / "data" / "processed")
+    env = {**_as(stack, "editor", in_uri=True), **LINKS_ON}
+
+    proc = run_checked(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", "train", "evaluate", "register"],
+        repo, env,
+    )  # fmt: skip
+
+    output = proc.stdout + proc.stderr
+    assert _leaks(output) == []
+    assert "Running stage 'register'" in output
+    assert f"at: {_redacted_uri(stack, 'editor')}/#/experiments/" in output
+    kept = {
+        str(p.relative_to(repo)): found
+        for p in repo.rglob("*")
+        if p.is_file() and ".git" not in p.parts
+        if (found := _leaks(p.read_bytes().decode("utf-8", "replace")))
+    }
+    assert kept == {}
+    run = json.loads((repo / "models" / "run.json").read_text())
+    client = _admin_client(stack, monkeypatch)
+    assert _run_record_leaks(client, run, [tmp_path]) == {}
+    tags = client.get_run(run["run_id"]).data.tags
+    # The clone's origin is a folder: no repo URL (MLflow alone records the folder's path).
+    assert "mlflow.source.git.repoURL" not in tags
+    assert tags["mlflow.source.name"] == "pipeline/train.py" and tags["mlflow.source.git.commit"]
 
 
 def test_down_stops_every_process_up_started(stack: Stack) -> None:
