@@ -124,7 +124,8 @@ def build_suites(
     Args:
         cfg: ``params.validate`` (thresholds).
         scale: The dataset's rating scale; ratings must be one of ``scale.values()``.
-        id_type: ``"int"`` requires integer ids; ``"str"`` (CSV files with text ids) does not.
+        id_type: ``"int"`` requires integer ids; ``"str"`` (CSV files with text ids) requires
+            ids of 1 to ``MAX_ID_LENGTH`` characters, the longest the service's requests take.
         given_split: Whether ratings carry a ``given_split`` column (``train``/``test`` only).
         now: Unix time standing for "now" when ``timestamp_max`` is ``null`` (default: the clock).
 
