@@ -223,7 +223,8 @@ class RawTable:
         text = _trim(raw)
         sign = _sign(text)
         unsigned = _drop_plus(text, sign)
-        ids = _to_int64(unsigned)
+        if unsigned is not raw:  # else the parse above stands (often: a few zero-padded ids)
+            ids = _to_int64(unsigned)
         if ids is None or _hex(unsigned) or _plus_minus(text, sign):
             self._raise_not_digits(name, values, text, expected)
         self._raise_merged_spellings(name, values, text, sign, ids, expected)
@@ -286,10 +287,12 @@ class RawTable:
         if not odd.any():
             return  # every field is its number's one canonical spelling
         suspects = np.flatnonzero(np.isin(ids, np.unique(ids[odd])))
-        # For one number, a spelling is fixed by its length and its sign character.
-        length = _mask(pc.binary_length(text.take(pa.array(suspects))), dtype="int64")
+        # For one number, a spelling is fixed by its length and its sign character. (Lengths
+        # of the whole column, chunk by chunk: ``take`` would first concatenate the text.)
+        length = _mask(pc.cast(pc.binary_length(text), pa.int32()), dtype="int32")[suspects]
+        spelling = length.astype("int64") * 3 + sign[suspects]
         spellings = pd.DataFrame(
-            {"id": ids[suspects], "spelling": length * 3 + sign[suspects], "row": suspects}
+            {"id": ids[suspects], "spelling": spelling, "row": suspects}
         ).drop_duplicates(["id", "spelling"])
         clash = spellings["id"].duplicated(keep=False).to_numpy()
         if not clash.any():
