@@ -11,19 +11,25 @@ in ``__init__``, and every request is scored by the bundle's NumPy factors (or i
 
 Arguments (``bentoml build/serve --arg key=value``; the package stage sets them from params.yaml
 and the model): ``model_tag``, ``id_type``, ``max_k``, ``max_pairs``, ``port``, ``workers``
-(worker processes), ``exact_max_items`` and ``ann_min_recall`` (the package stage builds the
-model's ANN index of a large catalog by them; the service uses the index it finds). For serving this
-folder directly during development, ``RECOMMENDER_BENTO_MODEL`` and ``RECOMMENDER_ID_TYPE`` in
-the environment override the first two.
+(worker processes), ``max_connections`` (open connections per worker), ``exact_max_items`` and
+``ann_min_recall`` (the package stage builds the model's ANN index of a large catalog by them; the
+service uses the index it finds). For serving this folder directly during development,
+``RECOMMENDER_BENTO_MODEL`` and ``RECOMMENDER_ID_TYPE`` in the environment override the first two.
 
 Besides the four APIs, BentoML serves ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus, with
-``recommender_unknown_ids_total`` counting ids the model has never seen), and ``/docs.json`` (the
-OpenAPI schema). ``/`` is this service's own page, which loads nothing from any other host
-(BentoML's Swagger UI index loads Google Tag Manager).
+``recommender_unknown_ids_total`` counting ids the model has never seen and
+``recommender_http_connections_closed_total`` the connections closed before any request), and
+``/docs.json`` (the OpenAPI schema). ``/`` is this service's own page, which loads nothing from
+any other host (BentoML's Swagger UI index loads Google Tag Manager).
 
 HTTP contract, kept by :class:`HttpGuard` in front of BentoML's handlers: every 4xx is JSON
 ``{"error": ...}`` (405 and 404 included) and is logged at INFO in one line, without a traceback
 (5xx stay ERROR with one); a request body must arrive within ``BODY_TIMEOUT`` seconds (else 408).
+Below HTTP, :class:`GuardedH11Protocol` (uvicorn's h11 protocol, which BentoML's worker is made
+to use) closes a connection whose request headers are not complete within ``HEADER_TIMEOUT``
+seconds (after a JSON 408 if part of a request came), keeps at most ``max_connections`` (Bento
+argument, ``serve.max_connections``) connections open per worker (the next get a JSON 503 and are
+closed), and answers requests h11 cannot parse with a JSON 400 (uvicorn's is plain text).
 A champion that cannot load ends ``bentoml serve`` with a non-zero status and a one-line error
 naming the model, instead of being restarted forever.
 """
@@ -42,7 +48,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, ClassVar, NoReturn, cast
 
 from recommender.core.telemetry import disable_telemetry
 
@@ -55,9 +61,12 @@ disable_telemetry()  # before BentoML and MLflow load: both read their opt-outs 
 os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
 
 import bentoml  # noqa: E402
+import h11  # noqa: E402
 from bentoml.exceptions import BentoMLException, InvalidArgument  # noqa: E402
 from bentoml.exceptions import NotFound as HTTPNotFound  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: E402
+from uvicorn import config as uvicorn_config  # noqa: E402
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 from recommender.serving.api import (  # noqa: E402
     MAX_GENRES,
@@ -91,6 +100,17 @@ MAX_BODY = 64 * 1024 + 512 * ARGS.max_pairs
 BODY_TIMEOUT = 5.0
 #: Seconds a request may take once its body is in; past it BentoML answers 504 (a server fault).
 HANDLER_TIMEOUT = 10.0
+#: Seconds a client has to send a request's complete headers, from opening the connection (or
+#: from the first byte of its next request on a kept-alive one): past it the connection is closed,
+#: after a 408 if part of a request had arrived. The body then has ``BODY_TIMEOUT`` more.
+HEADER_TIMEOUT = 5.0
+#: Seconds a connection refused over the connection limit stays half-open after its 503, so that
+#: the client reads the answer rather than a reset.
+REFUSED_LINGER = 1.0
+#: File descriptors of a worker kept out of the connection limit (model files, logs, metrics).
+FD_RESERVE = 256
+#: Refused connections the limit leaves room for, lingering (``REFUSED_LINGER``) at once.
+LINGER_SLOTS = 1024
 
 logger = logging.getLogger("recommender.serving")
 logger.setLevel(logging.INFO)
@@ -129,6 +149,16 @@ UNKNOWN_IDS = bentoml.metrics.Counter(
     name="recommender_unknown_ids",
     documentation="Request ids unknown to the served model (out-of-vocabulary)",
     labelnames=["endpoint", "kind"],
+)
+
+
+# Connections the HTTP protocol closed or refused by itself (no request reached the service), by
+# reason: header_timeout (part of a request, then nothing for HEADER_TIMEOUT), no_request (nothing
+# at all), over_limit (the worker had serve.max_connections open), invalid_request (not HTTP).
+CLOSED_CONNECTIONS = bentoml.metrics.Counter(
+    name="recommender_http_connections_closed",
+    documentation="HTTP connections the server closed before any request reached the service",
+    labelnames=["reason"],
 )
 
 
@@ -360,6 +390,207 @@ async def _send_index(send: Callable[[dict], Awaitable[None]]) -> None:
     await send({"type": "http.response.body", "body": page})
 
 
+def _error_response(status: int, message: str) -> bytes:
+    """A whole ``{"error": message}`` response that closes the connection, as bytes to write."""
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def connection_limits(wanted: int) -> tuple[int, int]:
+    """The open connections one worker keeps, and the file descriptors all its connections may use.
+
+    The soft file-descriptor limit is raised (up to the hard one) to fit ``wanted`` connections,
+    ``FD_RESERVE`` and ``LINGER_SLOTS``; if it cannot be, fewer connections are kept (at most half
+    of what the limit leaves), so that refusing the next ones never runs out of descriptors.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix: no descriptor limit to read
+        return wanted, wanted + LINGER_SLOTS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE + LINGER_SLOTS
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY:
+        return wanted, wanted + LINGER_SLOTS
+    budget = max(2, soft - FD_RESERVE)
+    return max(1, min(wanted, max(budget - LINGER_SLOTS, budget // 2))), budget
+
+
+class _ClosedConnections:
+    """Counts the connections :class:`GuardedH11Protocol` closes, on ``/metrics`` and in the log:
+    at most one line a second per reason, however many connections a flood brings."""
+
+    MESSAGES: ClassVar[dict[str, tuple[int, str]]] = {
+        "header_timeout": (
+            logging.INFO,
+            "closed %d connection(s) whose request headers were not complete within "
+            f"{HEADER_TIMEOUT:g} s (408)",
+        ),
+        "no_request": (
+            logging.INFO,
+            f"closed %d connection(s) that sent no request within {HEADER_TIMEOUT:g} s",
+        ),
+        "over_limit": (
+            logging.WARNING,
+            "refused %d connection(s) (503): the worker had %d open, its limit "
+            "(serve.max_connections)",
+        ),
+    }
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.flush_handle: asyncio.TimerHandle | None = None
+
+    def add(self, reason: str, loop: asyncio.AbstractEventLoop) -> None:
+        CLOSED_CONNECTIONS.labels(reason=reason).inc()
+        if reason not in self.MESSAGES:
+            return
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self.flush_handle is None:
+            self.flush_handle = loop.call_later(1.0, self.flush)
+
+    def flush(self) -> None:
+        self.flush_handle = None
+        counts, self.counts = self.counts, {}
+        for reason, count in counts.items():
+            level, message = self.MESSAGES[reason]
+            args = (count, GuardedH11Protocol.max_connections)[: message.count("%d")]
+            logger.log(level, message, *args)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11) with the guards that only a connection can keep.
+
+    An ASGI middleware such as :class:`HttpGuard` sees a request once its headers are complete, so
+    these live where uvicorn reads the socket (BentoML's worker runs uvicorn with ``http="auto"``;
+    the service module maps that name to this class, see the end of the module):
+
+    - **Header timeout.** A connection must complete a request's headers within
+      ``header_timeout`` seconds of opening (or of the first byte of its next request on a
+      kept-alive one), else it is closed, after a JSON 408 if part of a request had arrived.
+      Between requests uvicorn's keep-alive timeout (5 s) closes an idle connection.
+    - **Connection limit.** With ``max_connections`` open, a new connection is answered a JSON
+      503 at once and closed (half-closed, then dropped after ``REFUSED_LINGER`` seconds or when
+      the client closes; reset at once if even that would exceed ``fd_budget``).
+    - **JSON 400s.** A request h11 cannot parse (a negative Content-Length, a NUL in a header, a
+      malformed request line) is answered ``{"error": "invalid HTTP request: <why>"}`` (uvicorn's
+      own answer is plain text), with h11's status (431 for headers over 16 KB), and logged in one
+      INFO line like every other 4xx.
+    """
+
+    header_timeout: ClassVar[float] = HEADER_TIMEOUT
+    max_connections: ClassVar[int] = 0  # set at the end of the module, from serve.max_connections
+    fd_budget: ClassVar[int] = 0
+    lingering: ClassVar[int] = 0  # refused connections still half-open, in this worker
+    closed: ClassVar[_ClosedConnections] = _ClosedConnections()
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.refused = False  # over the limit: answered 503, nothing it sends is read
+        self.linger: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            return self._refuse(transport)
+        super().connection_made(transport)
+        self.header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.header_timer is None and self.conn.their_state is h11.IDLE:
+            # The first bytes of the next request on a kept-alive connection.
+            self.header_timer = self.loop.call_later(self.header_timeout, self._headers_timed_out)
+        super().data_received(data)
+        if self.header_timer is not None and self.conn.their_state is not h11.IDLE:
+            # The headers are complete (or the request was rejected).
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+            GuardedH11Protocol.lingering -= 1
+        if self.refused:
+            return None
+        return super().connection_lost(exc)
+
+    def _headers_timed_out(self) -> None:
+        self.header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # part of a request came: say why it gets no answer
+            message = f"the request headers did not arrive within {self.header_timeout:g} s"
+            self.transport.write(_error_response(408, message))
+            self.closed.add("header_timeout", self.loop)
+        else:
+            self.closed.add("no_request", self.loop)
+        self.transport.close()
+
+    def _refuse(self, transport: asyncio.Transport) -> None:
+        self.transport, self.refused = transport, True
+        self.closed.add("over_limit", self.loop)
+        if len(self.connections) + self.lingering >= self.fd_budget:
+            return transport.abort()  # no room even to linger: reset at once
+        message = (
+            f"the server has {len(self.connections)} connections open, its limit: try again later"
+        )
+        transport.write(_error_response(503, message))
+        if not transport.can_write_eof():  # TLS: close after the response
+            return transport.close()
+        # Half-close: the client reads the 503 and an end of file. Closing outright while its
+        # request is unread would make the kernel reset the connection and drop the answer.
+        transport.write_eof()
+        GuardedH11Protocol.lingering += 1
+        self.linger = self.loop.call_later(REFUSED_LINGER, transport.close)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn calls this while handling h11's RemoteProtocolError, which says what was wrong.
+        exc = sys.exc_info()[1]
+        status, reason = 400, msg
+        if isinstance(exc, h11.RemoteProtocolError):
+            hint = exc.error_status_hint
+            status, reason = (hint if 400 <= hint < 600 else 400), str(exc) or msg
+        message = f"invalid HTTP request: {_one_line(reason)}"
+        # METHOD /path STATUS reason, as for every 4xx: no method nor path could be read.
+        logger.info("- - %d %s", status, message)
+        self.closed.add("invalid_request", self.loop)
+        self.transport.write(_error_response(status, message))
+        self.transport.close()
+
+
+class _NoInvalidRequestWarnings(logging.Filter):
+    """uvicorn's WARNING "Invalid HTTP request received." for each request h11 cannot parse:
+    :meth:`GuardedH11Protocol.send_400_response` logs it at INFO with the reason instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
+logging.getLogger("uvicorn.error").addFilter(_NoInvalidRequestWarnings())
+
+
 @bentoml.service(
     name="recommender", workers=ARGS.workers, traffic={"timeout": BODY_TIMEOUT + HANDLER_TIMEOUT}
 )
@@ -403,6 +634,13 @@ class Recommender:
         # pause, and a per-request cost the no-op service does not pay).
         gc.collect()
         gc.freeze()
+        if GuardedH11Protocol.max_connections < ARGS.max_connections:
+            logger.warning(
+                "at most %d open connections per worker, not serve.max_connections %d: the "
+                "file-descriptor limit (ulimit -n) allows no more",
+                GuardedH11Protocol.max_connections,
+                ARGS.max_connections,
+            )
 
     @bentoml.api(input_spec=PredictRequest)
     def predict(self, pairs: Pairs) -> PredictResponse[RawId]:
@@ -527,3 +765,13 @@ Prometheus metrics: <a href="metrics">/metrics</a>.</p>
 INDEX_HTML = _index_html()
 
 Recommender.add_asgi_middleware(HttpGuard, max_bytes=MAX_BODY, body_timeout=BODY_TIMEOUT)
+
+# BentoML's worker builds uvicorn's Config after importing this module, with the default
+# ``http="auto"``, which uvicorn resolves through this table when the server starts (a class is
+# taken as is): every connection of the worker goes through GuardedH11Protocol.
+GuardedH11Protocol.max_connections, GuardedH11Protocol.fd_budget = connection_limits(
+    ARGS.max_connections
+)
+cast(dict[str, Any], uvicorn_config.HTTP_PROTOCOLS).update(
+    auto=GuardedH11Protocol, h11=GuardedH11Protocol
+)

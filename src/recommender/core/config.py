@@ -440,6 +440,9 @@ class ServeConfig(Section):
     port: int = Field(3000, ge=1, le=65_535)
     #: BentoML worker processes (each loads the model; about one per core).
     workers: int = Field(1, ge=1, le=64)
+    #: Open HTTP connections one worker keeps; the next ones get a 503 and are closed (clamped to
+    #: what the worker's file-descriptor limit allows).
+    max_connections: int = Field(4000, ge=1, le=1_000_000)
     #: Catalogs of up to this many items rank exactly (every item scored); larger ones through
     #: an approximate index (FAISS IVF) the package stage builds (``recommender.scoring.ann``).
     exact_max_items: int = Field(50_000, ge=0)
