@@ -406,8 +406,9 @@ def connection_limits(wanted: int) -> tuple[int, int]:
     """The open connections one worker keeps, and the file descriptors all its connections may use.
 
     The soft file-descriptor limit is raised (up to the hard one) to fit ``wanted`` connections,
-    ``FD_RESERVE`` and ``LINGER_SLOTS``; if it cannot be, fewer connections are kept (at most half
-    of what the limit leaves), so that refusing the next ones never runs out of descriptors.
+    ``FD_RESERVE`` and ``LINGER_SLOTS``. If it cannot be, fewer connections are kept: what the
+    limit leaves beyond those two, or half of what it leaves beyond ``FD_RESERVE`` if that is more
+    (the other half lets refused connections linger), so the worker never runs out of descriptors.
     """
     try:
         import resource

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -352,3 +353,22 @@ def test_a_worker_keeps_at_most_max_connections_open(capped_server: Server) -> N
     (line,) = [x for x in metrics if x.startswith("recommender_http_connections_closed_total")
                and 'reason="over_limit"' in x]  # fmt: skip
     assert float(line.rsplit(" ", 1)[1]) == 11, line
+
+
+def test_the_limit_fits_the_descriptor_limit(
+    service_module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = {"soft": 1024, "hard": 1024}
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, new: limits.update(soft=new[0]))
+    reserve, slots = service_module.FD_RESERVE, service_module.LINGER_SLOTS
+    # A hard limit that allows it: the soft one is raised, the limit kept.
+    limits.update(soft=1024, hard=100_000)
+    assert service_module.connection_limits(4000) == (4000, 4000 + slots)
+    assert limits["soft"] == 4000 + reserve + slots
+    # One that does not: fewer connections, half of what the descriptors allow.
+    limits.update(soft=1024, hard=1024)
+    assert service_module.connection_limits(4000) == ((1024 - reserve) // 2, 1024 - reserve)
+    limits.update(soft=3000, hard=3000)
+    assert service_module.connection_limits(4000) == (3000 - reserve - slots, 3000 - reserve)
+    assert service_module.connection_limits(100) == (100, 3000 - reserve)
