@@ -613,10 +613,13 @@ class Recommender:
             _cannot_serve(f"cannot load {where}: {_one_line(exc)}", exc)
         # A missing or damaged file (a truncated model.keras, an .npz failing its CRC) is named
         # by the load itself, in seconds, before any TensorFlow (a factor family needs none).
+        # Each file's bytes are checked against the bundle's files.sha256, and its digest
+        # against the one register recorded on the version (the package stage's metadata).
+        tags = self.bento_model.info.metadata.get("tags") or {}
         try:
-            from recommender.scoring.bundle import ModelBundle
+            from recommender.scoring.bundle import CONTENT_TAG, ModelBundle
 
-            bundle = ModelBundle.load(folder)
+            bundle = ModelBundle.load(folder, expected_digest=tags.get(f"version.{CONTENT_TAG}"))
         except Exception as exc:
             message = _one_line(f"{type(exc).__name__}: {exc}", limit=400)
             _cannot_serve(f"cannot load {where} from {folder}: {message}", exc)

@@ -318,15 +318,30 @@ def test_no_page_loads_anything_from_another_host(server: Server) -> None:
 # --- 6. a champion that cannot load --------------------------------------------------------------
 
 
+def _truncate_the_model(home: Path) -> str:
+    (model_file,) = home.joinpath("models").rglob("model.keras")
+    model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    return "model.keras is damaged (truncated or corrupt"
+
+
+def _change_one_byte_of_the_vocabulary(home: Path) -> str:
+    (vocab,) = home.joinpath("models").rglob("vocab.json")  # the first user id's first digit
+    text = vocab.read_text()
+    at = text.index("null,\n    ", text.index('"user"')) + len("null,\n    ")
+    assert text[at].isdigit(), text[at - 20 : at + 20]
+    vocab.write_text(text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :])
+    return f"{vocab}: changed since the model was saved"
+
+
+@pytest.mark.parametrize("damage", [_truncate_the_model, _change_one_byte_of_the_vocabulary])
 def test_a_damaged_champion_ends_bentoml_serve_with_a_one_line_error(
-    packaged: Packaged, tmp_path: Path
+    packaged: Packaged, tmp_path: Path, damage: Any
 ) -> None:
     home = tmp_path / "bentoml"
     shutil.copytree(
         packaged.bentoml_home, home, ignore=shutil.ignore_patterns("prometheus_multiproc_dir")
     )
-    (model_file,) = home.joinpath("models").rglob("model.keras")
-    model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    says = damage(home)
     env = {**env_for_children(packaged), "BENTOML_HOME": str(home)}
     env.pop("BENTOML_CONTAINERIZED", None)  # the service itself must turn restarts off
     port = free_port()
@@ -354,7 +369,7 @@ def test_a_damaged_champion_ends_bentoml_serve_with_a_one_line_error(
     assert len(errors) == 1, err.read_text()[-3000:]
     (line,) = errors
     assert "[ERROR]" in line and packaged.record["bento_model"] in line
-    assert "model.keras is damaged (truncated or corrupt" in line
+    assert says in line
     # One worker start, not a restart loop.
     assert "cannot load" not in out.read_text()
     assert err.read_text().count("cannot load the model") == 1
