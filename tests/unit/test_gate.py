@@ -194,3 +194,88 @@ def test_redact_hides_passwords_in_uris() -> None:
     out = redact(text)
     assert "s3cret" not in out and ":p@" not in out
     assert "mlflow:***@127.0.0.1:5432" in out and "u:***@h:1" in out
+
+
+#: A dvc.lock as DVC writes it for this project's graph, trimmed to what the digest follows.
+LOCK = """\
+schema: '2.0'
+stages:
+  check_params:
+    cmd: python pipeline/check_params.py
+    outs: [{path: reports/params_check.txt, md5: a1}]
+  ingest:
+    cmd: python pipeline/ingest.py
+    deps: [{path: reports/params_check.txt, md5: a1}]
+    outs: [{path: data/interim, md5: b1.dir}]
+  preprocess:
+    cmd: python pipeline/preprocess.py
+    deps: [{path: data/interim, md5: b1.dir}]
+    outs: [{path: data/processed, md5: c1.dir}, {path: reports/data.json, md5: c2}]
+  train:
+    cmd: python pipeline/train.py
+    deps: [{path: data/processed, md5: c1.dir}]
+    outs: [{path: models, md5: d1.dir}, {path: reports/train_history.csv, md5: d2}]
+  evaluate:
+    cmd: python pipeline/evaluate.py
+    deps: [{path: data/processed, md5: c1.dir}, {path: models, md5: d1.dir}]
+    outs: [{path: reports/metrics.json, md5: e1}]
+  register:
+    cmd: python pipeline/register.py
+    deps: [{path: models, md5: d1.dir}, {path: data/processed, md5: c1.dir},
+           {path: reports/metrics.json, md5: e1}, {path: src/recommender/registry, md5: f0.dir}]
+    outs: [{path: reports/promotion.json, md5: f1}]
+  package:
+    cmd: python pipeline/package.py
+    deps: [{path: reports/promotion.json, md5: f1}]
+    outs: [{path: reports/package.json, md5: g1}]
+  docs:
+    cmd: python make_docs.py
+    deps: [{path: README.md, md5: h0}]
+    outs: [{path: site, md5: h1.dir}]
+"""
+UPSTREAM = {"check_params", "ingest", "preprocess", "train", "evaluate"}
+READS = ("models", "data/processed", "reports/metrics.json")
+
+
+def _lock(tmp_path, text: str = LOCK, **changes: str):  # noqa: ANN001, ANN202
+    for old, new in changes.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "dvc.lock"
+    path.write_text(text)
+    return path
+
+
+def test_lock_digest_covers_the_stages_upstream_of_register(tmp_path) -> None:  # noqa: ANN001
+    import yaml
+
+    from recommender.registry.register import upstream_stages
+
+    stages = yaml.safe_load(LOCK)["stages"]
+    assert upstream_stages(stages, list(READS)) == UPSTREAM
+    assert upstream_stages(stages, ["reports/metrics.json"]) == UPSTREAM  # through evaluate's deps
+    assert upstream_stages(stages, ["data/processed"]) == {"check_params", "ingest", "preprocess"}
+    base = lock_digest(_lock(tmp_path))
+    # Upstream changes change it, however far up.
+    for old, new in [("a1", "a2"), ("pipeline/ingest.py", "pipeline/ingest.py -v"), ("e1", "e9")]:
+        assert lock_digest(_lock(tmp_path, **{old: new})) != base, old
+    # Register's own entry, a downstream stage (package reads promotion.json) and an unrelated
+    # one do not: a forced rerun of register finds the digest it recorded before.
+    for old, new in [("f1", "f9"), ("g1", "g9"), ("h1", "h9"), ("package.py", "package.py -v")]:
+        assert lock_digest(_lock(tmp_path, **{old: new})) == base, old
+
+
+def test_lock_digest_is_the_same_before_and_after_register_and_package_ran(
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """The first run reads a lock without register's and package's entries (DVC writes them
+    after); a forced rerun reads one with both. The digest is the same for the same inputs."""
+    full = lock_digest(_lock(tmp_path))  # the register entry's deps name the reads
+    first_run = LOCK[: LOCK.index("  register:")]
+    monkeypatch.chdir(tmp_path)
+    assert lock_digest(_lock(tmp_path, first_run), READS) == full
+    absolute = [tmp_path / read for read in READS]
+    assert lock_digest(_lock(tmp_path), absolute) == full
+    # Models alone lead to train and what is before it, not to evaluate.
+    assert lock_digest(_lock(tmp_path, first_run), READS[:1]) != full
