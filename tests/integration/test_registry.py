@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -522,8 +523,16 @@ def test_killed_around_the_alias_move_a_plain_rerun_converges(
 def test_two_register_stages_at_once_promote_over_one_champion_at_most_once(
     store: Store, tmp_path: Path
 ) -> None:
+    from recommender.registry.register import LOCK_SUFFIX
+
     name = "race"
     _register(store, "base", name, tmp_path / "p0.json")  # version 1, the champion
+    # ... and a register that crashed holding the lock: both stages find it and take it over.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    crashed = {"host": socket.gethostname(), "pid": str(dead.pid), "nonce": "crashed"}
+    crashed.update(lease_s="120", lease_until=f"{time.time() + 120:.3f}")
+    _client(store).create_registered_model(name + LOCK_SUFFIX, tags=crashed)
     procs, outs = [], []
     for model in ("better", "twin"):  # both clearly better than base
         trained = store.models[model]
@@ -552,6 +561,8 @@ def test_two_register_stages_at_once_promote_over_one_champion_at_most_once(
     (last,) = [r for r in promoted if r["candidate_version"] not in replaced]
     assert _alias(store, name, CHAMPION) == last["candidate_version"]
     assert sorted(r["candidate_version"] for r in records) == [2, 3]  # one version per run
+    left = _client(store).search_registered_models(f"name LIKE '{name}{LOCK_SUFFIX}%'")
+    assert left == []  # neither the crashed lock nor any claim on it
 
 
 def _retrain(store: Store, model: str, out: Path, name: str) -> tuple[Trained, Params]:
