@@ -626,3 +626,42 @@ def test_a_champion_that_cannot_load_is_named_with_the_way_out(
     assert f"delete_registered_model_alias('{name}', 'champion')" in message
     assert not (tmp_path / "p2.json").exists()
     assert _alias(store, name, CHAMPION) == 1
+    # The new version exists, and says its gate did not finish, and why.
+    tags = _client(store).get_model_version(name, "2").tags
+    assert tags["gate.decision"] == "failed"
+    assert "current champion cannot be judged against" in tags["gate.reason"]
+
+
+def test_a_register_that_fails_after_creating_the_version_marks_it_failed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recommender.registry import register
+
+    name = "fails-late"
+    _register(store, "base", name, tmp_path / "p1.json")
+
+    def fall_over(*args: object) -> None:
+        raise RuntimeError("the registry fell over")
+
+    # The worst moment: the version is tagged promoted, and the alias move fails.
+    monkeypatch.setattr(register, "_move_alias", fall_over)
+    with pytest.raises(RuntimeError, match="fell over"):
+        _register(store, "better", name, tmp_path / "p2.json")
+    monkeypatch.undo()
+
+    client = _client(store)
+    tags = client.get_model_version(name, "2").tags
+    assert tags["gate.decision"] == "failed"
+    assert tags["gate.reason"] == (
+        "register failed before the gate finished: RuntimeError: the registry fell over"
+    )
+    assert "gate.record" not in tags  # no tag says promoted of a version @champion never reached
+    run = client.get_run(store.models["better"].run_id)
+    assert run.data.tags["gate.decision"] == "failed"
+    assert _alias(store, name, CHAMPION) == 1 and not (tmp_path / "p2.json").exists()
+
+    # A rerun resumes with the same version and finishes the job; the tags follow.
+    rerun = _register(store, "better", name, tmp_path / "p3.json")
+    assert rerun["decision"] == "promoted" and rerun["candidate_version"] == 2
+    assert client.get_model_version(name, "2").tags["gate.decision"] == "promoted"
+    assert _alias(store, name, CHAMPION) == 2 and _versions(store, name) == [1, 2]

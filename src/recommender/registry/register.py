@@ -347,6 +347,16 @@ def ensure_version(
 ) -> Any:
     """The version of ``name`` holding this model: the existing one, or a new one; READY.
 
+    :func:`version_for`, then :func:`wait_ready`.
+    """
+    return wait_ready(client, name, version_for(client, name, run, tags, digest))
+
+
+def version_for(
+    client: Any, name: str, run: dict[str, Any], tags: dict[str, str], digest: str
+) -> str:
+    """The number of the version of ``name`` holding this model: the existing one, or a new one.
+
     Looked up by the training run id (rerunning the stage, or resuming after a crash), then by
     the bundle's content digest (an identical retrain: same data, params and seed give the same
     weights), so neither creates a second version of the same model. Call it under
@@ -373,7 +383,7 @@ def ensure_version(
         with asking(f"create a version of registered model {name!r}", "EDIT on it"):
             mv = mlflow.register_model(run["model_uri"], name, await_registration_for=0, tags=tags)
         log.info("registered %s as version %s of %s", run["model_uri"], mv.version, name)
-    return wait_ready(client, name, str(mv.version))
+    return str(mv.version)
 
 
 # --- the gate lock ------------------------------------------------------------------------------
@@ -797,15 +807,71 @@ def _gate(
 ) -> dict[str, Any]:
     """Version the candidate, judge it against the champion, move an alias (under the lock).
 
-    ``before_alias`` runs right before the alias moves (:meth:`GateLease.check`).
+    ``before_alias`` runs right before the alias moves (:meth:`GateLease.check`). A failure once
+    the version exists leaves it marked ``gate.decision=failed`` (:func:`_mark_failed`).
     """
+    name = params.tracking.registered_model
+    version = version_for(client, name, run, facts, digest)
+    try:
+        candidate = wait_ready(client, name, version)
+        return _judge(
+            params, client, run, facts, metrics, metrics_path, data_dir, candidate, before_alias
+        )
+    except BaseException as exc:
+        _mark_failed(client, name, version, run["run_id"], exc)
+        raise
+
+
+def _mark_failed(client: Any, name: str, version: str, run_id: str, exc: BaseException) -> None:
+    """Say on the version (and its training run) that its gate did not finish.
+
+    ``gate.decision=failed`` and ``gate.reason`` (the error's first line), unless the version
+    is the champion (the alias moved before the failure, or a rerun of a champion failed: its
+    recorded promotion stands). A recorded promotion that never took effect is removed, so no
+    tag says ``promoted`` of a version the alias never reached. A version that had lost an earlier
+    gate keeps its ``challenger`` alias and its record. Best effort: if the registry is what
+    failed, this may fail too (a warning), and a rerun resumes with the same version.
+    """
+    reason = f"register failed before the gate finished: {tracking.first_line(exc)}"
+    try:
+        with tracking.no_retries():
+            champion = alias_version(client, name, CHAMPION)
+            if champion is not None and str(champion.version) == version:
+                return
+            mv = client.get_model_version(name, version)
+            client.set_model_version_tag(name, version, "gate.decision", "failed")
+            client.set_model_version_tag(name, version, "gate.reason", reason)
+            recorded = json.loads((mv.tags or {}).get(RECORD_TAG) or "{}")
+            if recorded.get("decision") == "promoted":
+                client.delete_model_version_tag(name, version, RECORD_TAG)
+            client.set_tag(run_id, "gate.decision", "failed")
+            client.set_tag(run_id, "gate.reason", reason)
+        log.info("%s version %s is marked gate.decision=failed", name, version)
+    except Exception as tag_exc:  # noqa: BLE001 (the original error is what the stage reports)
+        log.warning(
+            "could not mark version %s of %s as failed: %s",
+            version, name, tracking.first_line(tag_exc),
+        )  # fmt: skip
+
+
+def _judge(
+    params: Params,
+    client: Any,
+    run: dict[str, Any],
+    facts: dict[str, str],
+    metrics: dict[str, Any],
+    metrics_path: str | Path,
+    data_dir: str | Path,
+    candidate: Any,
+    before_alias: Callable[[], None],
+) -> dict[str, Any]:
+    """Judge the READY ``candidate`` against the champion; tag it; move an alias."""
     import pandas as pd
 
     from recommender.evaluation.evaluate import ndcg_by_user
 
     cfg, name = params.register_, params.tracking.registered_model
     bias_rmse = float(metrics["baselines"]["bias"]["rmse"])
-    candidate = ensure_version(client, name, run, facts, digest)
     version = str(candidate.version)
     champion = alias_version(client, name, CHAMPION)
 
