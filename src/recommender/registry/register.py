@@ -22,7 +22,10 @@ bytes); a champion set by hand is ``kept``.
 Crash safety: every write that describes the candidate (the version, its tags, the training run's
 metrics) happens first, and the alias move is the single last write to the registry. The version
 is READY and its bundle has been downloaded and loaded before that, so ``@champion`` always points
-at a complete model that loads. Killed at any point, the stage can simply be run again.
+at a complete model that loads. Killed at any point, the stage can simply be run again. A stage
+that fails (rather than being killed) once the version exists tags it ``gate.decision=failed``
+with the reason, so no version is left looking judged when it was not. The gate runs under
+:func:`gate_lock` (one stage at a time; a dead holder's lock is taken over by one stage only).
 """
 
 from __future__ import annotations
