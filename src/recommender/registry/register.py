@@ -695,8 +695,9 @@ def gate_lock(
             shown, why = {"user": "another user (this one may not read the lock)"}, None
         if holder is not None and why:
             log.warning("taking over the gate lock of a register stage that %s: %s", why, shown)
-            evict(client, holder, watch)
-            continue
+            if evict(client, holder, watch):
+                continue
+            # Another stage is removing it (or already has): wait a moment, like any waiter.
         if time.monotonic() > deadline:
             raise RegistryError(
                 f"the gate of {name} has been locked by {shown} for over {wait_s:.0f} s: "
