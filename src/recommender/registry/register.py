@@ -639,7 +639,8 @@ def gate_lock(
     that is gone or carries another nonce (nonces are never reused), so it deletes nothing.
     Both then race on step 3's create, which one wins. A holder whose lease was judged over
     cannot release a successor's lock either: its release needs the claim for its own nonce,
-    and finds the lock not its own.
+    and finds the lock not its own. (Outside the argument: a person deleting the lock by hand, as
+    the wait's error suggests, and a register from before claims, which deletes plainly.)
 
     The guarantee rests on the lease, as every lease does: a participant that stalls for longer
     than ``lease_s`` (plus :data:`CLOCK_SKEW_S`, with hosts' clocks at most that far apart)
