@@ -97,8 +97,9 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     entry = [sys.executable, "-m", "recommender.training.distributed", "--data", str(data)]
     ports = iter(free_ports(6))
-    # Two rounds, so that at most five TensorFlow processes share the cores: eight at once (with
-    # the other pytest worker busy too) once left a worker stuck in its first collective.
+    # Two rounds, so that at most five TensorFlow processes share the cores (eight at once, with
+    # the other pytest worker busy too, once left a worker stuck in its first collective: most
+    # likely the second-strategy race of test_each_worker_makes_one_strategy, since fixed).
     # Round 1: biased_mf and the canary; round 2: two_tower, whose loss adds a part of its own.
     procs: list[Proc] = []
     for prefix, model, extra in (
@@ -139,6 +140,15 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "exits.json").write_text(json.dumps({p.name: p.returncode for p in procs}))
     (folder / "tails.txt").write_text("\n".join(p.tail() for p in procs))
     return folder
+
+
+def test_each_worker_makes_one_strategy(launch_dir: Path) -> None:
+    """A second ``MultiWorkerMirroredStrategy`` in a worker (TensorFlow then warns as below) resets
+    its collective state while the peer may already use it: both then hang in the first
+    broadcast, as the ``python -m`` entry once did (``distributed.py``'s ``__main__`` block)."""
+    for name in ("worker-0", "worker-1", "tt-worker-0", "tt-worker-1"):
+        log = (launch_dir / f"{name}.log").read_text(errors="replace")
+        assert "Enabling collective ops after program startup" not in log, name
 
 
 def exits(folder: Path) -> dict[str, int | None]:

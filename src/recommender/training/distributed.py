@@ -107,8 +107,10 @@ def is_chief(kind: str) -> bool:
 
 def strategy_for(kind: str) -> Any:
     """The strategy ``train.distribute`` names, made once per process (a second
-    ``MultiWorkerMirroredStrategy`` cannot re-join the cluster): call it before any
-    TensorFlow op, which would fix the runtime's collective setup."""
+    ``MultiWorkerMirroredStrategy`` cannot re-join the cluster: it resets the process's
+    collective state while its peers may already use it, and the first collective hangs; see
+    the ``__main__`` block): call it before any TensorFlow op, which would fix the runtime's
+    collective setup."""
     if kind in _strategies:
         return _strategies[kind]
     import tensorflow as tf
@@ -464,4 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m`` runs this file as ``__main__``, a second copy of the module beside the
+    # ``recommender.training.distributed`` that ``fit`` imports, each with its own
+    # ``_strategies``: this copy's main() and that copy's fit() would make a strategy each. A
+    # second MultiWorkerMirroredStrategy gives the running gRPC server a new collective state
+    # (TensorFlow's UpdateServerDef, with no barrier with the peers), so a peer's first collective
+    # that reached the old one is lost and both workers wait in their first broadcast forever.
+    # So main() runs from the imported module, whose cache fit() shares.
+    from recommender.training.distributed import main as imported_main
+
+    sys.exit(imported_main())
