@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from scale import SIZES  # noqa: E402
-from support import child_env, free_port  # noqa: E402
+from support import child_env, free_ports  # noqa: E402
 
 ENGINES = ("none", "mirrored", "multi_worker")
 #: A process that runs longer than this is stopped (a dead peer leaves the other one waiting).
@@ -78,7 +78,7 @@ def run_engine(engine: str, raw: dict[str, Any], data: Path, folder: Path) -> di
     args = [sys.executable, "-m", "recommender.training.distributed", "--data", str(data)]
     args += ["--params", str(params_file), "--out", str(out)]
     n_workers = 2 if engine == "multi_worker" else 1
-    ports = [free_port() for _ in range(n_workers)]
+    ports = free_ports(n_workers)  # at once: two separate draws can return one port twice
     procs = []
     start = time.perf_counter()
     for index in range(n_workers):

@@ -96,7 +96,6 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         preprocess(generate(params.synthetic, params.seed), params.preprocess, 42), data
     )
     entry = [sys.executable, "-m", "recommender.training.distributed", "--data", str(data)]
-    ports = iter(free_ports(6))
     # Two rounds, so that at most five TensorFlow processes share the cores (eight at once, with
     # the other pytest worker busy too, once left a worker stuck in its first collective: most
     # likely the second-strategy race of test_each_worker_makes_one_strategy, since fixed).
@@ -107,6 +106,9 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("tt-", "two_tower", {"two_tower": {"epochs": TWO_TOWER_EPOCHS}}),
     ):
         started = []
+        # Each round's ports just before its launch: a port handed out minutes earlier may have
+        # been taken meanwhile (any port-0 bind on the machine draws from the same range).
+        ports = iter(free_ports(2 if prefix else 4))
         for engine in ("mirrored", "multi_worker"):
             train = {"model": model, "distribute": engine, **extra}
             (folder / f"{prefix}{engine}.yaml").write_text(
