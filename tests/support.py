@@ -342,3 +342,12 @@ def make_scratch_repo(folder: Path) -> Path:
     run_checked([*git, "add", "-A"], repo)
     run_checked([*git, "commit", "-qm", "init"], repo)
     return repo
+
+
+def change_first_user_id(vocab: Path) -> None:
+    """Change one byte of a bundle's ``vocab.json``: the first user id's first digit (1 <-> 0),
+    which, loaded, would swap two users' predictions."""
+    text = vocab.read_text()
+    at = text.index("null,\n    ", text.index('"user"')) + len("null,\n    ")
+    assert text[at].isdigit(), text[at - 20 : at + 20]
+    vocab.write_text(text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :])

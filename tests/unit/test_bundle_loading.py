@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import child_env
+from support import change_first_user_id, child_env
 
 from recommender.core.errors import DataError
 from recommender.preprocess.processed import load_processed
@@ -155,18 +155,10 @@ def test_the_recorded_digest_is_read_not_recomputed(factor_bundle: Path, monkeyp
 # --- the recorded digests: one changed byte is named, whatever file it is in -------------------
 
 
-def _swap_first_user(vocab: Path) -> None:
-    """Change one byte of ``vocab.json``: the first digit of the first user id (1 -> 0)."""
-    text = vocab.read_text()
-    at = text.index("null,\n    ", text.index('"user"')) + len("null,\n    ")
-    assert text[at].isdigit(), text[at - 20 : at + 20]
-    vocab.write_text(text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :])
-
-
 def test_one_changed_byte_in_any_file_fails_the_load_naming_it(factor_bundle: Path) -> None:
     write_manifest(factor_bundle)
     ModelBundle.load(factor_bundle)  # as written: loads
-    _swap_first_user(factor_bundle / "vocab.json")
+    change_first_user_id(factor_bundle / "vocab.json")
     with pytest.raises(DataError) as err:
         ModelBundle.load(factor_bundle)
     message = str(err.value)

@@ -23,13 +23,13 @@ import pytest
 from support import ROOT, child_env
 
 from recommender.core.errors import redact, secrets_of
-from recommender.core.stage import (
+from recommender.core.redaction import (
     RedactingStream,
     environment_secrets,
     redact_secrets,
     redacted_output,
-    run_stage,
 )
+from recommender.core.stage import run_stage
 from recommender.core.telemetry import QUIET
 from recommender.training.run import write_run_file
 

@@ -14,6 +14,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from recommender.core.errors import exception_chain
+
+#: The errors a full filesystem (or a user's full quota) raises.
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 #: ``[Errno 28] No space left on device: '/path'`` as ``str(OSError)`` writes it, wherever a
 #: library folded that text into its own exception; the path is optional, and a copy names its
 #: source and then (``-> '/destination'``) the file being written.
@@ -23,19 +27,10 @@ _ENOSPC_TEXT = re.compile(
 )
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(found) < 10 and current not in found:
-        found.append(current)
-        current = current.__cause__ or current.__context__
-    return found
-
-
 def _full_path(exc: BaseException) -> tuple[bool, str | None]:
     """Whether ``exc`` (or what it wraps) is a full disk, and the path it names, if any."""
-    for err in _chain(exc):
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+    for err in exception_chain(exc):
+        if isinstance(err, OSError) and err.errno in FULL_DISK_ERRNOS:
             # A copy's error names its source first; the file being written is filename2.
             written = err.filename2 or err.filename
             return True, str(written) if isinstance(written, str | Path) else None

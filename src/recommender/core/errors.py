@@ -149,6 +149,16 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {redact(first)}"
 
 
+def exception_chain(exc: BaseException, limit: int = 10) -> list[BaseException]:
+    """``exc`` and what it was raised from or during (``__cause__``, else ``__context__``)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < limit and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def lost_tracking_server(exc: BaseException) -> str | None:
     """A one-line error for an exception that means the MLflow tracking server stopped answering.
 
@@ -157,11 +167,7 @@ def lost_tracking_server(exc: BaseException) -> str | None:
     """
     import os
 
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
+    chain = exception_chain(exc)
     roots = {type(e).__module__.split(".")[0] for e in chain}
     text = " ".join(str(e) for e in chain)
     if roots & {"requests", "urllib3"} or (

@@ -10,7 +10,6 @@ its staging copy (``.<name>.<pid>.*.tmp``) is removed by the next writer of the 
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import json
 import os
@@ -19,6 +18,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from recommender.core.disk import FULL_DISK_ERRNOS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,7 @@ def _naming_full_disk(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+        if exc.errno in FULL_DISK_ERRNOS and not exc.filename:
             raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
         raise
 

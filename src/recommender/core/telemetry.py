@@ -19,7 +19,7 @@ TELEMETRY_OFF = {
 #: per-file download bars, and the "View run ... at: <tracking URI>/#/..." links MLflow prints
 #: whenever a run ends, which carry the URI's password when it has one (stage output goes to CI
 #: logs; the stage runner also redacts what still gets through, see
-#: :func:`recommender.core.stage.redacted_output`). Set before TensorFlow is imported; explicit
+#: :func:`recommender.core.redaction.redacted_output`). Set before TensorFlow is imported; explicit
 #: settings win.
 QUIET = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
