@@ -44,9 +44,9 @@ def body(params: Params, args: argparse.Namespace) -> None:
     processed = load_processed(args.data)
     memory.check_train(processed, params.train)
     if params.train.distribute == "multi_worker":  # one process per worker, each its TF_CONFIG
-        from recommender.training import distributed
+        from recommender.training import distributed, strategy
 
-        if not distributed.is_chief("multi_worker"):  # the chief logs, saves and writes
+        if not strategy.is_chief("multi_worker"):  # the chief logs, saves and writes
             distributed.follow_chief(processed, params.train, params.seed)
             log.info("%s: trained in step with the chief; it writes the model", params.train.model)
             return

@@ -12,7 +12,8 @@ from recommender.core.config import Params
 from recommender.evaluation.evaluate import activity_slices, evaluate, mlflow_metrics
 from recommender.preprocess.processed import Processed
 from recommender.scoring.bundle import ModelBundle
-from recommender.training.fit import TIMING_KEYS, fit
+from recommender.training.fit import fit
+from recommender.training.loop import TIMING_KEYS
 
 pytestmark = pytest.mark.slow
 

@@ -280,13 +280,17 @@ class TrainConfig(Section):
     #: After early stopping has chosen the epoch count on the validation part, train once more
     #: on train + validation for that many epochs; the later stages use this model.
     refit: bool = True
+    #: Where the refit starts: ``scratch`` trains a new model for the chosen epoch count;
+    #: ``fitted`` continues the early-stopped model (its best weights and optimizer state) on
+    #: train + validation for the share of the chosen epochs the validation part adds.
+    refit_from: Literal["scratch", "fitted"] = "scratch"
     #: ``adam`` updates every row of every table each step (the knobs were tuned with it);
     #: ``lazy_adam`` only the rows a batch used, so a step costs the batch, not the catalog;
     #: ``auto``: lazy_adam once users + items exceed ``LAZY_ADAM_MIN_ROWS``.
     optimizer: Literal["auto", "adam", "lazy_adam"] = "auto"
-    #: ``none``: Keras' ``model.fit`` in one process. ``mirrored``: the custom data-parallel loop
-    #: of :mod:`recommender.training.distributed` over this machine's devices (one on a CPU).
-    #: ``multi_worker``: that loop over the workers ``TF_CONFIG`` names, one process each.
+    #: ``none``: the training loop (:mod:`recommender.training.loop`) in one process.
+    #: ``mirrored``: the same loop data-parallel over this machine's devices (one on a CPU).
+    #: ``multi_worker``: over the workers ``TF_CONFIG`` names, one process each.
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     mf: MFHyper = MFHyper()
     biased_mf: BiasedMFHyper = BiasedMFHyper()

@@ -9,7 +9,6 @@ TensorFlow's op determinism is on, so the same data and params give the same mod
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ import numpy as np
 from recommender.core.config import TrainConfig
 from recommender.preprocess.features import item_feature_matrix, user_feature_matrix
 from recommender.preprocess.processed import Processed, with_val_in_train
+from recommender.training import loop
+from recommender.training.strategy import is_chief, strategy_for
 
 #: Monitored for early stopping, with the better direction: RMSE on the validation part (without
 #: the L2 penalty that ``val_loss`` includes), or NDCG@10 for families trained to rank.
@@ -144,10 +145,6 @@ def head_stopping(
     return HeadStopping()
 
 
-#: The history keys that time an epoch (they vary from run to run; the others are seeded).
-TIMING_KEYS = ("epoch_seconds", "ratings_per_second")
-
-
 def epoch_timer(n_rows: int) -> Any:
     """A Keras callback adding ``epoch_seconds`` (the training pass, validation excluded) and
     ``ratings_per_second`` (rating-epochs per second) to each epoch's logs, so the progress line
@@ -176,12 +173,6 @@ def throughput(history: dict[str, list[float]], n_rows: int) -> float | None:
     """Rating-epochs per second over the epochs after the first (which traces the graph)."""
     seconds = history.get("epoch_seconds", [])[1:]
     return n_rows * len(seconds) / sum(seconds) if seconds and sum(seconds) > 0 else None
-
-
-#: Batches per call into the compiled train function (at most; an epoch of fewer runs in one
-#: call). Removes Python's per-step overhead, which dominates for models this small, while a
-#: large dataset's progress bar still moves within an epoch.
-STEPS_PER_EXECUTION = 100
 
 
 @dataclass
@@ -245,11 +236,8 @@ def build(processed: Processed, cfg: TrainConfig) -> Any:
         **cfg.hyper(),
         **model_kwargs(processed, cfg.model),
     )
-    n_batches = max(1, math.ceil(len(processed.train) / cfg.family_batch_size))
     optimizer = cfg.optimizer_for(model.n_users, model.n_items)
-    return compile_model(
-        model, cfg.family_learning_rate, min(n_batches, STEPS_PER_EXECUTION), optimizer
-    )
+    return compile_model(model, cfg.family_learning_rate, optimizer=optimizer)
 
 
 def fit(
@@ -259,6 +247,7 @@ def fit(
     callbacks: Sequence[Any] = (),
     verbose: int | str = 0,
     head_epochs: dict[str, int] | None = None,
+    model: Any = None,
 ) -> FitResult:
     """Train ``cfg.model`` on ``processed.train``, early-stopping on ``processed.val``.
 
@@ -270,48 +259,32 @@ def fit(
         verbose: Keras' ``verbose`` (1 = progress bar, 2 = a line per epoch, 0 = quiet).
         head_epochs: Without a validation part, the epoch each head of a multi-head model keeps
             (what a :func:`fit` with one chose; see :func:`head_stopping`).
+        model: Continue training this model (its weights and optimizer state) instead of
+            building a new one (a refit from the fitted model).
     """
-    if cfg.distribute != "none":  # Keras 3's fit fails under MultiWorkerMirroredStrategy
-        from recommender.training import distributed
-
-        return distributed.fit(processed, cfg, seed, callbacks, verbose, head_epochs)
+    strategy = strategy_for(cfg.distribute)  # first: before any TensorFlow op
     import keras
     import tensorflow as tf
 
-    from recommender.models import make_dataset
-
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-    model = build(processed, cfg)
-    train = processed.train
+    if model is None:
+        with strategy.scope():
+            model = build(processed, cfg)
+            model.optimizer.build(model.trainable_variables)
+    train, val = processed.train, processed.val
     if hasattr(model, "set_training_positives"):  # masked out of each other's softmax
         model.set_training_positives(
             train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train["rating"].to_numpy()
         )
-    train_ds = make_dataset(
-        train["user_idx"].to_numpy(),
-        train["item_idx"].to_numpy(),
-        train["rating"].to_numpy(),
-        batch_size=cfg.family_batch_size,
-        seed=seed,
-    )
-    val = processed.val
-    val_ds = None
+    # Producers add to each epoch's logs (the timer first: it stops the clock as validation
+    # starts); consumers read them once the workers agree. Only the chief logs.
+    producers: list[Any] = [epoch_timer(len(train))]
     stopper: Any = None
-    # The timer first: the callbacks after it see the epoch's speed in the logs.
-    all_callbacks = [epoch_timer(len(train)), *callbacks]
     if len(val):
-        val_ds = make_dataset(
-            val["user_idx"].to_numpy(),
-            val["item_idx"].to_numpy(),
-            val["rating"].to_numpy(),
-            batch_size=8192,
-            shuffle=False,
-        )
         monitor = monitor_of(cfg.model)
-        if monitor == RANKING_MONITOR:  # computed into the logs before early stopping reads them
-            all_callbacks.insert(1, validation_ranking(processed, model.relevance_threshold))
+        if monitor == RANKING_MONITOR:
+            producers.append(validation_ranking(processed, model.relevance_threshold))
         if hasattr(model, "stopping_heads"):
             stopper = head_stopping(model.stopping_heads(), patience=cfg.family_patience)
         else:
@@ -321,22 +294,22 @@ def fit(
                 patience=cfg.family_patience,
                 restore_best_weights=True,
             )
-        all_callbacks.append(stopper)
     elif head_epochs and hasattr(model, "stopping_heads"):
         stopper = head_stopping(model.stopping_heads(), stop_at=head_epochs)
-        all_callbacks.append(stopper)
-    start = time.perf_counter()
-    # shuffle=False: the tf.data pipeline already reshuffles (seeded) every epoch.
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
+    chief = is_chief(cfg.distribute)
+    history, seconds = loop.train(
+        model,
+        strategy,
+        loop.Ratings.of(train),
+        loop.Ratings.of(val) if len(val) else None,
         epochs=cfg.family_epochs,
-        callbacks=all_callbacks,
-        shuffle=False,
-        verbose=verbose,
-    ).history
-    seconds = time.perf_counter() - start
-    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+        batch_size=cfg.family_batch_size,
+        seed=seed,
+        producers=producers,
+        consumers=[*(callbacks if chief else ()), *([stopper] if stopper else [])],
+        verbose=verbose if chief else 0,
+        across_workers=cfg.distribute == "multi_worker",
+    )
     epochs_run = len(history["loss"])
     best_epoch = best_epoch_of(history, monitor_of(cfg.model)) or epochs_run
     epochs_of = dict(getattr(stopper, "epochs", {}))
@@ -352,22 +325,25 @@ def refit(
     callbacks: Sequence[Any] = (),
     verbose: int | str = 0,
 ) -> FitResult:
-    """Train ``cfg.model`` afresh on train + validation for the epochs a :func:`fit` chose.
+    """Train ``cfg.model`` on train + validation for what a :func:`fit` chose.
 
     The validation part chose how long to train (``chosen``: the early-stopped fit, or its best
-    epoch count), and now adds its ratings to what the model learns from. A model with heads that
-    stopped apart keeps each head's weights from its own epoch.
+    epoch count), and now adds its ratings to what the model learns from. ``cfg.refit_from``:
+
+    - ``scratch``: a new model for the chosen epochs; a model with heads that stopped apart
+      keeps each head's weights from its own epoch.
+    - ``fitted``: the early-stopped model goes on from its best weights and optimizer state,
+      for the chosen epochs times the validation part's size relative to train (at least one
+      epoch): the validation ratings join without the work being done again.
     """
+    both = with_val_in_train(processed)
+    if cfg.refit_from == "fitted" and isinstance(chosen, FitResult):
+        share = len(processed.val) / max(len(processed.train), 1)
+        epochs = max(1, round(chosen.best_epoch * share))
+        return fit(both, cfg.with_epochs(epochs), seed, callbacks, verbose, model=chosen.model)
     if isinstance(chosen, int):
         epochs, heads = chosen, None
     else:
         heads = chosen.head_epochs or None
         epochs = max(heads.values()) if heads else chosen.best_epoch
-    return fit(
-        with_val_in_train(processed),
-        cfg.with_epochs(epochs),
-        seed,
-        callbacks,
-        verbose,
-        head_epochs=heads,
-    )
+    return fit(both, cfg.with_epochs(epochs), seed, callbacks, verbose, head_epochs=heads)

@@ -1,0 +1,367 @@
+"""The one training loop, for every family, in one process and under ``tf.distribute``.
+
+Why not ``model.fit``: at our pins Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585, #20329; tensorflow/tensorflow#72388; the canary in
+``tests/model/test_distributed.py`` says when that changes), and these models are so small that
+how the step is built decides the speed (``reports/epoch_profile.md``). So one loop serves both:
+
+- **Many steps per call.** One ``tf.function`` call runs up to :data:`STEPS_PER_CALL` batches in a
+  ``tf.range`` loop: no Python per step. Between calls the loop updates the progress line.
+- **Row-sparse updates.** The tape gives an embedding table's gradient as ``IndexedSlices`` (the
+  rows the batch touched); :class:`~recommender.models.lazy_adam.LazyAdam` moves only those rows.
+- **The family's own loss.** ``model.compute_loss`` (the compiled MSE, the family's penalties and,
+  for ``two_tower``, its retrieval loss) inside ``strategy.run``; outside ``tf.distribute`` the
+  strategy is TensorFlow's default one, a single replica, and the same code runs.
+- **A cheap validation pass.** The validation RMSE from one compiled call over the validation
+  part (no loss, no penalties: nothing stops on them); NDCG and the rest come from the callbacks.
+- **Keras callbacks.** ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_end`` (once per
+  call, with the last batch's index, as Keras does with ``steps_per_execution``), ``on_test_begin``,
+  ``on_epoch_end`` with the logs and ``on_train_end``; a callback stops training by setting
+  ``model.stop_training``, as with ``fit``.
+
+Each global batch is the one a single process would train on: a permutation per epoch keyed by
+``(seed, epoch)``, so every worker computes the same one. Replica ``k`` of ``n`` takes the batch's
+rows ``k, k + n, ...`` and weighs its loss by its share of the batch, so the summed gradients are
+those of the whole batch's mean loss. Every worker runs every step (a worker that leaves a
+collective early blocks the others forever) and computes the validation metrics on the whole
+validation part; the epoch's logs and the stop decision are then averaged across workers, so all
+take the same decision.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Batches per call into the compiled train function (at most). Removes Python's per-step cost,
+#: which dominates for models this small, while a large epoch's progress line still moves.
+STEPS_PER_CALL = 100
+#: Batches per call when the steps hold collectives across workers (unrolled; see ``train``).
+UNROLLED_STEPS = 10
+#: Rows scored at once by the validation pass.
+VALIDATION_BATCH = 8192
+#: The history keys that time an epoch (they vary from run to run; the others are seeded).
+TIMING_KEYS = ("epoch_seconds", "ratings_per_second")
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """``(user_idx, item_idx, rating)`` columns as the loop feeds them."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+
+    @classmethod
+    def of(cls, frame: Any) -> Ratings:
+        """The columns of a processed ratings frame."""
+        return cls(
+            frame["user_idx"].to_numpy(np.int32),
+            frame["item_idx"].to_numpy(np.int32),
+            frame["rating"].to_numpy(np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ratings)
+
+
+def shard_batches(
+    n_rows: int,
+    batch_size: int,
+    n_shards: int,
+    shards: Sequence[int],
+    epochs: int,
+    seed: int,
+    shuffle: bool = True,
+) -> Any:
+    """``tf.data`` of ``(rows, share)``: for every global batch of every epoch, one element per
+    shard in ``shards`` (this input pipeline's replicas), with the rows ``shard, shard + n_shards,
+    ...`` of the batch and the shard's share of it.
+
+    A permutation per epoch keyed by ``(seed, epoch)``, so every worker computes the same one. A
+    last batch smaller than ``n_shards`` (some replica would get no row) is left out of the epoch.
+    """
+    import tensorflow as tf
+
+    n_batches = steps_per_epoch(n_rows, batch_size, n_shards)
+    local = tf.constant(list(shards), tf.int64)
+
+    def epoch_batches(epoch: Any) -> Any:
+        order = tf.range(n_rows, dtype=tf.int64)
+        if shuffle:
+            key = tf.stack([tf.constant(seed, tf.int64), epoch])
+            order = tf.random.experimental.stateless_shuffle(order, seed=key)
+
+        def shard_rows(b: Any) -> Any:
+            rows = order[b * batch_size : tf.minimum((b + 1) * batch_size, n_rows)]
+            size = tf.shape(rows, out_type=tf.int64)[0]
+            if n_shards == 1:  # one replica: the whole batch, its whole share
+                return tf.data.Dataset.from_tensors((rows, tf.constant(1.0)))
+            return tf.data.Dataset.from_tensor_slices(local).map(
+                lambda s: (
+                    rows[s::n_shards],
+                    tf.cast((size - s + n_shards - 1) // n_shards, tf.float32)
+                    / tf.cast(size, tf.float32),
+                )
+            )
+
+        return tf.data.Dataset.range(n_batches).flat_map(shard_rows)
+
+    return tf.data.Dataset.range(epochs).flat_map(epoch_batches)
+
+
+def steps_per_epoch(n_rows: int, batch_size: int, n_replicas: int = 1) -> int:
+    """Global batches in an epoch (a last batch too small to give every replica a row is left
+    out)."""
+    return n_rows // batch_size + (n_rows % batch_size >= n_replicas)
+
+
+def column(values: Any) -> Any:
+    """``values`` as a ``(batch, 1)`` tensor."""
+    import tensorflow as tf
+
+    return tf.reshape(values, [-1, 1])
+
+
+class Progress:
+    """Keras-style progress: a bar within the epoch (``verbose=1``) or one line per epoch
+    (``verbose=2``), each with rating-epochs per second and, once an epoch has run, the time
+    left at most (the epoch cap; early stopping usually ends sooner)."""
+
+    def __init__(self, verbose: int | str, epochs: int, steps: int, n_rows: int) -> None:
+        self.verbose = 1 if verbose == "auto" else int(verbose)
+        self.epochs, self.steps, self.n_rows = epochs, steps, n_rows
+        self.bar: Any = None
+        self.epoch_seconds: list[float] = []
+
+    def begin(self, epoch: int) -> None:
+        if self.verbose == 1:
+            import keras
+
+            print(f"Epoch {epoch + 1}/{self.epochs}", file=sys.stdout, flush=True)
+            self.bar = keras.utils.Progbar(self.steps, stateful_metrics=["ratings/s"])
+
+    def step(self, done: int, seconds: float, logs: dict[str, float]) -> None:
+        if self.bar is not None:
+            rate = self.n_rows * done / max(self.steps, 1) / max(seconds, 1e-9)
+            self.bar.update(done, [*logs.items(), ("ratings/s", rate)])
+
+    def end(self, epoch: int, seconds: float, logs: dict[str, float]) -> None:
+        self.epoch_seconds.append(seconds)
+        if not self.verbose:
+            return
+        left = self.epochs - epoch - 1
+        recent = self.epoch_seconds[1:] or self.epoch_seconds  # the first epoch traces
+        eta = left * sum(recent) / len(recent)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in TIMING_KEYS)
+        print(
+            f"Epoch {epoch + 1}/{self.epochs}: {seconds:.1f} s, "
+            f"{self.n_rows / max(seconds, 1e-9):,.0f} ratings/s, {shown}"
+            + (f"; at most {_clock(eta)} left ({left} epochs)" if left else ""),
+            file=sys.stdout,
+            flush=True,
+        )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def train(
+    model: Any,
+    strategy: Any,
+    train_rows: Ratings,
+    val_rows: Ratings | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    producers: Sequence[Any] = (),
+    consumers: Sequence[Any] = (),
+    verbose: int | str = 0,
+    across_workers: bool = False,
+    steps_per_call: int = STEPS_PER_CALL,
+) -> tuple[dict[str, list[float]], float]:
+    """Train ``model`` (built and compiled in ``strategy``'s scope) for at most ``epochs``.
+
+    Args:
+        model: A compiled family (its optimizer and loss are used).
+        strategy: ``tf.distribute.get_strategy()`` for one process, or the strategy the model
+            was built under.
+        train_rows: What the model learns from.
+        val_rows: The validation part: adds ``val_rmse`` to each epoch's logs.
+        epochs: At most this many epochs (a callback may stop sooner).
+        batch_size: Rows per global batch (split across the replicas).
+        seed: Keys each epoch's permutation.
+        producers: Callbacks that add entries to the logs (the epoch timer, validation NDCG); they
+            run on every worker, before the logs are agreed.
+        consumers: Callbacks that read the agreed logs (loggers, early stopping).
+        verbose: 0 quiet, 1 a progress bar, 2 a line per epoch.
+        across_workers: Average the logs and the stop decision over the workers (multi-worker).
+        steps_per_call: Batches per call into the compiled train function, at most.
+
+    Returns:
+        The history (per-epoch logs) and the seconds the loop took.
+    """
+    import keras
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+    n_rows = len(train_rows)
+    users, items, ratings = (tf.constant(a) for a in astuple(train_rows))
+    n_steps = steps_per_epoch(n_rows, batch_size, replicas)
+
+    def dataset_fn(context: Any) -> Any:
+        per_pipeline = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * per_pipeline
+        ds = shard_batches(
+            n_rows, batch_size, replicas, range(first, first + per_pipeline), epochs, seed
+        )
+        ds = ds.map(
+            lambda rows, share: (
+                {"user": tf.gather(users, rows), "item": tf.gather(items, rows)},
+                tf.gather(ratings, rows),
+                share,
+            )
+        )
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    variables = model.trainable_variables
+    optimizer = model.optimizer
+
+    def replica_step(x: Any, y: Any, share: Any) -> tuple[Any, Any, Any]:
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            # Keras divides the compiled loss and the penalties by the replica count (for equal
+            # local batches); undone, then weighed by this replica's share of the batch. As
+            # (batch, 1): a rank-1 target makes the MSE a scalar before Keras' reduction, which
+            # then skips that division (tensorflow#72388's scalar case) but not the penalties'.
+            loss = model.compute_loss(x, column(y), column(y_pred), training=True)
+            loss = loss * (share * replicas)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        errors = tf.reduce_sum(tf.square(tf.reshape(y_pred, [-1]) - tf.reshape(y, [-1])))
+        return loss, errors, tf.cast(tf.size(y), tf.float32)
+
+    def steps_of(iterator: Any, steps: Any) -> Any:
+        totals = tf.zeros([3], tf.float64)  # summed loss, squared errors, rows
+        # A tf.range loop, but with collectives across workers an unrolled one: in a while
+        # loop their instances can pair up out of order (a row gather then meets another
+        # size), while straight-line code keeps them in program order.
+        for _ in range(steps) if isinstance(steps, int) else tf.range(steps):
+            x, y, share = next(iterator)
+            per_replica = strategy.run(replica_step, args=(x, y, share))
+            # The replicas' weighed losses sum to the global batch's mean loss.
+            loss, errors, rows = (strategy.reduce("SUM", v, axis=None) for v in per_replica)
+            totals += tf.cast(tf.stack([loss * rows, errors, rows]), tf.float64)
+        return totals
+
+    if across_workers:
+        steps_per_call = min(steps_per_call, UNROLLED_STEPS)
+        train_steps = tf.function(steps_of)  # one trace per steps value: the full and the tail
+    else:
+        compiled = tf.function(steps_of)
+
+        def train_steps(iterator: Any, steps: int) -> Any:
+            return compiled(iterator, tf.constant(steps))
+
+    validate = _validation_pass(model, val_rows) if val_rows is not None and len(val_rows) else None
+
+    @tf.function
+    def mean_over_workers(values: Any) -> Any:
+        return strategy.reduce("MEAN", strategy.run(tf.identity, args=(values,)), axis=None)
+
+    everyone = keras.callbacks.CallbackList([*producers, *consumers], model=model)
+    progress = Progress(verbose, epochs, n_steps, n_rows)
+    history: dict[str, list[float]] = {}
+    model.stop_training = False
+    start = time.perf_counter()
+    everyone.on_train_begin()
+    for epoch in range(epochs):
+        everyone.on_epoch_begin(epoch)
+        progress.begin(epoch)
+        began = time.perf_counter()
+        sums = np.zeros(3)
+        done = 0
+        while done < n_steps:
+            steps = min(steps_per_call, n_steps - done)
+            sums += train_steps(batches, steps).numpy()
+            done += steps
+            running = {"loss": sums[0] / sums[2], "rmse": math.sqrt(sums[1] / sums[2])}
+            everyone.on_train_batch_end(done - 1, running)
+            progress.step(done, time.perf_counter() - began, running)
+        logs: dict[str, float] = {
+            "loss": float(sums[0] / sums[2]),
+            "rmse": math.sqrt(sums[1] / sums[2]),
+        }
+        if validate is not None:
+            for callback in producers:
+                callback.on_test_begin()
+            logs["val_rmse"] = validate()
+        for callback in producers:
+            callback.on_epoch_end(epoch, logs)
+        if across_workers:
+            logs = agree(logs, mean_over_workers, exclude=TIMING_KEYS)
+        for callback in consumers:
+            callback.on_epoch_end(epoch, logs)
+        for key, value in logs.items():
+            history.setdefault(key, []).append(float(value))
+        progress.end(epoch, time.perf_counter() - began, logs)
+        stop = float(bool(model.stop_training))
+        if across_workers:
+            stop = float(mean_over_workers(tf.constant([stop], tf.float64))[0])
+        if stop > 0:
+            break
+    everyone.on_train_end()
+    return history, time.perf_counter() - start
+
+
+def astuple(rows: Ratings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return rows.users, rows.items, rows.ratings
+
+
+def _validation_pass(model: Any, rows: Ratings) -> Callable[[], float]:
+    """The validation RMSE of the model's clipped predictions, in one compiled call.
+
+    Outside any strategy's ``run``: every worker scores the whole validation part locally.
+    """
+    import tensorflow as tf
+
+    users, items, ratings = (tf.constant(a) for a in astuple(rows))
+    n = len(rows)
+    n_batches = -(-n // VALIDATION_BATCH)
+
+    @tf.function
+    def squared_errors() -> Any:
+        total = tf.constant(0.0, tf.float64)
+        for b in tf.range(n_batches):
+            part = tf.range(b * VALIDATION_BATCH, tf.minimum((b + 1) * VALIDATION_BATCH, n))
+            x = {"user": tf.gather(users, part), "item": tf.gather(items, part)}
+            y_pred = tf.reshape(model(x, training=False), [-1])
+            diff = tf.cast(y_pred - tf.gather(ratings, part), tf.float64)
+            total += tf.reduce_sum(tf.square(diff))
+        return total
+
+    return lambda: math.sqrt(float(squared_errors()) / n)
+
+
+def agree(
+    logs: dict[str, float], mean_over_workers: Any, exclude: Sequence[str]
+) -> dict[str, float]:
+    """``logs`` with every entry but ``exclude`` (each worker's own timings) averaged over the
+    workers: identical inputs already give identical values; this makes it certain, so every
+    worker takes the same early-stopping decision."""
+    import tensorflow as tf
+
+    keys = sorted(k for k in logs if k not in exclude)
+    mean = mean_over_workers(tf.constant([logs[k] for k in keys], tf.float64)).numpy()
+    return {**logs, **{k: float(v) for k, v in zip(keys, mean, strict=True)}}

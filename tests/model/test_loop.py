@@ -1,0 +1,133 @@
+"""The training loop (``training/loop.py``) against references: one step equals Keras' own
+``model.fit`` step with the same optimizer, lazy Adam moves only the rows a batch used, and the
+refit from the fitted model continues it rather than starting again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recommender.core.config import Params, RatingScale
+from recommender.preprocess.processed import Processed
+from recommender.training import loop
+
+pytestmark = pytest.mark.slow
+
+N_USERS, N_ITEMS = 6, 9
+
+
+def tiny_model(optimizer: str) -> object:
+    import keras
+
+    from recommender.models import build_model, compile_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model(
+        "biased_mf", N_USERS, N_ITEMS, RatingScale(), global_mean=3.5, embedding_dim=4, l2=0.05
+    )
+    return compile_model(model, 0.01, optimizer=optimizer)
+
+
+def some_ratings(n: int = 16) -> loop.Ratings:
+    rng = np.random.default_rng(0)
+    return loop.Ratings(
+        rng.integers(1, N_USERS + 1, n).astype(np.int32),
+        # Items 1..6 only: rows 7-9 of the item tables are never touched.
+        rng.integers(1, 7, n).astype(np.int32),
+        rng.integers(1, 6, n).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
+def test_one_step_of_the_loop_is_keras_fit_step(optimizer: str) -> None:
+    """A whole-batch epoch is one step: the loop and ``model.fit`` (same model, same optimizer,
+    same batch) must end on the same weights, penalties and all."""
+    import tensorflow as tf
+
+    rows = some_ratings()
+    reference = tiny_model(optimizer)
+    start = [w.copy() for w in reference.get_weights()]
+    reference.fit(
+        {"user": rows.users, "item": rows.items},
+        rows.ratings,
+        batch_size=len(rows),
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
+    ours = tiny_model(optimizer)
+    ours.set_weights(start)
+    history, _ = loop.train(
+        ours, tf.distribute.get_strategy(), rows, None, epochs=1, batch_size=len(rows), seed=0
+    )
+    moved = 0
+    for got, want, before in zip(ours.get_weights(), reference.get_weights(), start, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        moved += int(np.any(got != before))
+    assert moved == 4, "every table (user, item, their biases) takes a step"
+    assert history["loss"][0] > 0 and len(history["loss"]) == 1
+
+
+def test_lazy_adam_leaves_the_rows_no_batch_used_untouched() -> None:
+    import tensorflow as tf
+
+    rows = some_ratings()
+    model = tiny_model("lazy_adam")
+    item_tables = [w for w in model.trainable_variables if w.shape[0] == N_ITEMS + 1]
+    before = [np.array(w.numpy()) for w in item_tables]
+    loop.train(model, tf.distribute.get_strategy(), rows, None, epochs=3, batch_size=4, seed=0)
+    assert len(item_tables) == 2  # the item factors and the item biases
+    for table, old in zip(item_tables, before, strict=True):
+        now = table.numpy()
+        np.testing.assert_array_equal(now[7:], old[7:], err_msg=table.path)
+        assert np.any(now[1:7] != old[1:7]), table.path
+
+
+def test_the_loop_runs_many_steps_per_call_and_reports_each_call(
+    processed: Processed, params: Params
+) -> None:
+    """``on_train_batch_end`` comes once per call, with the index of the call's last batch (as
+    Keras does under ``steps_per_execution``); the epoch covers every training row."""
+    import keras
+    import tensorflow as tf
+
+    from recommender.training.fit import build
+
+    rows = loop.Ratings.of(processed.train)
+    seen: list[int] = []
+
+    class Calls(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            seen.append(batch)
+
+    batch = 64
+    steps = loop.steps_per_epoch(len(rows), batch)
+    history, _ = loop.train(
+        build(processed, params.train.model_copy(update={"model": "biased_mf"})),
+        tf.distribute.get_strategy(),
+        rows,
+        None,
+        epochs=1,
+        batch_size=batch,
+        seed=0,
+        consumers=[Calls()],
+        steps_per_call=7,
+    )
+    assert seen == [min(k + 6, steps - 1) for k in range(0, steps, 7)]
+    assert np.isfinite(history["rmse"][0])
+
+
+def test_the_refit_from_the_fitted_model_continues_it(processed: Processed, params: Params) -> None:
+    from recommender.training.fit import fit, refit
+
+    cfg = params.train.model_copy(update={"model": "biased_mf", "refit_from": "fitted"})
+    fitted = fit(processed, cfg, params.seed)
+    steps_before = int(fitted.model.optimizer.iterations.numpy())
+    final = refit(processed, cfg, params.seed, fitted)
+    assert final.model is fitted.model  # the same model went on
+    share = len(processed.val) / len(processed.train)
+    assert final.epochs_run == max(1, round(fitted.best_epoch * share))
+    assert final.train_rows == len(processed.train) + len(processed.val)
+    assert int(final.model.optimizer.iterations.numpy()) > steps_before
+    # It started from the fitted weights, not afresh: its first epoch is already trained.
+    assert final.history["rmse"][0] < fitted.history["rmse"][0]
