@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from pydantic import ValidationError
 
-from recommender.core.config import LAZY_ADAM_MIN_ROWS, TrainConfig
+from recommender.core.config import RatingScale, TrainConfig
 from recommender.models.lazy_adam import LazyAdam
 
 pytestmark = pytest.mark.slow
@@ -72,13 +73,15 @@ def test_dense_gradients_take_adams_step() -> None:
     np.testing.assert_array_equal(lazy_var.numpy(), dense_var.numpy())
 
 
-def test_auto_picks_lazy_adam_only_for_large_tables() -> None:
+def test_the_default_optimizer_is_row_sparse_and_builds_lazy_adam() -> None:
+    from recommender.models import build_model, compile_model
+
     cfg = TrainConfig()
-    assert cfg.optimizer == "auto"
-    assert cfg.optimizer_for(943, 1682) == "adam"  # ML-100K: the knobs were tuned with Adam
-    assert cfg.optimizer_for(69_878, 10_677) == "lazy_adam"  # ML-10M
-    assert cfg.optimizer_for(LAZY_ADAM_MIN_ROWS, 1) == "lazy_adam"
-    assert TrainConfig(optimizer="adam").optimizer_for(10**6, 10**6) == "adam"
+    assert cfg.optimizer == "lazy_adam"
+    model = build_model("mf", 5, 5, RatingScale(), global_mean=3.0)
+    assert isinstance(compile_model(model, 0.01, optimizer=cfg.optimizer).optimizer, LazyAdam)
+    with pytest.raises(ValidationError, match="optimizer"):
+        TrainConfig(optimizer="auto")
 
 
 def test_saved_model_with_lazy_adam_loads_in_safe_mode(tmp_path) -> None:  # noqa: ANN001

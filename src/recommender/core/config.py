@@ -262,11 +262,6 @@ class TwoTowerHyper(FamilyHyper):
     rating: dict[str, Any] = {}
 
 
-#: ``train.optimizer: auto`` picks lazy Adam above this many users + items: below it a dense
-#: Adam step over the tables costs no more than the sparse bookkeeping (ML-1M: ~10k rows).
-LAZY_ADAM_MIN_ROWS = 50_000
-
-
 class TrainConfig(Section):
     """Train stage: which model family, and how to fit it."""
 
@@ -284,10 +279,9 @@ class TrainConfig(Section):
     #: ``fitted`` continues the early-stopped model (its best weights and optimizer state) on
     #: train + validation for the share of the chosen epochs the validation part adds.
     refit_from: Literal["scratch", "fitted"] = "scratch"
-    #: ``adam`` updates every row of every table each step (the knobs were tuned with it);
-    #: ``lazy_adam`` only the rows a batch used, so a step costs the batch, not the catalog;
-    #: ``auto``: lazy_adam once users + items exceed ``LAZY_ADAM_MIN_ROWS``.
-    optimizer: Literal["auto", "adam", "lazy_adam"] = "auto"
+    #: ``lazy_adam`` moves only the table rows a batch used, so a step costs the batch, not the
+    #: catalog; ``adam`` (Keras') updates every row of every table each step.
+    optimizer: Literal["adam", "lazy_adam"] = "lazy_adam"
     #: ``none``: the training loop (:mod:`recommender.training.loop`) in one process.
     #: ``mirrored``: the same loop data-parallel over this machine's devices (one on a CPU).
     #: ``multi_worker``: over the workers ``TF_CONFIG`` names, one process each.
@@ -318,12 +312,6 @@ class TrainConfig(Section):
                 message = f"{owner}.{key} overrides train.{family}: {problems}"
                 raise ValueError(message) from None
         return self
-
-    def optimizer_for(self, n_users: int, n_items: int) -> str:
-        """The optimizer ``optimizer`` means for tables of this size (``auto`` resolved)."""
-        if self.optimizer != "auto":
-            return self.optimizer
-        return "lazy_adam" if n_users + n_items > LAZY_ADAM_MIN_ROWS else "adam"
 
     def hyper(self) -> dict[str, Any]:
         """Constructor arguments of the chosen family (its section without ``learning_rate``)."""

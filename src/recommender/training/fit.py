@@ -236,8 +236,7 @@ def build(processed: Processed, cfg: TrainConfig) -> Any:
         **cfg.hyper(),
         **model_kwargs(processed, cfg.model),
     )
-    optimizer = cfg.optimizer_for(model.n_users, model.n_items)
-    return compile_model(model, cfg.family_learning_rate, optimizer=optimizer)
+    return compile_model(model, cfg.family_learning_rate, optimizer=cfg.optimizer)
 
 
 def fit(
