@@ -7,6 +7,8 @@ TensorFlow (~10 s), which ``make test-fast`` does not pay for."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from keras import ops
@@ -21,6 +23,7 @@ from recommender.core.config import (
     parse_params,
 )
 from recommender.core.errors import ConfigError
+from recommender.core.memory import TWO_TOWER_AUTO_LARGE, TWO_TOWER_NEGATIVES
 
 pytestmark = pytest.mark.slow
 
@@ -246,15 +249,155 @@ def test_two_tower_in_batch_softmax_matches_a_hand_computation():
     assert got == pytest.approx(np.mean(ce), rel=1e-5)
 
 
-def test_two_tower_softmax_auto_switches_to_in_batch_for_large_catalogs():
+def test_two_tower_softmax_auto_switches_to_sampled_for_large_catalogs():
     from recommender.core.memory import TWO_TOWER_IN_BATCH_MIN_ITEMS as IN_BATCH_MIN_ITEMS
 
     small = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS, SCALE, 3.5, embedding_dim=2)
     large = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS + 1, SCALE, 3.5, embedding_dim=2)
-    assert (small.in_batch, large.in_batch) == (False, True)
+    assert (small.softmax_kind, large.softmax_kind) == ("full", "sampled")
+    assert TWO_TOWER_AUTO_LARGE == "sampled"
+    # One default for the knob: the typed config's (params.yaml's) is the model's.
+    assert TrainConfig().two_tower.negatives == TWO_TOWER_NEGATIVES
     assert models.build_model("two_tower", 3, 4, SCALE, 3.5, softmax="in_batch").in_batch
-    with pytest.raises(ConfigError, match="softmax must be one of auto, full, in_batch"):
-        models.build_model("two_tower", 3, 4, SCALE, 3.5, softmax="sampled")
+    with pytest.raises(ConfigError, match="softmax must be one of auto, full, in_batch, sampled"):
+        models.build_model("two_tower", 3, 4, SCALE, 3.5, softmax="negative")
+
+
+def _tiny_sampled_two_tower(**knobs: Any) -> Any:
+    """Two users, three items, 2-d towers set by hand; train positives: item 1 twice, 2 and 3
+    once (so log-Q = log(2/4), log(1/4), log(1/4))."""
+    model = models.build_model(
+        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax="sampled", **knobs
+    )
+    model.user_tower.embeddings.assign(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], "float32"))
+    model.item_tower.embeddings.assign(
+        np.array([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], "float32")
+    )
+    model.item_prior.embeddings.assign(np.array([[0.0], [0.1], [0.0], [-0.2]], "float32"))
+    model.set_training_positives([1, 2, 1, 2], [1, 1, 2, 3], [5.0, 4.0, 4.0, 5.0])
+    return model
+
+
+@pytest.mark.parametrize(
+    ("in_batch_negatives", "dense_mask"), [(True, True), (False, True), (True, False)]
+)
+def test_two_tower_sampled_softmax_matches_a_hand_computation(
+    in_batch_negatives, dense_mask, monkeypatch
+):
+    if not dense_mask:  # the large-catalog form of the positives: sorted keys, searched
+        monkeypatch.setattr("recommender.models.two_tower.DENSE_MASK_MAX_CELLS", 0)
+    model = _tiny_sampled_two_tower(negatives=4, in_batch_negatives=in_batch_negatives)
+    assert model._dense_positives is dense_mask
+    users = ops.convert_to_numpy(model.user_tower.embeddings)
+    items = ops.convert_to_numpy(model.item_tower.embeddings)
+    prior = ops.convert_to_numpy(model.item_prior.embeddings)[:, 0]
+    log_q = np.log(np.array([1.0, 2.0, 1.0, 1.0]) / 4)
+    x = models.model_inputs([1, 2, 2, 1], [1, 3, 1, 2])
+    rating = np.array([5.0, 4.0, 4.0, 2.0], np.float32)  # the last row is not a positive
+    negatives = np.array([2, 1, 2, 3], np.int32)  # what the batch "drew" (with replacement)
+    got = float(ops.convert_to_numpy(model.retrieval_loss(x, rating, negatives=negatives)))
+
+    batch_users, batch_items = [1, 2, 2], [1, 3, 1]  # the positives, in batch order
+    liked = {1: {1, 2}, 2: {1, 3}}  # each user's train positives (their own item included)
+    corrected = prior - log_q  # each candidate's logit lowered by log of its popularity
+    ce, n_candidates = [], []
+    for r, (u, i) in enumerate(zip(batch_users, batch_items, strict=True)):
+        own = users[u] @ items[i] + corrected[i]
+        # Not a negative: the row's own item, nor another item its user liked in training.
+        drawn = [users[u] @ items[j] + corrected[j] for j in negatives if j not in liked[u]]
+        others = [
+            users[u] @ items[j] + corrected[j]
+            for k, j in enumerate(batch_items)
+            if in_batch_negatives and k != r and j not in liked[u]
+        ]
+        logits = np.array([own, *drawn, *others])
+        ce.append(np.log(np.exp(logits).sum()) - own)
+        n_candidates.append(len(logits))
+    assert n_candidates == ([3, 3, 3] if in_batch_negatives else [2, 3, 3])  # masks at work
+    assert got == pytest.approx(np.mean(ce), rel=1e-5)
+    # Without them the loss differs: the batch's positives count (or do not) as candidates.
+    other = _tiny_sampled_two_tower(negatives=4, in_batch_negatives=not in_batch_negatives)
+    assert float(ops.convert_to_numpy(other.retrieval_loss(x, rating, negatives=negatives))) != (
+        pytest.approx(got, rel=1e-3)
+    )
+
+
+def test_two_tower_samples_negatives_by_popularity_never_the_unknown_item():
+    import keras
+    import tensorflow as tf
+
+    n_items, draws = 50, 400
+    keras.utils.set_random_seed(7)
+    model = models.build_model(
+        "two_tower", 3, n_items, SCALE, 3.5, embedding_dim=2, softmax="sampled", negatives=draws
+    )
+    # Train positives: item i liked i times for i < 40, items 40..50 never (never drawn);
+    # item 0 (unknown) among them too, yet it must never be drawn.
+    liked = np.concatenate([np.repeat(np.arange(40), np.arange(40)), [0, 0, 0]])
+    model.set_training_positives(np.ones(liked.size, int), liked, np.full(liked.size, 5.0))
+
+    @tf.function
+    def steps(n: int) -> Any:  # one traced loop of many steps, as model.fit runs them
+        out = tf.TensorArray(tf.int32, size=n)
+        for k in tf.range(n):
+            out = out.write(k, model.sample_negatives())
+        return out.stack()
+
+    drawn = ops.convert_to_numpy(steps(50))
+    assert drawn.shape == (50, draws)
+    assert len({row.tobytes() for row in drawn}) == 50  # every step draws anew
+    counts = np.bincount(drawn.ravel(), minlength=n_items + 1)
+    assert counts[0] == 0 and counts[40:].sum() == 0
+    expected = np.arange(40) / np.arange(40).sum() * drawn.size
+    chi2 = ((counts[1:40] - expected[1:]) ** 2 / expected[1:]).sum()
+    assert chi2 < 80  # 38 degrees of freedom: p ~ 1e-4 at 80; a uniform draw gives ~20,000
+    # The global seed replays the same draws; the draws do not depend on the batch.
+    keras.utils.set_random_seed(7)
+    again = models.build_model(
+        "two_tower", 3, n_items, SCALE, 3.5, embedding_dim=2, softmax="sampled", negatives=draws
+    )
+    again.set_training_positives(np.ones(liked.size, int), liked, np.full(liked.size, 5.0))
+    first = ops.convert_to_numpy(again.sample_negatives())
+    np.testing.assert_array_equal(first, drawn[0])
+
+
+def test_two_tower_sampled_trains_saves_and_loads_in_safe_mode(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    user, item = rng.integers(1, 21, 600), rng.integers(1, 31, 600)
+    rating = rng.integers(1, 6, 600).astype("float32")
+    model = models.build_model(
+        "two_tower", 20, 30, SCALE, 3.0, embedding_dim=4, softmax="sampled", negatives=7,
+        in_batch_negatives=False,
+    )  # fmt: skip
+    model.set_training_positives(user, item, rating)
+    models.compile_model(model, 0.01, steps_per_execution=4)
+    data = models.make_dataset(user, item, rating, batch_size=64)
+    history = model.fit(data, epochs=3, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    path = tmp_path / "sampled.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    config = loaded.get_config()
+    assert (config["softmax"], config["negatives"], config["in_batch_negatives"]) == (
+        "sampled",
+        7,
+        False,
+    )
+    assert config == model.get_config()
+    np.testing.assert_array_equal(
+        loaded.retrieval_factors().item_vectors, model.retrieval_factors().item_vectors
+    )
+
+
+@pytest.mark.parametrize("negatives", [0, -3, 2.5, True, "512"])
+def test_two_tower_refuses_a_negatives_that_is_not_a_positive_integer(negatives):
+    with pytest.raises(ConfigError, match="negatives must be a positive integer"):
+        models.build_model("two_tower", 3, 4, SCALE, 3.5, softmax="sampled", negatives=negatives)
+    with pytest.raises(ConfigError, match=r"train\.two_tower\.negatives"):
+        parse_params({"train": {"two_tower": {"negatives": negatives}}})
 
 
 def test_two_tower_ranks_with_its_towers_and_rates_with_its_head():

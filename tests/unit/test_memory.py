@@ -186,6 +186,18 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
     message = str(caught.value)
     assert "two_tower step: 1,024 x 1,024 in-batch logits" in message
     assert "a smaller train.two_tower.batch_size (its softmax is batch x batch)" in message
+    n_users = len(processed.user_vocab) - 1
+    sampled = _config("two_tower", softmax="sampled", negatives=300)
+    with pytest.raises(memory.MemoryLimitExceeded) as caught:
+        memory.check_train(processed, sampled, small)
+    message = str(caught.value)
+    assert "two_tower step: 1,024 x 301 sampled logits x 4 copies x 4 B" in message
+    assert f"two_tower positives mask {n_users + 1:,} x {n_items + 1:,} x 1 B" in message
+    assert "train.two_tower.negatives (its softmax is batch x (batch + negatives))" in message
+    mixed = _config("two_tower", softmax="sampled", negatives=300, in_batch_negatives=True)
+    assert "1,024 x 1,324 sampled logits" in "".join(
+        p.what for p in memory.train_estimate(processed, mixed).parts
+    )
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
         memory.check_train(processed, _config("autorec"), small)
     message = str(caught.value)

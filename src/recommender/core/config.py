@@ -255,9 +255,17 @@ class TwoTowerHyper(FamilyHyper):
     epochs: int | None = Field(45, ge=1)
     #: ``full``: each positive against the whole catalog (every step costs batch x items);
     #: ``in_batch``: against the batch's other positives, corrected for their popularity (log-Q),
-    #: a step's cost independent of the catalog; ``auto``: in_batch above
-    #: ``memory.TWO_TOWER_IN_BATCH_MIN_ITEMS`` items.
-    softmax: Literal["auto", "full", "in_batch"] = "auto"
+    #: a step's cost independent of the catalog but a positive's growing with the batch;
+    #: ``sampled``: against ``negatives`` items drawn by popularity once per batch (and the
+    #: batch's positives while ``in_batch_negatives``), log-Q corrected, a positive's cost fixed;
+    #: ``auto``: ``memory.TWO_TOWER_AUTO_LARGE`` above ``memory.TWO_TOWER_IN_BATCH_MIN_ITEMS``
+    #: items, else full.
+    softmax: Literal["auto", "full", "in_batch", "sampled"] = "auto"
+    #: ``softmax: sampled``: items each batch draws (with replacement) as shared negatives.
+    negatives: int = Field(512, ge=1)
+    #: ``softmax: sampled``: the batch's other positives are candidates too (a positive's cost
+    #: then grows with the batch; on ML-100K it ranked no better).
+    in_batch_negatives: bool = False
     #: The rating head's knobs over ``train.biased_mf``'s (e.g. ``{l2: 0.15}``).
     rating: dict[str, Any] = {}
 

@@ -68,11 +68,18 @@ AUTOREC_MAX_EPOCH_READS = 10_000_000_000
 #: Copies of the ``batch x (n_items + 1)`` logits a two-tower step holds: the logits, the
 #: positives mask, the softmax and the gradient.
 TWO_TOWER_LOGIT_COPIES = 4
-#: ``train.two_tower.softmax: auto`` goes in-batch above this many items: a full-softmax epoch
-#: costs positives x items x dims (ML-1M's 3.7k items: ~0.8 TFLOP an epoch, minutes on 2 cores;
-#: ML-10M's 10.7k: tens of minutes). ML-100K's 1.7k items (and the synthetic default's) stay on
-#: the full softmax, which ranks better there (README). See :func:`two_tower_in_batch`.
+#: ``train.two_tower.softmax: auto`` leaves the full softmax above this many items: a full-softmax
+#: epoch costs positives x items x dims (ML-1M's 3.7k items: ~0.8 TFLOP an epoch, minutes on 2
+#: cores; ML-10M's 10.7k: tens of minutes). ML-100K's 1.7k items (and the synthetic default's) stay
+#: on the full softmax, which ranks better there (README). See :func:`two_tower_softmax`.
 TWO_TOWER_IN_BATCH_MIN_ITEMS = 2_000
+#: What ``auto`` trains with above :data:`TWO_TOWER_IN_BATCH_MIN_ITEMS` items: the sampled
+#: softmax, whose cost per positive is fixed (``negatives``) and which ranks like the full one
+#: (ML-100K u1, forced: NDCG@10 0.475 with 512 negatives, 0.476 with 1024; full 0.475, in-batch
+#: 0.456).
+TWO_TOWER_AUTO_LARGE = "sampled"
+#: ``train.two_tower.negatives``' default: items a ``softmax: sampled`` batch draws by popularity.
+TWO_TOWER_NEGATIVES = 512
 #: Largest ``(users + 1) x (items + 1)`` positives mask the two-tower keeps as a dense boolean
 #: table; beyond it, at most this many of a user's positives are masked from their softmaxes.
 TWO_TOWER_DENSE_MASK_MAX_CELLS = 64_000_000
@@ -88,9 +95,12 @@ TABLE_BYTES_PER_ROW = 200
 SCALABLE_FAMILIES = "biased_mf or hybrid"
 
 
-def two_tower_in_batch(softmax: str, n_items: int) -> bool:
-    """Whether a two-tower with ``train.two_tower.softmax: <softmax>`` trains in-batch."""
-    return softmax == "in_batch" or (softmax == "auto" and n_items > TWO_TOWER_IN_BATCH_MIN_ITEMS)
+def two_tower_softmax(softmax: str, n_items: int) -> str:
+    """The softmax a two-tower with ``train.two_tower.softmax: <softmax>`` trains with:
+    ``full``, ``in_batch`` or ``sampled`` (``auto`` resolved by the catalog's size)."""
+    if softmax != "auto":
+        return softmax
+    return TWO_TOWER_AUTO_LARGE if n_items > TWO_TOWER_IN_BATCH_MIN_ITEMS else "full"
 
 
 class MemoryLimitExceeded(RecommenderError):
@@ -361,7 +371,8 @@ def train_estimate(processed: Any, cfg: TrainConfig) -> Estimate:
     - ``autorec`` / ``ensemble``: its stored ratings (12 B each) and a step's sparse rows, at
       most :func:`autorec_ratings_per_step` x :data:`AUTOREC_STEP_BYTES_PER_RATING`;
     - ``two_tower``: a step's logits, :data:`TWO_TOWER_LOGIT_COPIES` copies (batch x (n_items +
-      1) with the full softmax, batch x batch in-batch), and its users' positives table;
+      1) with the full softmax, batch x batch in-batch, batch x (batch + negatives) sampled),
+      and, but in-batch, its users' positives table;
     - TensorFlow itself (:data:`TENSORFLOW_RUNTIME_BYTES`), unless already imported.
 
     ``processed`` is the preprocess stage's output (:class:`~recommender.preprocess.processed.
@@ -408,35 +419,54 @@ def train_estimate(processed: Any, cfg: TrainConfig) -> Estimate:
 def _two_tower_step(
     processed: Any, hyper: dict[str, Any], batch: int, n_users: int, n_items: int
 ) -> tuple[list[Part], str]:
-    """A two-tower step's logits (full softmax: batch x items; in-batch: batch x batch) and its
-    table of users' positives (dense booleans up to :data:`TWO_TOWER_DENSE_MASK_MAX_CELLS`,
-    else each user's positives padded to the most any user has, at most
-    :data:`TWO_TOWER_MAX_MASKED_POSITIVES`), and what to change when they do not fit."""
-    in_batch = two_tower_in_batch(hyper.get("softmax", "auto"), n_items)
+    """A two-tower step's logits (full softmax: batch x items; in-batch: batch x batch; sampled:
+    batch x (batch + negatives)) and, but in-batch, its table of users' positives (dense
+    booleans up to :data:`TWO_TOWER_DENSE_MASK_MAX_CELLS`; beyond, for the full softmax, each
+    user's positives padded to the most any user has, at most
+    :data:`TWO_TOWER_MAX_MASKED_POSITIVES`, for the sampled softmax every positive's int64
+    key), and what to change when they do not fit."""
+    kind = two_tower_softmax(hyper.get("softmax", "auto"), n_items)
     copies = TWO_TOWER_LOGIT_COPIES
-    if in_batch:
+    if kind == "in_batch":
         logits = Part(
             f"two_tower step: {batch:,} x {batch:,} in-batch logits x {copies} copies x 4 B",
             batch * batch * copies * 4,
         )
         return [logits], "a smaller train.two_tower.batch_size (its softmax is batch x batch)"
-    logits = Part(
-        f"two_tower step: {batch:,} x {n_items + 1:,} item logits x {copies} copies x 4 B",
-        batch * (n_items + 1) * copies * 4,
-    )
     cells = (n_users + 1) * (n_items + 1)
-    if cells <= TWO_TOWER_DENSE_MASK_MAX_CELLS:
+    dense = cells <= TWO_TOWER_DENSE_MASK_MAX_CELLS
+    if dense:
         mask = Part(f"two_tower positives mask {n_users + 1:,} x {n_items + 1:,} x 1 B", cells)
     else:
         train = processed.train
         positive = train["rating"].to_numpy() >= hyper["relevance_threshold"]
+    if kind == "sampled":
+        negatives = int(hyper.get("negatives", TWO_TOWER_NEGATIVES))
+        width = (batch if hyper.get("in_batch_negatives", False) else 1) + negatives
+        logits = Part(
+            f"two_tower step: {batch:,} x {width:,} sampled logits x {copies} copies x 4 B",
+            batch * width * copies * 4,
+        )
+        if not dense:
+            n = int(positive.sum())
+            mask = Part(f"two_tower positives {n:,} keys x 8 B", n * 8)
+        return [logits, mask], (
+            "a smaller train.two_tower.batch_size or train.two_tower.negatives (its softmax is "
+            "batch x (batch + negatives))"
+        )
+    logits = Part(
+        f"two_tower step: {batch:,} x {n_items + 1:,} item logits x {copies} copies x 4 B",
+        batch * (n_items + 1) * copies * 4,
+    )
+    if not dense:
         most = np.bincount(train["user_idx"].to_numpy()[positive], minlength=1).max(initial=1)
         width = int(min(max(most, 1), TWO_TOWER_MAX_MASKED_POSITIVES))
         mask = Part(
             f"two_tower positives {n_users + 1:,} x {width:,} x 4 B", (n_users + 1) * width * 4
         )
     return [logits, mask], (
-        "train.two_tower.softmax: in_batch (batch x batch logits), or a smaller "
+        "train.two_tower.softmax: in_batch (batch x batch logits) or sampled (batch x "
+        "(batch + negatives) logits), or a smaller "
         "train.two_tower.batch_size (its full softmax is batch x items)"
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # what Keras' own losses use
 
@@ -20,7 +21,7 @@ from recommender.core.memory import (
 from recommender.core.memory import (
     TWO_TOWER_MAX_MASKED_POSITIVES as MAX_MASKED_POSITIVES,
 )
-from recommender.core.memory import two_tower_in_batch
+from recommender.core.memory import TWO_TOWER_NEGATIVES, two_tower_softmax
 from recommender.models.base import (
     RatingModel,
     as_index,
@@ -34,7 +35,7 @@ from recommender.scoring.factors import Factors
 
 #: A logit that no softmax will pick (the unknown item is never a candidate).
 _NEVER = -1e9
-SOFTMAXES = ("auto", "full", "in_batch")
+SOFTMAXES = ("auto", "full", "in_batch", "sampled")
 
 
 @register
@@ -49,9 +50,13 @@ class TwoTower(RatingModel):
     the unknown item, is never a candidate, and neither are the user's *other* training positives
     (:meth:`set_training_positives`): an item they also liked is not a wrong answer, and ranking
     never shows it to them again anyway (measured on ML-100K's validation split: NDCG@10 0.2220
-    against 0.2193 without the mask). L2 ``l2`` shrinks the positives' rows (per example, as in
-    Funk-SVD). Ranking, ``recommend`` and ``similar_items`` use the towers; the exported
-    :meth:`retrieval_factors` make them a NumPy matrix product at serving time.
+    against 0.2193 without the mask). Larger catalogs train on a sample of candidates instead
+    (``softmax``): the batch's positives (``in_batch``: a positive's cost grows with the batch),
+    or ``negatives`` items drawn by popularity once per batch (``sampled``, with the batch's
+    positives too while ``in_batch_negatives``), each logit corrected by its item's popularity
+    (log-Q). L2 ``l2`` shrinks the positives' rows (per example, as in Funk-SVD). Ranking,
+    ``recommend`` and ``similar_items`` use the towers; the exported :meth:`retrieval_factors`
+    make them a NumPy matrix product at serving time.
 
     Rating: the rating head is a :class:`BiasedMF` with its own tables (``rating`` takes its
     knobs, ``train.biased_mf``'s by default): it answers ``predict`` and its MSE joins the loss
@@ -85,6 +90,8 @@ class TwoTower(RatingModel):
         global_mean: float,
         rating: dict[str, Any],
         softmax: str = "auto",
+        negatives: int = TWO_TOWER_NEGATIVES,
+        in_batch_negatives: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(n_users, n_items, l2=l2, **kwargs)
@@ -92,8 +99,21 @@ class TwoTower(RatingModel):
             raise ConfigError(f"rating_loss_weight must be >= 0, got {rating_loss_weight}")
         if softmax not in SOFTMAXES:
             raise ConfigError(f"softmax must be one of {', '.join(SOFTMAXES)}, got {softmax!r}")
+        if (
+            isinstance(negatives, bool)
+            or not isinstance(negatives, int | np.integer)
+            or negatives < 1
+        ):
+            raise ConfigError(f"negatives must be a positive integer, got {negatives!r}")
+        if not isinstance(in_batch_negatives, bool):
+            raise ConfigError(
+                f"in_batch_negatives must be true or false, got {in_batch_negatives!r}"
+            )
         self.softmax = softmax
-        self.in_batch = two_tower_in_batch(softmax, self.n_items)
+        self.softmax_kind = two_tower_softmax(softmax, self.n_items)
+        self.in_batch = self.softmax_kind == "in_batch"
+        self.negatives = int(negatives)
+        self.in_batch_negatives = in_batch_negatives
         self.embedding_dim = int(embedding_dim)
         self.rating_loss_weight = float(rating_loss_weight)
         self.relevance_threshold = float(relevance_threshold)
@@ -107,8 +127,17 @@ class TwoTower(RatingModel):
         # only by the loss, and never saved (the model ranks without it).
         self._positives: Any = None
         self._dense_positives = False
-        # In-batch softmax: log of each item's share of the train positives (log-Q correction).
+        # In-batch and sampled softmax: log of each item's share of the train positives (log-Q
+        # correction); sampled: their cumulative shares, what the negatives are drawn from
+        # (uniform over the known items until set_training_positives).
         self._log_q: Any = None
+        self._sampling_cdf: Any = None
+        if self.softmax_kind == "sampled":
+            cdf = np.arange(self.n_items + 1, dtype=np.float64) / self.n_items
+            self._sampling_cdf = ops.convert_to_tensor(cdf)
+            # A variable (its state advances each draw): every step, even inside one traced
+            # loop, draws new negatives, and keras.utils.set_random_seed replays them.
+            self.negative_sampler = keras.random.SeedGenerator(name="negative_sampler")
         self.rating_head = BiasedMF(
             n_users,
             n_items,
@@ -155,23 +184,35 @@ class TwoTower(RatingModel):
         out of that user's other softmaxes.
 
         Kept as a dense ``(users, items)`` boolean table, one gather per step, while it has at
-        most :data:`DENSE_MASK_MAX_CELLS` cells (ML-1M: 22 M); beyond that as each user's
-        positives padded with 0, up to :data:`MAX_MASKED_POSITIVES` of them, scattered per step.
+        most :data:`DENSE_MASK_MAX_CELLS` cells (ML-1M: 22 M); beyond that, for the full softmax,
+        as each user's positives padded with 0, up to :data:`MAX_MASKED_POSITIVES` of them,
+        scattered per step, and for the sampled softmax as the sorted ``user x (items + 1) +
+        item`` keys of all of them, searched per candidate (:meth:`_liked`). The in-batch and
+        sampled softmaxes also keep each item's share of the positives (log-Q), and the sampled
+        one its cumulative shares, what its negatives are drawn from.
         """
-        import numpy as np
-
         users, items = np.asarray(user_idx, np.int64), np.asarray(item_idx, np.int64)
         keep = np.asarray(rating) >= self.relevance_threshold
         users, items = users[keep], items[keep]
-        if self.in_batch:
+        if self.softmax_kind != "full":
             hits = np.bincount(items, minlength=self.n_items + 1).astype(np.float64)
             share = np.maximum(hits, 1.0) / max(hits.sum(), 1.0)
             self._log_q = ops.convert_to_tensor(np.log(share).astype(np.float32))
-            return
+            hits[0] = 0.0  # the unknown item is never drawn
+            if self.softmax_kind == "sampled" and hits.sum() > 0:
+                cdf = np.cumsum(hits) / hits.sum()
+                cdf[-1] = 1.0
+                self._sampling_cdf = ops.convert_to_tensor(cdf)
+            if self.softmax_kind == "in_batch":
+                return
         if (self.n_users + 1) * (self.n_items + 1) <= DENSE_MASK_MAX_CELLS:
             dense = np.zeros((self.n_users + 1, self.n_items + 1), bool)
             dense[users, items] = True
             self._positives, self._dense_positives = ops.convert_to_tensor(dense), True
+            return
+        if self.softmax_kind == "sampled":
+            keys = np.unique(users * (self.n_items + 1) + items)
+            self._positives, self._dense_positives = ops.convert_to_tensor(keys), False
             return
         order = np.argsort(users, kind="stable")
         users, items = users[order], items[order]
@@ -197,11 +238,34 @@ class TwoTower(RatingModel):
         hits = ops.scatter(index, ops.ones((ops.shape(index)[0],)), shape) > 0
         return ops.logical_and(hits, ops.logical_not(own))
 
-    def retrieval_loss(self, inputs: dict[str, Any], rating: Any) -> Any:
-        """Full-softmax cross-entropy of each positive against the catalog, plus its L2 term.
+    def _liked(self, users: Any, candidates: Any) -> Any:
+        """``(rows, candidates)`` booleans: True where the candidate is a train positive of the
+        row's user (the sampled softmax's mask: a lookup per candidate, whatever the catalog)."""
+        keys = ops.expand_dims(ops.cast(users, "int64"), 1) * (self.n_items + 1)
+        keys = ops.reshape(keys + ops.expand_dims(ops.cast(candidates, "int64"), 0), (-1,))
+        if self._dense_positives:
+            hit = ops.take(ops.reshape(self._positives, (-1,)), keys)
+        else:  # sorted keys: found where a binary search lands
+            at = ops.searchsorted(self._positives, keys, side="left")
+            at = ops.minimum(at, ops.shape(self._positives)[0] - 1)
+            hit = ops.take(self._positives, at) == keys
+        return ops.reshape(hit, (ops.shape(users)[0], ops.shape(candidates)[0]))
 
-        Only the batch's positives are scored against the catalog (the other rows would be
-        weighted 0); a batch without a positive gives 0.
+    def sample_negatives(self) -> Any:
+        """``negatives`` item indices (int32) drawn with replacement, each with probability its
+        share of the train positives (never index 0, the unknown item): a new draw each call."""
+        u = keras.random.uniform((self.negatives,), dtype="float64", seed=self.negative_sampler)
+        # Item i is drawn when cdf[i - 1] <= u < cdf[i]: an item without a positive (cdf flat
+        # there), item 0 (cdf[0] = 0) included, never is.
+        drawn = ops.searchsorted(self._sampling_cdf, u, side="right")
+        return ops.cast(ops.clip(drawn, 1, self.n_items), "int32")
+
+    def retrieval_loss(self, inputs: dict[str, Any], rating: Any, negatives: Any = None) -> Any:
+        """Cross-entropy of each positive against its candidates (``softmax``), plus its L2 term.
+
+        Only the batch's positives are scored (the other rows would be weighted 0); a batch
+        without a positive gives 0. ``negatives``: the sampled softmax's shared negatives
+        (default: :meth:`sample_negatives`; tests pass their own).
         """
         positive = ops.reshape(rating, (-1,)) >= self.relevance_threshold
         rows = ops.nonzero(positive)[0]
@@ -209,7 +273,11 @@ class TwoTower(RatingModel):
         items = ops.take(as_index(inputs["item"]), rows)
         n_positive = ops.maximum(ops.cast(ops.shape(rows)[0], "float32"), 1.0)
         v = lookup(self.user_tower, users, training=True)
-        if self.in_batch:
+        if self.softmax_kind == "sampled":
+            if negatives is None:
+                negatives = self.sample_negatives()
+            loss = self._sampled_loss(v, users, items, as_index(negatives)) / n_positive
+        elif self.in_batch:
             loss = self._in_batch_loss(v, items) / n_positive
         else:
             loss = self._full_loss(v, users, items) / n_positive
@@ -249,6 +317,47 @@ class TwoTower(RatingModel):
             ops.logical_and(same_item, ops.logical_not(ops.eye(n, dtype="bool"))), _NEVER, logits
         )
         labels = ops.arange(n)
+        return ops.sum(
+            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        )
+
+    def _sampled_loss(self, v: Any, users: Any, items: Any, negatives: Any) -> Any:
+        """Summed cross-entropy of each positive against the batch's positives (when
+        ``in_batch_negatives``) and ``negatives``, items drawn by popularity for the whole batch
+        (sampled softmax, Bengio & Senecal 2008; mixed with in-batch as in Yang et al. 2020).
+
+        Both kinds of candidate come from the popularity distribution, so each candidate's logit
+        is lowered by the log of its expected count in the sample, ``log((batch + negatives) *
+        q_i)`` (log-Q; the constant cancels in the softmax). A candidate that is the row's own
+        item (drawn, or another row's), or another train positive of its user, is masked, as
+        the full softmax masks them (on ML-100K u1: NDCG@10 0.471 with, 0.456 without).
+        """
+
+        def corrected(candidates: Any) -> Any:  # row lookups: sparse gradients for lazy Adam
+            prior = ops.reshape(self.item_prior(candidates), (-1,))
+            return prior if self._log_q is None else prior - ops.take(self._log_q, candidates)
+
+        n = ops.shape(items)[0]
+        sampled = ops.matmul(v, ops.transpose(self.item_tower(negatives)))
+        sampled = sampled + ops.reshape(corrected(negatives), (1, -1))
+        own = ops.expand_dims(items, 1) == ops.expand_dims(negatives, 0)
+        if self._positives is not None:
+            own = ops.logical_or(own, self._liked(users, negatives))
+        sampled = ops.where(own, _NEVER, sampled)
+        if self.in_batch_negatives:
+            batch = ops.matmul(v, ops.transpose(self.item_tower(items)))
+            batch = batch + ops.reshape(corrected(items), (1, -1))
+            same_item = ops.expand_dims(items, 1) == ops.expand_dims(items, 0)
+            others = ops.logical_and(same_item, ops.logical_not(ops.eye(n, dtype="bool")))
+            if self._positives is not None:
+                liked = ops.logical_and(self._liked(users, items), ops.logical_not(same_item))
+                others = ops.logical_or(others, liked)
+            logits = ops.concatenate([ops.where(others, _NEVER, batch), sampled], axis=1)
+            labels = ops.arange(n)
+        else:
+            positive = ops.sum(v * self.item_tower(items), axis=-1) + corrected(items)
+            logits = ops.concatenate([ops.expand_dims(positive, 1), sampled], axis=1)
+            labels = ops.zeros((n,), "int32")
         return ops.sum(
             keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         )
@@ -293,4 +402,6 @@ class TwoTower(RatingModel):
             "global_mean": self.global_mean,
             "rating": dict(self.rating_hyper),
             "softmax": self.softmax,
+            "negatives": self.negatives,
+            "in_batch_negatives": self.in_batch_negatives,
         }
