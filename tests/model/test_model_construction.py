@@ -279,15 +279,15 @@ def _tiny_sampled_two_tower(**knobs: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("in_batch_negatives", "dense_mask"), [(True, True), (False, True), (True, False)]
+    ("in_batch_negatives", "mask_form"), [(True, "bits"), (False, "bits"), (True, "keys")]
 )
 def test_two_tower_sampled_softmax_matches_a_hand_computation(
-    in_batch_negatives, dense_mask, monkeypatch
+    in_batch_negatives, mask_form, monkeypatch
 ):
-    if not dense_mask:  # the large-catalog form of the positives: sorted keys, searched
-        monkeypatch.setattr("recommender.models.two_tower.DENSE_MASK_MAX_CELLS", 0)
+    if mask_form == "keys":  # the form beyond MASK_MAX_BITS cells: sorted keys, searched
+        monkeypatch.setattr("recommender.models.two_tower.MASK_MAX_BITS", 0)
     model = _tiny_sampled_two_tower(negatives=4, in_batch_negatives=in_batch_negatives)
-    assert model._dense_positives is dense_mask
+    assert model._mask_form == mask_form
     users = ops.convert_to_numpy(model.user_tower.embeddings)
     items = ops.convert_to_numpy(model.item_tower.embeddings)
     prior = ops.convert_to_numpy(model.item_prior.embeddings)[:, 0]
@@ -411,3 +411,23 @@ def test_two_tower_ranks_with_its_towers_and_rates_with_its_head():
     )
     # The rating head takes train.biased_mf's knobs, with train.two_tower.rating over them.
     assert model.rating_hyper == TrainConfig(model="two_tower").hyper()["rating"]
+
+
+def test_two_tower_positive_bits_match_the_positives_on_a_larger_table() -> None:
+    """Every (user, item) cell's bit, read as the loss reads it, is set exactly for the train
+    positives (cells that share a byte included)."""
+    rng = np.random.default_rng(5)
+    n_users, n_items = 37, 29
+    users, items = rng.integers(1, n_users + 1, 400), rng.integers(1, n_items + 1, 400)
+    ratings = rng.integers(1, 6, 400).astype(np.float32)
+    model = models.build_model(
+        "two_tower", n_users, n_items, SCALE, 3.5, embedding_dim=2, softmax="sampled"
+    )
+    model.set_training_positives(users, items, ratings)
+    assert model._mask_form == "bits"
+    got = np.zeros((n_users + 1, n_items + 1), bool)
+    for u in range(n_users + 1):  # one user's row at a time: (1, items) of the mask
+        got[u] = ops.convert_to_numpy(model._liked(np.array([u]), np.arange(n_items + 1)))[0]
+    want = np.zeros_like(got)
+    want[users[ratings >= 4.0], items[ratings >= 4.0]] = True
+    np.testing.assert_array_equal(got, want)

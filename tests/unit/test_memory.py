@@ -192,7 +192,8 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
         memory.check_train(processed, sampled, small)
     message = str(caught.value)
     assert "two_tower step: 1,024 x 301 sampled logits x 4 copies x 4 B" in message
-    assert f"two_tower positives mask {n_users + 1:,} x {n_items + 1:,} x 1 B" in message
+    # One bit per (user, item) cell, each user's row padded to whole bytes.
+    assert f"two_tower positives bits {n_users + 1:,} x {-(-(n_items + 1) // 8):,} B" in message
     assert "train.two_tower.negatives (its softmax is batch x (batch + negatives))" in message
     mixed = _config("two_tower", softmax="sampled", negatives=300, in_batch_negatives=True)
     assert "1,024 x 1,324 sampled logits" in "".join(

@@ -84,6 +84,9 @@ TWO_TOWER_NEGATIVES = 512
 #: table; beyond it, at most this many of a user's positives are masked from their softmaxes.
 TWO_TOWER_DENSE_MASK_MAX_CELLS = 64_000_000
 TWO_TOWER_MAX_MASKED_POSITIVES = 1024
+#: The sampled softmax keeps users' positives as one bit per ``(user, item)`` cell up to this
+#: many cells (2 GB of bits; ML-25M's shape: 9.6 G cells, 1.2 GB); beyond, as sorted keys.
+TWO_TOWER_MASK_MAX_BITS = 16_000_000_000
 #: Bytes per score cell while ranking a block of users (float32 scores, their float64 copy,
 #: the negated copy and argpartition's int64 indices).
 RANK_BYTES_PER_CELL = 32
@@ -423,8 +426,9 @@ def _two_tower_step(
     batch x (batch + negatives)) and, but in-batch, its table of users' positives (dense
     booleans up to :data:`TWO_TOWER_DENSE_MASK_MAX_CELLS`; beyond, for the full softmax, each
     user's positives padded to the most any user has, at most
-    :data:`TWO_TOWER_MAX_MASKED_POSITIVES`, for the sampled softmax every positive's int64
-    key), and what to change when they do not fit."""
+    :data:`TWO_TOWER_MAX_MASKED_POSITIVES`; for the sampled softmax a bit per cell up to
+    :data:`TWO_TOWER_MASK_MAX_BITS`, beyond every positive's int64 key), and what to change
+    when they do not fit."""
     kind = two_tower_softmax(hyper.get("softmax", "auto"), n_items)
     copies = TWO_TOWER_LOGIT_COPIES
     if kind == "in_batch":
@@ -447,7 +451,13 @@ def _two_tower_step(
             f"two_tower step: {batch:,} x {width:,} sampled logits x {copies} copies x 4 B",
             batch * width * copies * 4,
         )
-        if not dense:
+        if cells <= TWO_TOWER_MASK_MAX_BITS:
+            row_bytes = -(-(n_items + 1) // 8)
+            mask = Part(
+                f"two_tower positives bits {n_users + 1:,} x {row_bytes:,} B",
+                (n_users + 1) * row_bytes,
+            )
+        else:
             n = int(positive.sum())
             mask = Part(f"two_tower positives {n:,} keys x 8 B", n * 8)
         return [logits, mask], (

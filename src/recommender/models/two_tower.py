@@ -19,6 +19,9 @@ from recommender.core.memory import (
     TWO_TOWER_DENSE_MASK_MAX_CELLS as DENSE_MASK_MAX_CELLS,
 )
 from recommender.core.memory import (
+    TWO_TOWER_MASK_MAX_BITS as MASK_MAX_BITS,
+)
+from recommender.core.memory import (
     TWO_TOWER_MAX_MASKED_POSITIVES as MAX_MASKED_POSITIVES,
 )
 from recommender.core.memory import TWO_TOWER_NEGATIVES, two_tower_softmax
@@ -127,6 +130,9 @@ class TwoTower(RatingModel):
         # only by the loss, and never saved (the model ranks without it).
         self._positives: Any = None
         self._dense_positives = False
+        # How the sampled softmax's mask holds the positives: "bits" or "keys".
+        self._mask_form = "bits"
+        self._row_bytes = 0
         # In-batch and sampled softmax: log of each item's share of the train positives (log-Q
         # correction); sampled: their cumulative shares, what the negatives are drawn from
         # (uniform over the known items until set_training_positives).
@@ -183,11 +189,12 @@ class TwoTower(RatingModel):
         """Remember each user's train positives (rating >= ``relevance_threshold``) to mask them
         out of that user's other softmaxes.
 
-        Kept as a dense ``(users, items)`` boolean table, one gather per step, while it has at
-        most :data:`DENSE_MASK_MAX_CELLS` cells (ML-1M: 22 M); beyond that, for the full softmax,
-        as each user's positives padded with 0, up to :data:`MAX_MASKED_POSITIVES` of them,
-        scattered per step, and for the sampled softmax as the sorted ``user x (items + 1) +
-        item`` keys of all of them, searched per candidate (:meth:`_liked`). The in-batch and
+        For the sampled softmax, one bit per ``user x (items + 1) + item`` cell, looked up per
+        candidate (:meth:`_liked`), up to :data:`MASK_MAX_BITS` cells (ML-25M's shape: 1.2 GB);
+        beyond, the sorted keys of the positives, searched per candidate. For the full softmax,
+        a dense ``(users, items)`` boolean table, one gather per step, while it has at most
+        :data:`DENSE_MASK_MAX_CELLS` cells (ML-1M: 22 M); beyond, each user's positives padded
+        with 0, up to :data:`MAX_MASKED_POSITIVES` of them, scattered per step. The in-batch and
         sampled softmaxes also keep each item's share of the positives (log-Q), and the sampled
         one its cumulative shares, what its negatives are drawn from.
         """
@@ -205,14 +212,30 @@ class TwoTower(RatingModel):
                 self._sampling_cdf = ops.convert_to_tensor(cdf)
             if self.softmax_kind == "in_batch":
                 return
-        if (self.n_users + 1) * (self.n_items + 1) <= DENSE_MASK_MAX_CELLS:
+        cells = (self.n_users + 1) * (self.n_items + 1)
+        keys = users * (self.n_items + 1) + items
+        if self.softmax_kind == "sampled" and cells <= MASK_MAX_BITS:
+            # One bit per cell, cell k in bit k % 8 of byte k // 8: 8x smaller than booleans,
+            # so the random lookups of a step mostly hit the cache (ML-1M: 2.8 MB).
+            # Each user's row padded to whole bytes, so a lookup's byte index is int32 up to
+            # ML-25M's shape and its bit is the item's low 3 bits.
+            self._row_bytes = -(-(self.n_items + 1) // 8)
+            cell = np.unique(users * self._row_bytes * 8 + items)
+            byte = cell >> 3
+            starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+            packed = np.zeros((self.n_users + 1) * self._row_bytes, np.uint8)
+            packed[byte[starts]] = np.bitwise_or.reduceat(
+                np.left_shift(1, cell & 7).astype(np.uint8), starts
+            )
+            self._positives, self._mask_form = ops.convert_to_tensor(packed), "bits"
+            return
+        if self.softmax_kind == "sampled":
+            self._positives, self._mask_form = ops.convert_to_tensor(np.unique(keys)), "keys"
+            return
+        if cells <= DENSE_MASK_MAX_CELLS:
             dense = np.zeros((self.n_users + 1, self.n_items + 1), bool)
             dense[users, items] = True
             self._positives, self._dense_positives = ops.convert_to_tensor(dense), True
-            return
-        if self.softmax_kind == "sampled":
-            keys = np.unique(users * (self.n_items + 1) + items)
-            self._positives, self._dense_positives = ops.convert_to_tensor(keys), False
             return
         order = np.argsort(users, kind="stable")
         users, items = users[order], items[order]
@@ -241,14 +264,18 @@ class TwoTower(RatingModel):
     def _liked(self, users: Any, candidates: Any) -> Any:
         """``(rows, candidates)`` booleans: True where the candidate is a train positive of the
         row's user (the sampled softmax's mask: a lookup per candidate, whatever the catalog)."""
+        if self._mask_form == "bits":
+            candidates = ops.cast(candidates, "int32")
+            row = ops.expand_dims(ops.cast(users, "int32") * self._row_bytes, 1)
+            byte = ops.take(self._positives, row + ops.right_shift(candidates, 3))
+            bit = ops.expand_dims(ops.bitwise_and(candidates, 7), 0)
+            return ops.bitwise_and(ops.right_shift(ops.cast(byte, "int32"), bit), 1) > 0
         keys = ops.expand_dims(ops.cast(users, "int64"), 1) * (self.n_items + 1)
         keys = ops.reshape(keys + ops.expand_dims(ops.cast(candidates, "int64"), 0), (-1,))
-        if self._dense_positives:
-            hit = ops.take(ops.reshape(self._positives, (-1,)), keys)
-        else:  # sorted keys: found where a binary search lands
-            at = ops.searchsorted(self._positives, keys, side="left")
-            at = ops.minimum(at, ops.shape(self._positives)[0] - 1)
-            hit = ops.take(self._positives, at) == keys
+        # Sorted keys: found where a binary search lands.
+        at = ops.searchsorted(self._positives, keys, side="left")
+        at = ops.minimum(at, ops.shape(self._positives)[0] - 1)
+        hit = ops.take(self._positives, at) == keys
         return ops.reshape(hit, (ops.shape(users)[0], ops.shape(candidates)[0]))
 
     def sample_negatives(self) -> Any:
