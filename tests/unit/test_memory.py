@@ -182,12 +182,14 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
     assert "train.two_tower.softmax: in_batch (batch x batch logits)" in message
     assert "a family that scales: biased_mf or hybrid" in message
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
-        memory.check_train(processed, _config("two_tower", softmax="in_batch"), small)
+        memory.check_train(
+            processed, _config("two_tower", softmax="in_batch", batch_size=1024), small
+        )
     message = str(caught.value)
     assert "two_tower step: 1,024 x 1,024 in-batch logits" in message
     assert "a smaller train.two_tower.batch_size (its softmax is batch x batch)" in message
     n_users = len(processed.user_vocab) - 1
-    sampled = _config("two_tower", softmax="sampled", negatives=300)
+    sampled = _config("two_tower", softmax="sampled", negatives=300, batch_size=1024)
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
         memory.check_train(processed, sampled, small)
     message = str(caught.value)
@@ -195,7 +197,9 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
     # One bit per (user, item) cell, each user's row padded to whole bytes.
     assert f"two_tower positives bits {n_users + 1:,} x {-(-(n_items + 1) // 8):,} B" in message
     assert "train.two_tower.negatives (its softmax is batch x (batch + negatives))" in message
-    mixed = _config("two_tower", softmax="sampled", negatives=300, in_batch_negatives=True)
+    mixed = _config(
+        "two_tower", softmax="sampled", negatives=300, in_batch_negatives=True, batch_size=1024
+    )
     assert "1,024 x 1,324 sampled logits" in "".join(
         p.what for p in memory.train_estimate(processed, mixed).parts
     )

@@ -246,9 +246,10 @@ class TwoTowerHyper(FamilyHyper):
     #: Training ratings at or above this are the positives the softmax learns to rank first
     #: (keep it equal to ``evaluate.relevance_threshold``, which measures the same thing).
     relevance_threshold: float = 4.0
-    learning_rate: float | None = Field(3e-3, gt=0)
-    #: A full softmax learns from every step: smaller batches than the rating families'.
-    batch_size: int | None = Field(1024, ge=1)
+    #: A batch of 4096 with twice the step size of 1024's trains as well (ML-100K u1, NDCG@10
+    #: 0.4727 against 0.4757, within one fold's noise) in a quarter of the steps.
+    learning_rate: float | None = Field(6e-3, gt=0)
+    batch_size: int | None = Field(4096, ge=1)
     #: Validation NDCG is noisier than RMSE, and a softmax converges later: more patience and
     #: more epochs (on ML-100K the towers' best epochs were 19 to 29).
     patience: int | None = Field(8, ge=1)
@@ -262,7 +263,7 @@ class TwoTowerHyper(FamilyHyper):
     #: items, else full.
     softmax: Literal["auto", "full", "in_batch", "sampled"] = "auto"
     #: ``softmax: sampled``: items each batch draws (with replacement) as shared negatives.
-    negatives: int = Field(512, ge=1)
+    negatives: int = Field(256, ge=1)
     #: ``softmax: sampled``: the batch's other positives are candidates too (a positive's cost
     #: then grows with the batch; on ML-100K it ranked no better).
     in_batch_negatives: bool = False
@@ -286,7 +287,7 @@ class TrainConfig(Section):
     #: Where the refit starts: ``scratch`` trains a new model for the chosen epoch count;
     #: ``fitted`` continues the early-stopped model (its best weights and optimizer state) on
     #: train + validation for the share of the chosen epochs the validation part adds.
-    refit_from: Literal["scratch", "fitted"] = "scratch"
+    refit_from: Literal["scratch", "fitted"] = "fitted"
     #: ``lazy_adam`` moves only the table rows a batch used, so a step costs the batch, not the
     #: catalog; ``adam`` (Keras') updates every row of every table each step.
     optimizer: Literal["adam", "lazy_adam"] = "lazy_adam"

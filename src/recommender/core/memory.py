@@ -79,7 +79,7 @@ TWO_TOWER_IN_BATCH_MIN_ITEMS = 2_000
 #: 0.456).
 TWO_TOWER_AUTO_LARGE = "sampled"
 #: ``train.two_tower.negatives``' default: items a ``softmax: sampled`` batch draws by popularity.
-TWO_TOWER_NEGATIVES = 512
+TWO_TOWER_NEGATIVES = 256
 #: Largest ``(users + 1) x (items + 1)`` positives mask the two-tower keeps as a dense boolean
 #: table; beyond it, at most this many of a user's positives are masked from their softmaxes.
 TWO_TOWER_DENSE_MASK_MAX_CELLS = 64_000_000

@@ -333,13 +333,23 @@ def refit(
       keeps each head's weights from its own epoch.
     - ``fitted``: the early-stopped model goes on from its best weights and optimizer state,
       for the chosen epochs times the validation part's size relative to train (at least one
-      epoch): the validation ratings join without the work being done again.
+      epoch; per head, for a model whose heads stopped apart): the validation ratings join
+      without the work being done again.
     """
     both = with_val_in_train(processed)
     if cfg.refit_from == "fitted" and isinstance(chosen, FitResult):
         share = len(processed.val) / max(len(processed.train), 1)
-        epochs = max(1, round(chosen.best_epoch * share))
-        return fit(both, cfg.with_epochs(epochs), seed, callbacks, verbose, model=chosen.model)
+        more = {head: max(1, round(at * share)) for head, at in chosen.head_epochs.items()}
+        epochs = max(more.values()) if more else max(1, round(chosen.best_epoch * share))
+        return fit(
+            both,
+            cfg.with_epochs(epochs),
+            seed,
+            callbacks,
+            verbose,
+            head_epochs=more or None,
+            model=chosen.model,
+        )
     if isinstance(chosen, int):
         epochs, heads = chosen, None
     else:
