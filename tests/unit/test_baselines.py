@@ -89,3 +89,22 @@ def test_ease_matches_the_closed_form_on_a_tiny_case():
     assert model.weights[0, 1] == pytest.approx(-p[0, 1] / p[1, 1])
     with pytest.raises(ValueError, match="positive"):
         EASE(lam=0.0, threshold=4.0)
+
+
+def test_ease_with_another_lambda_equals_a_fresh_fit_and_counts_a_repeat_once():
+    rng = np.random.default_rng(2)
+    users, items = rng.integers(1, 41, 600), rng.integers(1, 31, 600)
+    ratings = rng.integers(1, 6, 600).astype(float)
+    users[:5], items[:5], ratings[:5] = 7, 3, 5.0  # one liked pair rated five times
+    first = EASE(lam=10.0, threshold=4.0).fit(users, items, ratings, n_users=40, n_items=30)
+    for lam in (1.0, 50.0):
+        fresh = EASE(lam=lam, threshold=4.0).fit(users, items, ratings, n_users=40, n_items=30)
+        again = first.with_lambda(lam)
+        np.testing.assert_allclose(again.weights, fresh.weights, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(again.score(np.arange(41)), fresh.score(np.arange(41)))
+    liked = ratings >= 4.0
+    x = np.zeros((41, 31))
+    x[users[liked], items[liked]] = 1.0  # binary: the repeated pair counts once
+    np.testing.assert_array_equal(first._gram, (x.T @ x)[1:, 1:])
+    with pytest.raises(RuntimeError, match="before fit"):
+        EASE(lam=1.0, threshold=4.0).with_lambda(2.0)

@@ -159,6 +159,8 @@ class EASE:
         self.threshold = float(threshold)
         self.weights: np.ndarray | None = None
         self.liked: list[np.ndarray] = []
+        # X^T X of the data fitted (known items only): another lambda reuses it.
+        self._gram: np.ndarray | None = None
 
     def fit(
         self,
@@ -176,16 +178,42 @@ class EASE:
         bounds = np.searchsorted(u[order], np.arange(n_users + 2))
         by_user = i[order]  # sorted once: each user's list is a view into it, not a copy of it
         self.liked = [by_user[bounds[k] : bounds[k + 1]] for k in range(n_users + 1)]
-        gram = np.zeros((n_items + 1, n_items + 1))
-        for start in range(1, n_users + 1, 1024):  # X^T X in user blocks: bounded memory
-            block = self._rows(np.arange(start, min(start + 1024, n_users + 1)), n_items)
-            gram += block.T @ block
-        gram[np.diag_indices_from(gram)] += self.lam
-        inverse = np.linalg.inv(gram[1:, 1:])
+        self._gram = self._gram_of(u, i, n_users, n_items)
+        self.weights = self._solve(self._gram, self.lam)
+        return self
+
+    def with_lambda(self, lam: float) -> EASE:
+        """This model refitted with another ``lam`` on the data it last fitted: the Gram matrix
+        (the costly part but the inversion) is reused."""
+        if self._gram is None:
+            raise RuntimeError("EASE.with_lambda called before fit")
+        other = EASE(lam, self.threshold)
+        other.liked, other._gram = self.liked, self._gram
+        other.weights = self._solve(self._gram, other.lam)
+        return other
+
+    @staticmethod
+    def _solve(gram: np.ndarray, lam: float) -> np.ndarray:
+        """``B = -P / diag(P)`` with ``P = (X^T X + lam I)^-1`` and ``diag(B) = 0``."""
+        regularised = gram.copy()
+        regularised[np.diag_indices_from(regularised)] += lam
+        inverse = np.linalg.inv(regularised)
         weights = -inverse / np.diag(inverse)[None, :]
         np.fill_diagonal(weights, 0.0)
-        self.weights = weights
-        return self
+        return weights
+
+    @staticmethod
+    def _gram_of(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> np.ndarray:
+        """``X^T X`` over the known items (columns 1..n_items) as a sparse product: its cost
+        grows with each user's liked items squared, not with users x items^2 as a dense one."""
+        from scipy import sparse
+
+        x = sparse.csr_matrix(
+            (np.ones(u.size, np.float32), (u, i - 1)), shape=(n_users + 1, n_items)
+        )
+        x.sum_duplicates()
+        x.data[:] = 1.0  # a user who rated an item twice still liked it once
+        return np.asarray((x.T @ x).toarray(), dtype=np.float64)
 
     def _rows(self, users: np.ndarray, n_items: int) -> np.ndarray:
         """Dense ``x_u`` rows (``n_items + 1`` columns) of the given users."""

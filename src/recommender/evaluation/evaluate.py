@@ -110,8 +110,9 @@ def choose_ease_lambda(processed: Processed, cfg: EvaluateConfig) -> tuple[float
     )
     n_cols = len(processed.item_vocab)
     by_lambda = {}
+    first = _fit_ease(processed, lambdas[0], cfg.relevance_threshold)
     for lam in lambdas:
-        ease = _fit_ease(processed, lam, cfg.relevance_threshold)
+        ease = first if lam == lambdas[0] else first.with_lambda(lam)  # one Gram matrix
         top = rank(ease.score, users, cfg.k, n_cols, seen=seen).items
         by_lambda[lam] = metrics.ndcg_at_k(top, relevant, cfg.k)
     best = max(lambdas, key=lambda lam: (by_lambda[lam], -lam))
