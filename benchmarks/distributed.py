@@ -9,8 +9,9 @@ pipeline does. The family trains with its params.yaml knobs (epochs, patience, b
 ways, one after the other, each through ``python -m recommender.training.distributed`` (fit with
 early stopping on the validation part, no refit):
 
-- ``none``: Keras' ``model.fit`` in one process (what ``train`` runs by default);
-- ``mirrored``: the data-parallel loop in one process (one replica on a CPU);
+- ``none``: the training loop in one process under TensorFlow's default strategy (what
+  ``train`` runs by default);
+- ``mirrored``: the same loop under ``MirroredStrategy`` in one process (one replica on a CPU);
 - ``multi_worker``: the same loop on two worker processes over loopback (``TF_CONFIG``).
 
 Reported per engine: the process's wall time (start-up and data loading included), the fit's

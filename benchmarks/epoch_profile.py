@@ -5,9 +5,9 @@ follows the train stage itself (``recommender.training.fit.fit`` and ``refit``, 
 the stage passes, a real MLflow run in a scratch SQLite store) on the synthetic set of a given
 shape, and times each part of every epoch:
 
-- ``train pass``: the batches of the epoch (Keras' ``model.fit`` loop, the input pipeline
+- ``train pass``: the batches of the epoch (``training/loop.py``, the input pipeline
   included), from the epoch's start to the start of validation;
-- ``val loss``: Keras' validation pass (loss and RMSE on the validation part);
+- ``val loss``: the loop's validation pass (RMSE on the validation part);
 - ``val NDCG``: the ranking callback (every validation user ranked against the catalog);
 - ``MLflow``: the epoch logger's ``log_metrics``;
 - ``other``: what is left of the epoch (early stopping's weight copies, Keras' bookkeeping);

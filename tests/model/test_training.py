@@ -153,15 +153,19 @@ def test_two_tower_heads_stop_apart_and_the_refit_replays_both(
     processed: Processed, params: Params
 ) -> None:
     from recommender.evaluation import metrics
+    from recommender.models.two_tower import NDCG_MIN_DELTA, RMSE_MIN_DELTA
     from recommender.scoring.ranking import SeenItems, rank
     from recommender.training.fit import refit
 
-    cfg = params.train.model_copy(update={"model": "two_tower"}).with_epochs(6)
+    cfg = params.train.model_copy(update={"model": "two_tower", "refit_from": "scratch"})
+    cfg = cfg.with_epochs(6)
     result = fit(processed, cfg, params.seed)
     history, heads = result.history, result.head_epochs
     assert set(heads) == {"ranking", "rating"}
     ndcg, rmse = history["val_ndcg_at_10"], history["val_rmse"]
-    assert ndcg[heads["ranking"] - 1] == max(ndcg) and rmse[heads["rating"] - 1] == min(rmse)
+    # Each head keeps the epoch of its last change by more than its least change.
+    assert heads["ranking"] == last_gain(ndcg, +1, NDCG_MIN_DELTA)
+    assert heads["rating"] == last_gain(rmse, -1, RMSE_MIN_DELTA)
     assert result.best_epoch == heads["ranking"]
     # The towers hold their best epoch's weights: ranking validation again gives its NDCG.
     train, val = processed.train, processed.val
@@ -176,3 +180,18 @@ def test_two_tower_heads_stop_apart_and_the_refit_replays_both(
     # The refit trains as long as the later head needs, and keeps each head's own epoch.
     again = refit(processed, cfg, params.seed, result)
     assert again.epochs_run == max(heads.values()) and again.head_epochs == heads
+    # From the fitted model: each head goes on for the validation part's share of its epochs.
+    fitted = fit(processed, cfg, params.seed)
+    more = refit(processed, cfg.model_copy(update={"refit_from": "fitted"}), params.seed, fitted)
+    share = len(processed.val) / len(processed.train)
+    assert more.head_epochs == {h: max(1, round(e * share)) for h, e in heads.items()}
+    assert more.model is fitted.model
+
+
+def last_gain(values: list[float], sign: int, min_delta: float) -> int:
+    """1-based epoch of the last value better than the best before it by more than min_delta."""
+    best, at = None, 0
+    for epoch, value in enumerate(values, start=1):
+        if best is None or sign * (value - best) > min_delta:
+            best, at = value, epoch
+    return at

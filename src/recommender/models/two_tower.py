@@ -36,6 +36,10 @@ from recommender.models.base import (
 from recommender.models.biased_mf import BiasedMF
 from recommender.scoring.factors import Factors
 
+#: Least change of a head's validation metric that early stopping counts as better: about the
+#: noise of NDCG@10 over a few thousand validation users, and a fiftieth of a percent of RMSE.
+NDCG_MIN_DELTA = 0.002
+RMSE_MIN_DELTA = 0.0002
 #: A logit that no softmax will pick (the unknown item is never a candidate).
 _NEVER = -1e9
 SOFTMAXES = ("auto", "full", "in_batch", "sampled")
@@ -409,15 +413,20 @@ class TwoTower(RatingModel):
         retrieval = scale_loss_for_distribution(self.retrieval_loss(x, y))
         return retrieval + self.rating_loss_weight * rating_loss
 
-    def stopping_heads(self) -> dict[str, tuple[tuple[str, str], list[Any]]]:
-        """The parts that early-stop apart, each on its validation metric (see
-        :func:`recommender.training.fit.head_stopping`): the towers on NDCG@10, the rating head
-        on RMSE. A softmax converges later than an MSE; one shared epoch would leave one of them
-        under- or over-trained."""
+    def stopping_heads(self) -> dict[str, tuple[tuple[str, str, float], list[Any]]]:
+        """The parts that early-stop apart, each on its validation metric and the least change
+        that counts as better (see :func:`recommender.training.fit.head_stopping`): the towers
+        on NDCG@10, the rating head on RMSE. A softmax converges later than an MSE; one shared
+        epoch would leave one of them under- or over-trained. Without the least change both
+        creep on: at ML-1M's shape the validation NDCG@10 reached 0.2376 by epoch 8 and then
+        set new bests by 0.0001-0.0007 (within its noise) until the 45-epoch cap."""
         towers = [self.user_tower, self.item_tower, self.item_prior]
         return {
-            "ranking": (("val_ndcg_at_10", "max"), [w for t in towers for w in t.weights]),
-            "rating": (("val_rmse", "min"), list(self.rating_head.weights)),
+            "ranking": (
+                ("val_ndcg_at_10", "max", NDCG_MIN_DELTA),
+                [w for t in towers for w in t.weights],
+            ),
+            "rating": (("val_rmse", "min", RMSE_MIN_DELTA), list(self.rating_head.weights)),
         }
 
     def get_config(self) -> dict[str, Any]:

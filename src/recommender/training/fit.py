@@ -87,7 +87,7 @@ def validation_ranking(processed: Processed, threshold: float, k: int = RANKING_
 
 
 def head_stopping(
-    heads: dict[str, tuple[tuple[str, str], list[Any]]],
+    heads: dict[str, tuple[tuple[str, str, float], list[Any]]],
     patience: int | None = None,
     stop_at: dict[str, int] | None = None,
 ) -> Any:
@@ -99,7 +99,8 @@ def head_stopping(
     improving. With ``stop_at`` instead (a refit), each head keeps its weights from that epoch.
 
     Args:
-        heads: name -> ((metric, "min" | "max"), the head's variables).
+        heads: name -> ((metric, "min" | "max", least change that counts as better), the
+            head's variables).
         patience: Epochs without improvement, per head (fit with a validation part).
         stop_at: name -> the 1-based epoch whose weights the head keeps (refit).
     """
@@ -125,12 +126,12 @@ def head_stopping(
                 return
             logs = logs or {}
             waiting = []
-            for name, ((metric, mode), _) in heads.items():
+            for name, ((metric, mode, min_delta), _) in heads.items():
                 value = logs.get(metric)
                 if value is None:
                     continue
                 best = self.best.get(name)
-                if best is None or (value > best if mode == "max" else value < best):
+                if best is None or (value - best if mode == "max" else best - value) > min_delta:
                     self.best[name] = float(value)
                     self._save(name, done)
                 waiting.append(done - self.epochs.get(name, done) >= (patience or 0))
@@ -310,10 +311,13 @@ def fit(
         across_workers=cfg.distribute == "multi_worker",
     )
     epochs_run = len(history["loss"])
-    best_epoch = best_epoch_of(history, monitor_of(cfg.model)) or epochs_run
     epochs_of = dict(getattr(stopper, "epochs", {}))
+    # Heads that stop apart keep the epoch of their last change beyond the least that counts.
+    best_epoch = epochs_of.get("ranking") or best_epoch_of(history, monitor_of(cfg.model))
     speed = throughput(history, len(train))
-    return FitResult(model, history, best_epoch, epochs_run, seconds, len(train), speed, epochs_of)
+    return FitResult(
+        model, history, best_epoch or epochs_run, epochs_run, seconds, len(train), speed, epochs_of
+    )
 
 
 def refit(
