@@ -131,3 +131,32 @@ def test_the_refit_from_the_fitted_model_continues_it(processed: Processed, para
     assert int(final.model.optimizer.iterations.numpy()) > steps_before
     # It started from the fitted weights, not afresh: its first epoch is already trained.
     assert final.history["rmse"][0] < fitted.history["rmse"][0]
+
+
+def test_the_first_head_decides_when_to_stop_and_each_keeps_its_best() -> None:
+    """Two heads on fake logs: the ranking head stops gaining (beyond its least change) after
+    epoch 2, the rating head keeps gaining; with patience 2 the run stops after epoch 4, the
+    ranking head back at epoch 2's weights, the rating head at epoch 4's."""
+    import keras
+
+    from recommender.training.fit import head_stopping
+
+    towers, rating = keras.Variable(0.0), keras.Variable(0.0)
+    heads = {
+        "ranking": (("val_ndcg_at_10", "max", 0.002), [towers]),
+        "rating": (("val_rmse", "min", 0.0002), [rating]),
+    }
+    ndcg = [0.20, 0.23, 0.231, 0.2315, 0.2319, 0.25]  # +0.001: not a gain beyond 0.002
+    rmse = [0.90, 0.89, 0.88, 0.87, 0.86, 0.85]
+    stopper = head_stopping(heads, patience=2)
+    stopper.set_model(type("Model", (), {"stop_training": False})())
+    for epoch in range(6):
+        towers.assign(float(epoch + 1))
+        rating.assign(float(epoch + 1))
+        stopper.on_epoch_end(epoch, {"val_ndcg_at_10": ndcg[epoch], "val_rmse": rmse[epoch]})
+        if stopper.model.stop_training:
+            break
+    stopper.on_train_end()
+    assert epoch + 1 == 4
+    assert stopper.epochs == {"ranking": 2, "rating": 4}
+    assert (float(towers.numpy()), float(rating.numpy())) == (2.0, 4.0)

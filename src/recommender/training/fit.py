@@ -93,10 +93,13 @@ def head_stopping(
 ) -> Any:
     """Early stopping for a model whose parts answer different questions, each on its metric.
 
-    ``two_tower``'s towers rank and its rating head rates; their best epochs differ (a softmax
-    converges later than an MSE). Each head keeps the weights of its own best epoch on its own
-    validation metric, and training stops once every head has gone ``patience`` epochs without
-    improving. With ``stop_at`` instead (a refit), each head keeps its weights from that epoch.
+    ``two_tower``'s towers rank and its rating head rates; their best epochs differ. Each head
+    keeps the weights of its own best epoch on its own validation metric, and training stops
+    once the first head (the one the model is for: ranking) has gone ``patience`` epochs without
+    improving: the others keep their best so far. Waiting for every head let the rating head's
+    RMSE creep on to the epoch cap: at ML-1M's shape the towers' best epoch was 10, and 35 more
+    epochs bought the rating head 0.8% of validation RMSE (0.7234 at epoch 18, 0.7174 at 45).
+    With ``stop_at`` instead (a refit), each head keeps its weights from that epoch.
 
     Args:
         heads: name -> ((metric, "min" | "max", least change that counts as better), the
@@ -125,7 +128,7 @@ def head_stopping(
                         self._save(name, done)
                 return
             logs = logs or {}
-            waiting = []
+            waiting = []  # in the heads' order: the first decides
             for name, ((metric, mode, min_delta), _) in heads.items():
                 value = logs.get(metric)
                 if value is None:
@@ -135,7 +138,7 @@ def head_stopping(
                     self.best[name] = float(value)
                     self._save(name, done)
                 waiting.append(done - self.epochs.get(name, done) >= (patience or 0))
-            if waiting and all(waiting):
+            if waiting and waiting[0]:
                 self.model.stop_training = True
 
         def on_train_end(self, logs: dict | None = None) -> None:
