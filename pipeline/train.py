@@ -63,18 +63,13 @@ def body(params: Params, args: argparse.Namespace) -> None:
         result["run_id"],
     )
     if "refit_seconds" in result:
-        heads = {k.removeprefix("best_epoch_"): v for k, v in result.items()}
-        heads = {k: v for k, v in heads.items() if k in ("ranking", "rating")}
-        epochs = (  # a model whose heads stopped apart replays each head's own epoch
-            ", ".join(f"{head} {epoch}" for head, epoch in sorted(heads.items()))
-            if heads
-            else str(result["best_epoch"])
-        )
         log.info(
-            "%s: refit on train + val (%d rows) for %s epochs, %.1f s: the model evaluate sees",
+            "%s: refit on train + val (%d rows, from %s) for %d epochs, %.1f s: the model "
+            "evaluate sees",
             params.train.model,
             result["refit_train_rows"],
-            epochs,
+            "the fitted model" if params.train.refit_from == "fitted" else "scratch",
+            result["refit_epochs"],
             result["refit_seconds"],
         )
 

@@ -53,9 +53,14 @@ def test_train_and_evaluate_log_one_complete_run(
         assert [m.step for m in curve] == list(range(1, summary["epochs_run"] + 1)), name
     csv = pd.read_csv(history)
     assert list(csv["epoch"]) == list(range(1, summary["epochs_run"] + 1))
-    # train.refit: the final model trained again on train + val for the best epoch count.
+    # train.refit: the final model trained on train + val, continuing the fitted one for the
+    # validation part's share of each head's epochs (train.refit_from: fitted).
+    assert params.train.refit_from == "fitted"
+    share = len(processed.val) / len(processed.train)
+    heads = [summary[f"best_epoch_{h}"] for h in ("ranking", "rating")]
+    assert summary["refit_epochs"] == max(max(1, round(e * share)) for e in heads)
     refit_curve = client.get_metric_history(record["run_id"], "refit_loss")
-    assert [m.step for m in refit_curve] == list(range(1, summary["best_epoch"] + 1))
+    assert [m.step for m in refit_curve] == list(range(1, summary["refit_epochs"] + 1))
     known = (processed.val["user_idx"] != 0) & (processed.val["item_idx"] != 0)
     assert summary["refit_train_rows"] == len(processed.train) + int(known.sum())
     assert run.data.params["train.refit"] == "True"

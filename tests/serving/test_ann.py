@@ -31,7 +31,16 @@ def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     params = tiny_params(
         synthetic=SYNTHETIC,
-        train={"model": "biased_mf", "epochs": 2, "refit": False, "batch_size": 1024},
+        # Keras' dense Adam: two epochs of lazy Adam leave the rarely rated items' rows near
+        # their random start, and IVF lists cannot hold noise together (similar_items' recall
+        # stayed under serve.ann_min_recall); the index is the point here, not the optimizer.
+        train={
+            "model": "biased_mf",
+            "epochs": 2,
+            "refit": False,
+            "batch_size": 1024,
+            "optimizer": "adam",
+        },
         evaluate={"ease_max_items": 100},  # EASE's item x item matrix: not the point here
         tracking={"experiment": "ann-test", "registered_model": "recommender-ann-test"},
         serve={"exact_max_items": EXACT_MAX_ITEMS},

@@ -117,6 +117,7 @@ def train_and_log(
             # Its seen items and popularity include the validation ratings it learnt from.
             model, learnt_from = final.model, with_val_in_train(processed)
             summary["refit_seconds"] = round(final.seconds, 3)
+            summary["refit_epochs"] = final.epochs_run
             summary["refit_train_rows"] = final.train_rows
             summary["refit_train_rmse"] = _best(final.history, "rmse", at=final.epochs_run)
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
