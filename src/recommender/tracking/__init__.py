@@ -218,9 +218,9 @@ def epoch_logger(prefix: str = "") -> Any:
                 mlflow.log_metrics(metrics, step=epoch + 1)
 
     class KilledMidEpoch(EpochLogger):
-        # Only when a test arms it: a batch hook costs Keras a call per step. ``train.batch@n``
-        # dies after the execution holding the n-th batch of the run: Keras calls this once per
-        # execution of up to steps_per_execution batches, with the last one's index in the epoch.
+        # Only when a test arms it. ``train.batch@n`` dies after the call holding the n-th batch
+        # of the run: the training loop calls this once per compiled call of up to
+        # ``loop.STEPS_PER_CALL`` batches, with the last one's index in the epoch.
         done = 0
         first_of_epoch = 0
 

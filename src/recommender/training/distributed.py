@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from recommender.core.config import TrainConfig
 from recommender.preprocess.processed import Processed
 from recommender.training.fit import fit, refit
-from recommender.training.loop import VALIDATION_BATCH
+from recommender.training.loop import Ratings, validation_rmse
 from recommender.training.strategy import cluster_spec, is_chief, strategy_for
 
 
@@ -39,18 +38,7 @@ def follow_chief(processed: Processed, cfg: TrainConfig, seed: int) -> None:
 
 def rating_rmse(model: Any, frame: Any) -> float:
     """RMSE of the model's (clipped) predictions on a ratings frame, computed locally."""
-    import tensorflow as tf
-
-    errors = 0.0
-    for start in range(0, len(frame), VALIDATION_BATCH):
-        part = frame.iloc[start : start + VALIDATION_BATCH]
-        x = {
-            "user": tf.constant(part["user_idx"].to_numpy(np.int32)),
-            "item": tf.constant(part["item_idx"].to_numpy(np.int32)),
-        }
-        y_pred = np.asarray(model(x, training=False)).reshape(-1)
-        errors += float(np.sum((y_pred - part["rating"].to_numpy(np.float32)) ** 2))
-    return math.sqrt(errors / max(len(frame), 1))
+    return validation_rmse(model, Ratings.of(frame))()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

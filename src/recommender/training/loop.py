@@ -70,6 +70,9 @@ class Ratings:
     def __len__(self) -> int:
         return len(self.ratings)
 
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.users, self.items, self.ratings
+
 
 def shard_batches(
     n_rows: int,
@@ -216,7 +219,7 @@ def train(
 
     replicas = strategy.num_replicas_in_sync
     n_rows = len(train_rows)
-    users, items, ratings = (tf.constant(a) for a in astuple(train_rows))
+    users, items, ratings = (tf.constant(a) for a in train_rows.columns())
     n_steps = steps_per_epoch(n_rows, batch_size, replicas)
 
     def dataset_fn(context: Any) -> Any:
@@ -274,7 +277,7 @@ def train(
         def train_steps(iterator: Any, steps: int) -> Any:
             return compiled(iterator, tf.constant(steps))
 
-    validate = _validation_pass(model, val_rows) if val_rows is not None and len(val_rows) else None
+    validate = validation_rmse(model, val_rows) if val_rows is not None and len(val_rows) else None
 
     @tf.function
     def mean_over_workers(values: Any) -> Any:
@@ -325,18 +328,15 @@ def train(
     return history, time.perf_counter() - start
 
 
-def astuple(rows: Ratings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return rows.users, rows.items, rows.ratings
-
-
-def _validation_pass(model: Any, rows: Ratings) -> Callable[[], float]:
-    """The validation RMSE of the model's clipped predictions, in one compiled call.
+def validation_rmse(model: Any, rows: Ratings) -> Callable[[], float]:
+    """A function giving the RMSE of the model's clipped predictions on ``rows``, in one
+    compiled call (the validation pass; also a worker's report of its test RMSE).
 
     Outside any strategy's ``run``: every worker scores the whole validation part locally.
     """
     import tensorflow as tf
 
-    users, items, ratings = (tf.constant(a) for a in astuple(rows))
+    users, items, ratings = (tf.constant(a) for a in rows.columns())
     n = len(rows)
     n_batches = -(-n // VALIDATION_BATCH)
 
