@@ -160,3 +160,54 @@ def test_the_first_head_decides_when_to_stop_and_each_keeps_its_best() -> None:
     assert epoch + 1 == 4
     assert stopper.epochs == {"ranking": 2, "rating": 4}
     assert (float(towers.numpy()), float(rating.numpy())) == (2.0, 4.0)
+
+
+def test_a_continued_model_keeps_its_compiled_step_and_reads_the_new_positives() -> None:
+    """The refit continues the fitted model with train + validation's positives: the step traced
+    for the fit is reused (no second trace), and it must mask the new positives, exactly as a
+    step traced afresh does."""
+    import keras
+    import tensorflow as tf
+
+    from recommender.models import build_model, compile_model
+
+    rng = np.random.default_rng(1)
+    first = loop.Ratings(
+        rng.integers(1, N_USERS + 1, 40).astype(np.int32),
+        rng.integers(1, N_ITEMS + 1, 40).astype(np.int32),
+        np.full(40, 5.0, np.float32),
+    )
+    more = loop.Ratings(  # every user now likes every item: every sampled negative is masked
+        np.repeat(np.arange(1, N_USERS + 1, dtype=np.int32), N_ITEMS),
+        np.tile(np.arange(1, N_ITEMS + 1, dtype=np.int32), N_USERS),
+        np.full(N_USERS * N_ITEMS, 5.0, np.float32),
+    )
+
+    def continued(fresh_trace: bool) -> list[np.ndarray]:
+        keras.utils.set_random_seed(5)
+        model = build_model(
+            "two_tower",
+            N_USERS,
+            N_ITEMS,
+            RatingScale(),
+            global_mean=4.0,
+            embedding_dim=4,
+            l2=0.0,
+            softmax="sampled",
+            negatives=8,
+        )
+        compile_model(model, 0.05, optimizer="lazy_adam")
+        strategy = tf.distribute.get_strategy()
+        model.set_training_positives(*first.columns())
+        loop.train(model, strategy, first, None, epochs=1, batch_size=8, seed=0)
+        traced = loop._compiled_steps(model, strategy, False)
+        model.set_training_positives(*more.columns())
+        if fresh_trace:
+            loop._last_compiled = None
+        else:
+            assert loop._compiled_steps(model, strategy, False) is traced, "traced again"
+        loop.train(model, strategy, first, None, epochs=2, batch_size=8, seed=1)
+        return [w.numpy().copy() for w in model.trainable_variables]
+
+    for kept, fresh in zip(continued(False), continued(True), strict=True):
+        np.testing.assert_allclose(kept, fresh, rtol=1e-6, atol=1e-7)

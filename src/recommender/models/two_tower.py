@@ -144,7 +144,7 @@ class TwoTower(RatingModel):
         self._sampling_cdf: Any = None
         if self.softmax_kind == "sampled":
             cdf = np.arange(self.n_items + 1, dtype=np.float64) / self.n_items
-            self._sampling_cdf = ops.convert_to_tensor(cdf)
+            self._hold("_sampling_cdf", cdf)
             # A variable (its state advances each draw): every step, even inside one traced
             # loop, draws new negatives, and keras.utils.set_random_seed replays them.
             self.negative_sampler = keras.random.SeedGenerator(name="negative_sampler")
@@ -208,12 +208,12 @@ class TwoTower(RatingModel):
         if self.softmax_kind != "full":
             hits = np.bincount(items, minlength=self.n_items + 1).astype(np.float64)
             share = np.maximum(hits, 1.0) / max(hits.sum(), 1.0)
-            self._log_q = ops.convert_to_tensor(np.log(share).astype(np.float32))
+            self._hold("_log_q", np.log(share).astype(np.float32))
             hits[0] = 0.0  # the unknown item is never drawn
             if self.softmax_kind == "sampled" and hits.sum() > 0:
                 cdf = np.cumsum(hits) / hits.sum()
                 cdf[-1] = 1.0
-                self._sampling_cdf = ops.convert_to_tensor(cdf)
+                self._hold("_sampling_cdf", cdf)
             if self.softmax_kind == "in_batch":
                 return
         cells = (self.n_users + 1) * (self.n_items + 1)
@@ -231,15 +231,18 @@ class TwoTower(RatingModel):
             packed[byte[starts]] = np.bitwise_or.reduceat(
                 np.left_shift(1, cell & 7).astype(np.uint8), starts
             )
-            self._positives, self._mask_form = ops.convert_to_tensor(packed), "bits"
+            self._mask_form = "bits"
+            self._hold("_positives", packed)
             return
         if self.softmax_kind == "sampled":
-            self._positives, self._mask_form = ops.convert_to_tensor(np.unique(keys)), "keys"
+            self._mask_form = "keys"
+            self._hold("_positives", np.unique(keys))
             return
         if cells <= DENSE_MASK_MAX_CELLS:
             dense = np.zeros((self.n_users + 1, self.n_items + 1), bool)
             dense[users, items] = True
-            self._positives, self._dense_positives = ops.convert_to_tensor(dense), True
+            self._dense_positives = True
+            self._hold("_positives", dense)
             return
         order = np.argsort(users, kind="stable")
         users, items = users[order], items[order]
@@ -250,7 +253,28 @@ class TwoTower(RatingModel):
         column = np.arange(users.size) - starts[users]
         inside = column < width
         table[users[inside], column[inside]] = items[inside]
-        self._positives, self._dense_positives = ops.convert_to_tensor(table), False
+        self._dense_positives = False
+        self._hold("_positives", table)
+
+    def _hold(self, name: str, values: np.ndarray) -> None:
+        """Set the loss-only data ``name`` (never saved) to ``values``: written into the variable
+        holding it when the shape and dtype agree, so a train step compiled earlier reads the
+        new values (a refit continuing the fitted model keeps its trace); else a new variable,
+        and :meth:`trace_key` changes (the step must be traced again)."""
+        import tensorflow as tf
+
+        held = getattr(self, name, None)
+        same = isinstance(held, tf.Variable) and held.shape == values.shape
+        if same and held.dtype.as_numpy_dtype == values.dtype:
+            held.assign(values)
+            return
+        setattr(self, name, tf.Variable(values, trainable=False, name=name.strip("_")))
+
+    def trace_key(self) -> tuple[Any, ...]:
+        """What a compiled train step has baked in beyond the weights: the mask's form and the
+        variables holding the loss-only data (see :meth:`_hold`)."""
+        held = (self._positives, self._log_q, self._sampling_cdf)
+        return (self._mask_form, self._row_bytes, self._dense_positives, *map(id, held))
 
     def _other_positives(self, users: Any, items: Any) -> Any:
         """``(batch, n_items + 1)`` booleans: True where the item is another positive of the

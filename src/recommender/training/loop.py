@@ -238,45 +238,9 @@ def train(
         return ds.prefetch(tf.data.AUTOTUNE)
 
     batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
-    variables = model.trainable_variables
-    optimizer = model.optimizer
-
-    def replica_step(x: Any, y: Any, share: Any) -> tuple[Any, Any, Any]:
-        with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            # Keras divides the compiled loss and the penalties by the replica count (for equal
-            # local batches); undone, then weighed by this replica's share of the batch. As
-            # (batch, 1): a rank-1 target makes the MSE a scalar before Keras' reduction, which
-            # then skips that division (tensorflow#72388's scalar case) but not the penalties'.
-            loss = model.compute_loss(x, column(y), column(y_pred), training=True)
-            loss = loss * (share * replicas)
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        errors = tf.reduce_sum(tf.square(tf.reshape(y_pred, [-1]) - tf.reshape(y, [-1])))
-        return loss, errors, tf.cast(tf.size(y), tf.float32)
-
-    def steps_of(iterator: Any, steps: Any) -> Any:
-        totals = tf.zeros([3], tf.float64)  # summed loss, squared errors, rows
-        # A tf.range loop, but with collectives across workers an unrolled one: in a while
-        # loop their instances can pair up out of order (a row gather then meets another
-        # size), while straight-line code keeps them in program order.
-        for _ in range(steps) if isinstance(steps, int) else tf.range(steps):
-            x, y, share = next(iterator)
-            per_replica = strategy.run(replica_step, args=(x, y, share))
-            # The replicas' weighed losses sum to the global batch's mean loss.
-            loss, errors, rows = (strategy.reduce("SUM", v, axis=None) for v in per_replica)
-            totals += tf.cast(tf.stack([loss * rows, errors, rows]), tf.float64)
-        return totals
-
+    train_steps = _compiled_steps(model, strategy, across_workers)
     if across_workers:
         steps_per_call = min(steps_per_call, UNROLLED_STEPS)
-        train_steps = tf.function(steps_of)  # one trace per steps value: the full and the tail
-    else:
-        compiled = tf.function(steps_of)
-
-        def train_steps(iterator: Any, steps: int) -> Any:
-            return compiled(iterator, tf.constant(steps))
-
     validate = validation_rmse(model, val_rows) if val_rows is not None and len(val_rows) else None
 
     @tf.function
@@ -326,6 +290,65 @@ def train(
             break
     everyone.on_train_end()
     return history, time.perf_counter() - start
+
+
+#: The last model's compiled steps, kept for its next :func:`train` (a refit that continues the
+#: fitted model): a new trace costs ~3 s at ML-100K's size, a fifth of its whole refit. One slot,
+#: so at most one model outlives its training through it.
+_last_compiled: tuple[Any, tuple[Any, ...], Callable[[Any, int], Any]] | None = None
+
+
+def _compiled_steps(model: Any, strategy: Any, across_workers: bool) -> Callable[[Any, int], Any]:
+    """``train_steps(iterator, steps)``: ``steps`` batches from ``iterator`` through the model's
+    step, in one call into a ``tf.function``; returns the summed loss, squared errors and rows."""
+    global _last_compiled
+    # A model may bake more than its weights into the step (two_tower's mask of positives).
+    key = (strategy, across_workers, model.trace_key() if hasattr(model, "trace_key") else None)
+    if _last_compiled is not None and _last_compiled[0] is model and _last_compiled[1] == key:
+        return _last_compiled[2]
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+    variables = model.trainable_variables
+    optimizer = model.optimizer
+
+    def replica_step(x: Any, y: Any, share: Any) -> tuple[Any, Any, Any]:
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            # Keras divides the compiled loss and the penalties by the replica count (for equal
+            # local batches); undone, then weighed by this replica's share of the batch. As
+            # (batch, 1): a rank-1 target makes the MSE a scalar before Keras' reduction, which
+            # then skips that division (tensorflow#72388's scalar case) but not the penalties'.
+            loss = model.compute_loss(x, column(y), column(y_pred), training=True)
+            loss = loss * (share * replicas)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        errors = tf.reduce_sum(tf.square(tf.reshape(y_pred, [-1]) - tf.reshape(y, [-1])))
+        return loss, errors, tf.cast(tf.size(y), tf.float32)
+
+    def steps_of(iterator: Any, steps: Any) -> Any:
+        totals = tf.zeros([3], tf.float64)  # summed loss, squared errors, rows
+        # A tf.range loop, but with collectives across workers an unrolled one: in a while
+        # loop their instances can pair up out of order (a row gather then meets another
+        # size), while straight-line code keeps them in program order.
+        for _ in range(steps) if isinstance(steps, int) else tf.range(steps):
+            x, y, share = next(iterator)
+            per_replica = strategy.run(replica_step, args=(x, y, share))
+            # The replicas' weighed losses sum to the global batch's mean loss.
+            loss, errors, rows = (strategy.reduce("SUM", v, axis=None) for v in per_replica)
+            totals += tf.cast(tf.stack([loss * rows, errors, rows]), tf.float64)
+        return totals
+
+    if across_workers:
+        train_steps = tf.function(steps_of)  # one trace per steps value: the full and the tail
+    else:
+        compiled = tf.function(steps_of)
+
+        def train_steps(iterator: Any, steps: int) -> Any:
+            return compiled(iterator, tf.constant(steps))
+
+    _last_compiled = (model, key, train_steps)
+    return train_steps
 
 
 def validation_rmse(model: Any, rows: Ratings) -> Callable[[], float]:
