@@ -264,8 +264,11 @@ class TwoTower(RatingModel):
         import tensorflow as tf
 
         held = getattr(self, name, None)
-        same = isinstance(held, tf.Variable) and held.shape == values.shape
-        if same and held.dtype.as_numpy_dtype == values.dtype:
+        if (
+            isinstance(held, tf.Variable)
+            and held.shape == values.shape
+            and held.dtype.as_numpy_dtype == values.dtype
+        ):
             held.assign(values)
             return
         setattr(self, name, tf.Variable(values, trainable=False, name=name.strip("_")))
