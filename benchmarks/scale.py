@@ -29,6 +29,10 @@ telemetry off (``tests/support.child_env``):
    ``reports/train_history.csv`` when the train stage writes it, else the spacing of the
    per-epoch metrics the run logged to MLflow, which includes each epoch's validation); the
    refit's from the run's ``refit_epoch_seconds`` in MLflow (the refit has no validation).
+   Then ``biased_mf``'s fit loop alone, whatever ``train.model`` is (issue 21 sets it a target
+   of its own): ``benchmarks/family_throughput.py`` builds it as the train stage would and
+   trains it :data:`FAMILY_EPOCHS` epochs on the same train rows; train rows / the median of
+   epochs 2..n (at the sizes Surprise fits; ``--no-family-throughput`` skips it).
 4. Surprise SVD (``benchmarks/surprise_peer.py`` in its own venv) fits the same train rows
    (``data/processed/train.parquet``, in the order the split stores them) with 64 factors for
    20 epochs (issue 21's peer), timed by its own clock (fit only), scored on the test rows.
@@ -99,6 +103,11 @@ SURPRISE_FACTORS = 64
 PIPELINE_LIMIT_S = {"1m": 5 * 60.0, "10m": 30 * 60.0, "25m": 2 * 3600.0}  # total_s
 MEMORY_LIMITS_GB = {"10m": 4.0, "25m": 8.0}  # every stage's peak
 THROUGHPUT_MIN = {"1m": 0.07, "10m": 0.07}  # our fit loop's rating-epochs/s / Surprise SVD's
+#: A family measured alone (benchmarks/family_throughput.py) beside Surprise in the same run,
+#: whatever train.model is: its fit loop's rating-epochs/s / Surprise SVD's.
+FAMILY = "biased_mf"
+FAMILY_THROUGHPUT_MIN = {"1m": 0.15}
+FAMILY_EPOCHS = 4  # the median of epochs 2..4 (the first traces)
 THROUGHPUT_KEPT_MIN = 0.8  # our fit loop's rate at 10M / at 1M
 NDCG_VS_EASE_MIN = {"1m": 1.0}  # our test NDCG@10 / EASE's
 NDCG_VS_POPULARITY_MIN = {"1m": 1.2, "10m": 1.2}  # our test NDCG@10 / popularity's
@@ -312,6 +321,26 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             f"{ratio:.3f}x ({ours['throughput']:,.0f} vs {svd['throughput']:,.0f} rating-epochs/s)",
             ratio >= limit,
         )
+    for size, limit in FAMILY_THROUGHPUT_MIN.items():
+        name = f"{FAMILY} fit-loop throughput >= {limit:g}x {peer} at {size.upper()}"
+        entry = sizes.get(size) or {}
+        alone, svd = entry.get(FAMILY) or {}, entry.get("surprise") or {}
+        ratio = _ratio(alone.get("throughput"), svd.get("throughput"))
+        if ratio is None:
+            if alone.get("failure"):
+                measured = f"{FAMILY} failed ({alone['failure']})"
+            elif alone.get("throughput") is not None and not svd:
+                measured = f"Surprise not run ({FAMILY} {alone['throughput']:,.0f})"
+            else:
+                measured = "not run"
+            add(name, measured, None)
+            continue
+        add(
+            name,
+            f"{ratio:.3f}x ({alone['throughput']:,.0f} vs {svd['throughput']:,.0f} "
+            "rating-epochs/s)",
+            ratio >= limit,
+        )
     rates = {s: ((sizes.get(s) or {}).get("train") or {}).get("throughput") for s in ("1m", "10m")}
     name = f"fit-loop throughput at 10M >= {THROUGHPUT_KEPT_MIN:g}x at 1M"
     kept = _ratio(rates["10m"], rates["1m"])
@@ -365,6 +394,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--no-surprise")
     else:
         parts.append("--surprise-python .venv-surprise/bin/python")
+    if getattr(args, "no_family_throughput", False):
+        parts.append("--no-family-throughput")
     parts += [f"--{k} {portable(getattr(args, k))}" for k in ("out", "json", "plot")]
     return " ".join(parts)
 
@@ -372,6 +403,8 @@ def command_line(args: argparse.Namespace) -> str:
 def make_command(args: argparse.Namespace) -> str | None:
     """The ``make`` line for the same run, when make can express it."""
     if args.model or args.epochs is not None or args.no_surprise:
+        return None
+    if getattr(args, "no_family_throughput", False):
         return None
     if getattr(args, "params", "params.yaml") != "params.yaml":
         return None
@@ -385,6 +418,59 @@ def make_command(args: argparse.Namespace) -> str | None:
     sizes = [s for s in args.sizes.split(",") if s and s != "25m"]
     extra = "" if ",".join(sizes) == DEFAULT_SIZES else f" SCALE_SIZES={','.join(sizes)}"
     return f"make bench-scale{extra}{' SCALE_25M=1' if args.with_25m else ''}"
+
+
+def family_command(family: str = FAMILY, epochs: int = FAMILY_EPOCHS) -> str:
+    """The command that measures ``family`` alone, as run in each size's scratch repository."""
+    return (
+        "python benchmarks/family_throughput.py --processed data/processed --params params.yaml "
+        f"--family {family} --epochs {epochs}"
+    )
+
+
+def family_section(result: dict[str, Any]) -> list[str]:
+    """The report's lines on :data:`FAMILY` measured alone beside Surprise (none when no size
+    measured it)."""
+    measured = {n: e[FAMILY] for n, e in result["sizes"].items() if e.get(FAMILY)}
+    if not measured:
+        return []
+    first = next((f for f in measured.values() if "failure" not in f), {})
+    knobs = (
+        f" (batch {first['batch_size']}, {first['optimizer']})"
+        if "batch_size" in first and "optimizer" in first
+        else ""
+    )
+    epochs = first.get("epochs", FAMILY_EPOCHS)
+    lines = [
+        "",
+        f"### `{FAMILY}` alone",
+        "",
+        f"`{family_command(FAMILY, epochs)}` in each size's scratch repository, after the "
+        f"stages and before Surprise: `{FAMILY}` built and compiled as the train stage builds "
+        f"it, whatever `train.model` is{knobs}, trained {epochs} epochs on the same train rows "
+        "by the same loop, no validation pass. Throughput: train rows / the median of epochs "
+        f"2..{epochs} (the first traces).",
+        "",
+        f"| size | epochs (s) | {FAMILY} (rating-epochs/s) | Surprise (rating-epochs/s) "
+        f"| {FAMILY} / Surprise | load (1 min) before, after |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, f in measured.items():
+        svd = (result["sizes"][name].get("surprise") or {}).get("throughput")
+        if "failure" in f:
+            lines.append(f"| {name.upper()} | failed: {f['failure']} | n/a | "
+                         f"{_fmt(svd, ',.0f')} | n/a | |")  # fmt: skip
+            continue
+        seconds = ", ".join(f"{s:.2f}" for s in f["epoch_seconds"])
+        load = f"{_fmt(_first_load(f.get('load_before')), '.1f')}, " + _fmt(
+            _first_load(f.get("load_after")), ".1f"
+        )
+        lines.append(
+            f"| {name.upper()} | {seconds} | {_fmt(f.get('throughput'), ',.0f')} | "
+            f"{_fmt(svd, ',.0f')} | {_fmt(_ratio(f.get('throughput'), svd), '.3f', 'x')} | "
+            f"{load} |"
+        )
+    return lines
 
 
 def report_markdown(result: dict[str, Any]) -> str:
@@ -515,6 +601,7 @@ def report_markdown(result: dict[str, Any]) -> str:
             f"{_fmt(t.get('throughput'), ',.0f')} | {_fmt(s.get('throughput'), ',.0f')} | "
             f"{_fmt(_ratio(t.get('throughput'), s.get('throughput')), '.2f', 'x')} |"
         )
+    lines += family_section(result)
     ratios = growth(result)
     if ratios:
         small, large = result["sizes"]["1m"], result["sizes"]["10m"]
@@ -550,6 +637,7 @@ def report_markdown(result: dict[str, Any]) -> str:
         "## Targets (issue 21)",
         "",
         "On a quiet machine with real early stopping. Throughput: our fit loop's rating-epochs/s "
+        f"(the default model's in the train stage, {FAMILY}'s alone) "
         f"against Surprise SVD {SURPRISE_FACTORS}x{SURPRISE_EPOCHS}'s on the same train rows in "
         "the same run; quality: test NDCG@10 against the baselines evaluate scored on the same "
         "split."
@@ -904,6 +992,47 @@ def run_surprise(run: SizeRun, python: str, factors: int, seed: int) -> dict[str
     }
 
 
+def run_family(run: SizeRun, family: str = FAMILY, epochs: int = FAMILY_EPOCHS) -> dict[str, Any]:
+    """``family``'s fit loop alone on the size's processed data (``family_throughput.py``, this
+    harness's python); a failure is recorded, not raised (the pipeline's numbers still count)."""
+    print(f"[scale] {run.size.name}: {family} alone ...", file=sys.stderr, flush=True)
+    out = run.logs / f"{family}_throughput.json"
+    log = run.logs / f"{family}_throughput.log"
+    m = run_measured(
+        [
+            sys.executable,
+            str(HERE / "family_throughput.py"),
+            "--processed",
+            str(run.repo / "data" / "processed"),
+            "--params",
+            str(run.repo / "params.yaml"),
+            "--family",
+            family,
+            "--epochs",
+            str(epochs),
+            "--out",
+            str(out),
+        ],
+        run.repo,
+        run.env,
+        log,
+        limit_gb=run.limit_gb,
+    )
+    if m.returncode != 0 or not out.is_file():
+        failure = f"family_throughput.py exited with {m.returncode}" + (
+            " (killed by the harness: over its memory limit)" if m.killed else ""
+        )
+        print(f"[scale] {failure}:\n{_tail(log)}", file=sys.stderr)
+        return {"family": family, "failure": failure}
+    measured = json.loads(out.read_text())
+    print(
+        f"[scale] {run.size.name}: {family} {measured['throughput']:,.0f} rating-epochs/s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {**measured, "wall_s": m.wall_s, "peak_gb": m.peak_gb}
+
+
 def _load() -> list[float]:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -1007,6 +1136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="the params to scale")
     parser.add_argument("--surprise-python", help="python of the Surprise venv (its bin/python)")
     parser.add_argument("--no-surprise", action="store_true", help="skip Surprise")
+    parser.add_argument(
+        "--no-family-throughput",
+        action="store_true",
+        help=f"skip {FAMILY}'s fit loop measured alone (benchmarks/family_throughput.py)",
+    )
     parser.add_argument("--workdir", help="where the scratch repositories go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch repositories")
     parser.add_argument(
@@ -1058,6 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.epochs is None
             else f"capped at {args.epochs} (--epochs)",
             "throughput_source": "",
+            "family_throughput": None if args.no_family_throughput else family_command(),
             "measurement": "stage cmd from dvc.yaml per process; os.wait4 ru_maxrss, "
             "sampled process-tree RSS (0.2 s); dvc commit -f timed apart",
             "plot": portable(args.plot),
@@ -1088,7 +1223,10 @@ def main(argv: list[str] | None = None) -> int:
         if complete:
             entry["train"] = training_numbers(run, entry["data"]["train_rows"], caps[size.name])
             result["run"]["throughput_source"] = entry["train"]["throughput_source"]
-        if "train_rows" in entry["data"] and not args.no_surprise and size.name in SURPRISE_SIZES:
+        measurable = "train_rows" in entry["data"] and size.name in SURPRISE_SIZES
+        if measurable and not args.no_family_throughput:  # before Surprise, as the report says
+            entry[FAMILY] = run_family(run)
+        if measurable and not args.no_surprise:
             python = os.path.abspath(args.surprise_python)  # not resolve(): keep the venv's link
             entry["surprise"] = run_surprise(run, python, SURPRISE_FACTORS, seed)
         entry["load_after"] = _load()

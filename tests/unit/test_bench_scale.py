@@ -1,7 +1,8 @@
 """benchmarks/scale.py's pure parts: sizes, the params per size, the stage order, throughput,
-the ratios, issue 21's targets (each can fail on its own), the baselines read from evaluate's
-metrics, the epoch-cap flag and the busy-machine warning (on made-up numbers; nothing runs a
-stage)."""
+the ratios, issue 21's targets (each can fail on its own), biased_mf's fit loop measured alone
+(its target and report section; benchmarks/family_throughput.py's median), the baselines read
+from evaluate's metrics, the epoch-cap flag and the busy-machine warning (on made-up numbers;
+nothing runs a stage or trains a model)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,19 @@ from recommender.core.config import parse_params
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_scale():
+def _load_benchmark(name: str, filename: str):
     before = set(sys.modules)
-    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "benchmarks" / "scale.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / filename)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     heavy = {"tensorflow", "keras", "mlflow", "matplotlib", "pyarrow"} & (set(sys.modules) - before)
-    assert not heavy, f"importing benchmarks/scale.py loads {heavy}"
+    assert not heavy, f"importing benchmarks/{filename} loads {heavy}"
     return module
 
 
-scale = _load_scale()
+scale = _load_benchmark("bench_scale", "scale.py")
+family_throughput = _load_benchmark("bench_family_throughput", "family_throughput.py")
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
@@ -103,6 +105,14 @@ def test_throughput_leaves_out_the_first_epoch():
     assert scale.epoch_seconds_from_timestamps([1000, 3500, 4500]) == [None, 2.5, 1.0]
 
 
+def test_family_throughput_takes_the_median_of_the_later_epochs():
+    median = family_throughput.median_throughput
+    assert median(1000, [9.0, 2.0, 4.0, 100.0]) == pytest.approx(1000 / 4.0)  # a slow outlier
+    assert median(1000, [9.0, 2.0, 3.0]) == pytest.approx(1000 / 2.5)
+    assert median(1000, [9.0]) is None  # only the traced epoch
+    assert median(1000, []) is None
+
+
 def _stages(seconds: float, gb: float) -> dict[str, Any]:
     names = ["ingest", "validate", "train"]
     return {
@@ -127,9 +137,10 @@ def _size(
     ndcg: float = 0.40,
     ease: float | None = 0.39,
     popularity: float = 0.30,
+    alone: float | None = None,
 ) -> dict:
     stages = _stages(seconds, gb)
-    return {
+    entry = {
         "label": "fake",
         "complete": True,
         "data": {"n_users": 10, "n_items": 20, "n_ratings": n_ratings, "train_rows": n_ratings},
@@ -167,6 +178,22 @@ def _size(
             "peak_gb": 1.0,
         },
     }
+    if alone is not None:  # biased_mf's fit loop alone, as family_throughput.py writes it
+        entry["biased_mf"] = {
+            "family": "biased_mf",
+            "rows": n_ratings,
+            "epochs": 4,
+            "batch_size": 4096,
+            "optimizer": "lazy_adam",
+            "epoch_seconds": [3.0, 1.0, 1.1, 0.9],
+            "median_seconds": 1.0,
+            "throughput": alone,
+            "load_before": [0.3, 0.4, 0.5],
+            "load_after": [1.1, 0.6, 0.5],
+            "wall_s": 12.0,
+            "peak_gb": 0.5,
+        }
+    return entry
 
 
 def _result(load_before: float = 0.4, load_after: float = 1.2, **sizes: dict) -> dict[str, Any]:
@@ -198,9 +225,10 @@ def _result(load_before: float = 0.4, load_after: float = 1.2, **sizes: dict) ->
 def _passing() -> dict[str, Any]:
     """1M, 10M and 25M meeting every target: 63 s, 703 s and 3,000 s for the pipeline; at most
     3 GB (10M) and 6 GB (25M); the fit loop 0.1x and 0.09x Surprise's, 0.9x its 1M rate at 10M;
-    NDCG@10 0.40 against EASE 0.39 and popularity 0.30 (1.33x); EASE not run at 10M and 25M."""
-    small = _size(1_000_000, 10.0, 0.1, ours=5e5, surprise=5e6)
-    large = _size(10_000_000, 100.0, 1.0, ours=4.5e5, surprise=5e6, ease=None)
+    biased_mf alone 0.25x Surprise's at 1M (and 0.18x at 10M); NDCG@10 0.40 against EASE 0.39 and
+    popularity 0.30 (1.33x); EASE not run at 10M and 25M."""
+    small = _size(1_000_000, 10.0, 0.1, ours=5e5, surprise=5e6, alone=1.25e6)
+    large = _size(10_000_000, 100.0, 1.0, ours=4.5e5, surprise=5e6, ease=None, alone=9e5)
     large["stages"]["train"]["wall_s"] = 400.0
     large["total_s"] = 100 + 200 + 400 + 3.0
     huge = _size(25_000_000, 300.0, 2.0, ours=4e5, surprise=5e6, ease=None)
@@ -218,6 +246,7 @@ TARGETS = {
     "throughput_1m": "fit-loop throughput >= 0.07x Surprise SVD 64x20's at 1M",
     "throughput_10m": "fit-loop throughput >= 0.07x Surprise SVD 64x20's at 10M",
     "throughput_kept": "fit-loop throughput at 10M >= 0.8x at 1M",
+    "biased_mf_1m": "biased_mf fit-loop throughput >= 0.15x Surprise SVD 64x20's at 1M",
     "ease_1m": "test NDCG@10 >= EASE's at 1M",
     "popularity_1m": "test NDCG@10 >= 1.2x popularity's at 1M",
     "popularity_10m": "test NDCG@10 >= 1.2x popularity's at 10M",
@@ -233,6 +262,9 @@ def test_targets_are_issue_21s_and_met_from_made_up_numbers():
     assert "train 3.00 GB" in rows[TARGETS["memory_10m"]]["measured"]
     assert rows[TARGETS["throughput_1m"]]["measured"].startswith("0.100x (500,000 vs 5,000,000")
     assert rows[TARGETS["throughput_kept"]]["measured"].startswith("0.90x")
+    assert rows[TARGETS["biased_mf_1m"]]["measured"] == (
+        "0.250x (1,250,000 vs 5,000,000 rating-epochs/s)"
+    )
     assert rows[TARGETS["ease_1m"]]["measured"] == "0.4000 vs 0.3900 (1.03x)"
     assert rows[TARGETS["popularity_10m"]]["measured"] == "0.4000 vs 0.3000 (1.33x)"
 
@@ -268,6 +300,7 @@ def _set(result: dict[str, Any], size: str, *keys: str, value: Any) -> None:
         ("throughput_1m", ("1m", "surprise", "throughput", 7.5e6)),  # 0.067x
         ("throughput_10m", ("10m", "surprise", "throughput", 6.5e6)),  # 0.069x
         ("throughput_kept", ("10m", "train", "throughput", 3.9e5)),  # 0.78x its 1M rate
+        ("biased_mf_1m", ("1m", "biased_mf", "throughput", 7.4e5)),  # 0.148x
         ("ease_1m", ("1m", "train", "ease_ndcg", 0.41)),
         ("popularity_1m", ("1m", "train", "popularity_ndcg", 0.34)),  # 1.18x
         ("popularity_10m", ("10m", "train", "popularity_ndcg", 0.34)),
@@ -382,6 +415,52 @@ def test_throughput_without_surprise_says_so():
     assert rows[TARGETS["throughput_kept"]]["met"] is True  # ours alone still compares
 
 
+def test_the_report_shows_biased_mf_alone_beside_surprise():
+    result = _passing()
+    result["targets"] = scale.targets(result)
+    text = scale.report_markdown(result)
+    section = text[text.index("### `biased_mf` alone") : text.index("## Targets")]
+    assert text.index("## Side by side") < text.index("### `biased_mf` alone")
+    assert (
+        "`python benchmarks/family_throughput.py --processed data/processed --params params.yaml "
+        "--family biased_mf --epochs 4`" in section
+    )
+    assert "(batch 4096, lazy_adam), trained 4 epochs" in section
+    assert "median of epochs 2..4" in section
+    assert "| 1M | 3.00, 1.00, 1.10, 0.90 | 1,250,000 | 5,000,000 | 0.250x | 0.3, 1.1 |" in section
+    assert "| 10M | 3.00, 1.00, 1.10, 0.90 | 900,000 | 5,000,000 | 0.180x | 0.3, 1.1 |" in section
+    assert "| 25M |" not in section  # not measured there
+
+    for entry in result["sizes"].values():  # --no-family-throughput
+        entry.pop("biased_mf", None)
+    result["targets"] = scale.targets(result)
+    rows = {r["target"]: r for r in scale.targets(result)}
+    assert rows[TARGETS["biased_mf_1m"]]["measured"] == "not run"
+    assert rows[TARGETS["biased_mf_1m"]]["met"] is None
+    assert "`biased_mf` alone" not in scale.report_markdown(result)
+
+
+def test_biased_mf_alone_without_surprise_or_failed_is_not_judged():
+    result = _passing()
+    del result["sizes"]["1m"]["surprise"]
+    rows = {r["target"]: r for r in scale.targets(result)}
+    assert rows[TARGETS["biased_mf_1m"]] == {
+        "target": TARGETS["biased_mf_1m"],
+        "measured": "Surprise not run (biased_mf 1,250,000)",
+        "met": None,
+    }
+    result = _passing()
+    failure = "family_throughput.py exited with 1"
+    result["sizes"]["1m"]["biased_mf"] = {"family": "biased_mf", "failure": failure}
+    rows = {r["target"]: r for r in scale.targets(result)}
+    assert rows[TARGETS["biased_mf_1m"]]["measured"] == f"biased_mf failed ({failure})"
+    assert rows[TARGETS["biased_mf_1m"]]["met"] is None
+    result["targets"] = scale.targets(result)
+    text = scale.report_markdown(result)
+    assert f"| 1M | failed: {failure} | n/a | 5,000,000 | n/a | |" in text
+    assert "| 10M | 3.00, 1.00, 1.10, 0.90 | 900,000 |" in text  # the other size still shown
+
+
 def test_the_report_names_the_command_that_reproduces_it():
     parser_defaults = {
         "out": "reports/bench_scale.md",
@@ -404,3 +483,6 @@ def test_the_report_names_the_command_that_reproduces_it():
     assert "--out x.md" in scale.command_line(args)  # no machine path in a report
     args.out = str(ROOT / "reports" / "x.md")
     assert "--out reports/x.md" in scale.command_line(args)
+    args = argparse.Namespace(**{**parser_defaults, "sizes": "1m", "no_family_throughput": True})
+    assert scale.make_command(args) is None  # make has no switch for it
+    assert "--no-family-throughput" in scale.command_line(args)
