@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -40,6 +42,12 @@ def run_stage(
         configure(parser)
     args = parser.parse_args(argv)
     disable_telemetry()
+    # At exit, Python's last collections walk every object the libraries left alive: 1.5-2 s
+    # of CPU once TensorFlow and MLflow are loaded (~600k objects), 0.2-0.5 s with MLflow
+    # alone, to free memory the OS takes back anyway. Frozen objects are skipped. Registered
+    # before the libraries load, it runs after their exit handlers (MLflow's, temp files').
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
     with redacted_output():
         # Our own progress at INFO; the libraries (GX, MLflow, BentoML) only when they warn.
         logging.basicConfig(
