@@ -313,8 +313,9 @@ class ModelBundle:
 
 def _load_keras(path: Path) -> Any:
     """A saved model of this project's families, with ``safe_mode=True`` (no arbitrary code)."""
-    import keras
+    from recommender.core import imports
 
+    keras = imports.keras()  # first, before recommender.models imports it the costlier way
     import recommender.models  # noqa: F401  (registers the model classes with Keras)
 
     return keras.saving.load_model(path, safe_mode=True, compile=False)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from recommender import tracking
+from recommender.core import imports
 from recommender.core.config import FAMILIES, Params
 from recommender.core.io import staged_dir, staged_file
 from recommender.preprocess.processed import Processed, with_val_in_train
@@ -57,6 +58,7 @@ def train_and_log(
     import mlflow
 
     tracking.connect()  # before TensorFlow's import: a store that is down fails in seconds
+    imports.keras()  # the first import of Keras (and TensorFlow), the cheaper way
 
     from recommender.scoring.bundle import ModelBundle
     from recommender.training.fit import fit, refit
