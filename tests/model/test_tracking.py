@@ -54,9 +54,10 @@ def test_train_and_evaluate_log_one_complete_run(
     csv = pd.read_csv(history)
     assert list(csv["epoch"]) == list(range(1, summary["epochs_run"] + 1))
     # train.refit: the final model trained on train + val, continuing the fitted one for the
-    # validation part's share of each head's epochs (train.refit_from: fitted).
+    # validation part's share of each head's epochs times train.refit_epochs_factor
+    # (train.refit_from: fitted).
     assert params.train.refit_from == "fitted"
-    share = len(processed.val) / len(processed.train)
+    share = params.train.refit_epochs_factor * len(processed.val) / len(processed.train)
     heads = [summary[f"best_epoch_{h}"] for h in ("ranking", "rating")]
     assert summary["refit_epochs"] == max(max(1, round(e * share)) for e in heads)
     refit_curve = client.get_metric_history(record["run_id"], "refit_loss")

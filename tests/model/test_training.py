@@ -183,7 +183,7 @@ def test_two_tower_heads_stop_apart_and_the_refit_replays_both(
     # From the fitted model: each head goes on for the validation part's share of its epochs.
     fitted = fit(processed, cfg, params.seed)
     more = refit(processed, cfg.model_copy(update={"refit_from": "fitted"}), params.seed, fitted)
-    share = len(processed.val) / len(processed.train)
+    share = cfg.refit_epochs_factor * len(processed.val) / len(processed.train)
     assert more.head_epochs == {h: max(1, round(e * share)) for h, e in heads.items()}
     assert more.model is fitted.model
 

@@ -339,13 +339,13 @@ def refit(
     - ``scratch``: a new model for the chosen epochs; a model with heads that stopped apart
       keeps each head's weights from its own epoch.
     - ``fitted``: the early-stopped model goes on from its best weights and optimizer state,
-      for the chosen epochs times the validation part's size relative to train (at least one
-      epoch; per head, for a model whose heads stopped apart): the validation ratings join
-      without the work being done again.
+      for the chosen epochs times the validation part's size relative to train times
+      ``cfg.refit_epochs_factor`` (at least one epoch; per head, for a model whose heads
+      stopped apart): the validation ratings join without the work being done again.
     """
     both = with_val_in_train(processed)
     if cfg.refit_from == "fitted" and isinstance(chosen, FitResult):
-        share = len(processed.val) / max(len(processed.train), 1)
+        share = cfg.refit_epochs_factor * len(processed.val) / max(len(processed.train), 1)
         more = {head: max(1, round(at * share)) for head, at in chosen.head_epochs.items()}
         epochs = max(more.values()) if more else max(1, round(chosen.best_epoch * share))
         return fit(
