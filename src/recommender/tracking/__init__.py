@@ -278,24 +278,22 @@ def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], outp
 
 @contextlib.contextmanager
 def _no_requirement_check() -> Iterator[None]:
-    """Skip MLflow's check that this environment satisfies the model's pip requirements, made
-    when it saves the model and again when it loads it back to validate the input example:
-    :func:`pip_requirements` pins them from this very environment, so the check cannot fail,
-    and it first maps every installed module to its distribution (``packages_distributions()``:
-    0.7 s of CPU). Where an MLflow lacks the function, it is left alone.
+    """Skip MLflow's check, while it saves a model, that this environment satisfies the model's
+    pip requirements: :func:`pip_requirements` pins them from this very environment, so the
+    check cannot fail, and it first maps every installed module to its distribution
+    (``packages_distributions()``: 0.7 s of CPU). An MLflow without that hook checks as before.
     """
-    import mlflow.pyfunc
     from mlflow.utils import environment
 
-    name = "warn_dependency_requirement_mismatches"
-    saved = {m: getattr(m, name) for m in (environment, mlflow.pyfunc) if hasattr(m, name)}
-    for module in saved:
-        setattr(module, name, lambda requirements: None)
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
     try:
         yield
     finally:
-        for module, check in saved.items():
-            setattr(module, name, check)
+        environment.warn_dependency_requirement_mismatches = check
 
 
 def bundle_dir(mlflow_model_dir: str | Path) -> Path:
