@@ -263,37 +263,16 @@ def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], outp
     import recommender
     from recommender.tracking import pyfunc
 
-    with _no_requirement_check():
-        info = pyfunc.log_model(
-            name="model",
-            python_model=pyfunc.__file__,
-            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-            code_paths=[str(Path(recommender.__file__).parent)],
-            signature=infer_signature(input_example, output),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-        )
+    info = pyfunc.log_model(
+        name="model",
+        python_model=pyfunc.__file__,
+        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+        code_paths=[str(Path(recommender.__file__).parent)],
+        signature=infer_signature(input_example, output),
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+    )
     return info.model_uri
-
-
-@contextlib.contextmanager
-def _no_requirement_check() -> Iterator[None]:
-    """Skip MLflow's check, while it saves a model, that this environment satisfies the model's
-    pip requirements: :func:`pip_requirements` pins them from this very environment, so the
-    check cannot fail, and it first maps every installed module to its distribution
-    (``packages_distributions()``: 0.7 s of CPU). An MLflow without that hook checks as before.
-    """
-    from mlflow.utils import environment
-
-    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
-    if check is None:
-        yield
-        return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
-    try:
-        yield
-    finally:
-        environment.warn_dependency_requirement_mismatches = check
 
 
 def bundle_dir(mlflow_model_dir: str | Path) -> Path:
