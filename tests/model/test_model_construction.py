@@ -249,6 +249,32 @@ def test_two_tower_in_batch_softmax_matches_a_hand_computation():
     assert got == pytest.approx(np.mean(ce), rel=1e-5)
 
 
+def test_two_tower_full_softmax_matches_a_hand_computation():
+    """Each positive against every known item, its user's other train positives masked."""
+    model = models.build_model(
+        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax="full"
+    )
+    users = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
+    items = np.array([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    prior = np.array([[0.0], [0.1], [0.0], [-0.2]], np.float32)
+    model.user_tower.embeddings.assign(users)
+    model.item_tower.embeddings.assign(items)
+    model.item_prior.embeddings.assign(prior)
+    # Train positives: user 1 likes items 1 and 2, user 2 items 1 and 3.
+    model.set_training_positives([1, 2, 1, 2], [1, 1, 2, 3], [5.0, 4.0, 4.0, 5.0])
+    x = models.model_inputs([1, 2, 2, 1], [1, 3, 1, 2])
+    rating = np.array([5.0, 4.0, 4.0, 2.0], np.float32)  # the last row is not a positive
+    got = float(ops.convert_to_numpy(model.retrieval_loss(x, rating)))
+
+    liked = {1: {1, 2}, 2: {1, 3}}
+    ce = []
+    for user, item in ((1, 1), (2, 3), (2, 1)):  # the positives, in batch order
+        logits = users[user] @ items.T + prior[:, 0]
+        candidates = [i for i in (1, 2, 3) if i == item or i not in liked[user]]
+        ce.append(np.log(np.exp(logits[candidates]).sum()) - logits[item])
+    assert got == pytest.approx(np.mean(ce), rel=1e-5)
+
+
 def test_two_tower_softmax_auto_switches_to_sampled_for_large_catalogs():
     from recommender.core.memory import TWO_TOWER_IN_BATCH_MIN_ITEMS as IN_BATCH_MIN_ITEMS
 

@@ -241,6 +241,7 @@ class TwoTower(RatingModel):
         if cells <= DENSE_MASK_MAX_CELLS:
             dense = np.zeros((self.n_users + 1, self.n_items + 1), bool)
             dense[users, items] = True
+            dense[:, 0] = True  # the unknown item is never a candidate
             self._dense_positives = True
             self._hold("_positives", dense)
             return
@@ -349,6 +350,18 @@ class TwoTower(RatingModel):
         """Summed cross-entropy of each positive against every item of the catalog."""
         logits = ops.matmul(v, ops.transpose(self.item_tower.embeddings))
         logits = logits + ops.reshape(self.item_prior.embeddings, (1, -1))
+        if self._dense_positives:
+            # The user's row of the dense mask holds all their positives, the row's own item
+            # among them, and column 0: masked at once, the softmax's other candidates are
+            # what is left, and the positive joins them as softplus(LSE(others) - positive),
+            # the same cross-entropy without a pass to unmask the own item.
+            others = ops.logsumexp(
+                ops.where(ops.take(self._positives, users, axis=0), _NEVER, logits), axis=1
+            )
+            positive = ops.sum(v * self.item_tower(items), axis=-1) + ops.reshape(
+                self.item_prior(items), (-1,)
+            )
+            return ops.sum(ops.softplus(others - positive))
         # Column 0, the unknown item, is never a candidate; nor are the user's other positives.
         excluded = ops.arange(self.n_items + 1) == 0
         if self._positives is not None:
