@@ -224,17 +224,10 @@ def test_two_tower_softmax_loss_matches_a_hand_computation():
 
 
 def test_two_tower_in_batch_softmax_matches_a_hand_computation():
-    model = models.build_model(
-        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax="in_batch"
-    )
-    users = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
-    items = np.array([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
-    prior = np.array([[0.0], [0.1], [0.0], [-0.2]], np.float32)
-    model.user_tower.embeddings.assign(users)
-    model.item_tower.embeddings.assign(items)
-    model.item_prior.embeddings.assign(prior)
-    # Train positives: item 1 twice, items 2 and 3 once: log-Q = log(2/4), log(1/4), log(1/4).
-    model.set_training_positives([1, 2, 1, 2], [1, 1, 2, 3], [5.0, 4.0, 4.0, 5.0])
+    model = _tiny_two_tower("in_batch")
+    users = ops.convert_to_numpy(model.user_tower.embeddings)
+    items = ops.convert_to_numpy(model.item_tower.embeddings)
+    prior = ops.convert_to_numpy(model.item_prior.embeddings)
     log_q = np.log(np.array([1.0, 2.0, 1.0, 1.0]) / 4)
     x = models.model_inputs([1, 2, 2, 1], [1, 3, 1, 2])
     rating = np.array([5.0, 4.0, 4.0, 2.0], np.float32)  # the last row is not a positive
@@ -251,17 +244,10 @@ def test_two_tower_in_batch_softmax_matches_a_hand_computation():
 
 def test_two_tower_full_softmax_matches_a_hand_computation():
     """Each positive against every known item, its user's other train positives masked."""
-    model = models.build_model(
-        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax="full"
-    )
-    users = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
-    items = np.array([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
-    prior = np.array([[0.0], [0.1], [0.0], [-0.2]], np.float32)
-    model.user_tower.embeddings.assign(users)
-    model.item_tower.embeddings.assign(items)
-    model.item_prior.embeddings.assign(prior)
-    # Train positives: user 1 likes items 1 and 2, user 2 items 1 and 3.
-    model.set_training_positives([1, 2, 1, 2], [1, 1, 2, 3], [5.0, 4.0, 4.0, 5.0])
+    model = _tiny_two_tower("full")
+    users = ops.convert_to_numpy(model.user_tower.embeddings)
+    items = ops.convert_to_numpy(model.item_tower.embeddings)
+    prior = ops.convert_to_numpy(model.item_prior.embeddings)
     x = models.model_inputs([1, 2, 2, 1], [1, 3, 1, 2])
     rating = np.array([5.0, 4.0, 4.0, 2.0], np.float32)  # the last row is not a positive
     got = float(ops.convert_to_numpy(model.retrieval_loss(x, rating)))
@@ -289,11 +275,11 @@ def test_two_tower_softmax_auto_switches_to_sampled_for_large_catalogs():
         models.build_model("two_tower", 3, 4, SCALE, 3.5, softmax="negative")
 
 
-def _tiny_sampled_two_tower(**knobs: Any) -> Any:
-    """Two users, three items, 2-d towers set by hand; train positives: item 1 twice, 2 and 3
-    once (so log-Q = log(2/4), log(1/4), log(1/4))."""
+def _tiny_two_tower(softmax: str = "sampled", **knobs: Any) -> Any:
+    """Two users, three items, 2-d towers set by hand; train positives: user 1 likes items 1
+    and 2, user 2 items 1 and 3 (so log-Q = log(2/4), log(1/4), log(1/4))."""
     model = models.build_model(
-        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax="sampled", **knobs
+        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax=softmax, **knobs
     )
     model.user_tower.embeddings.assign(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], "float32"))
     model.item_tower.embeddings.assign(
@@ -312,7 +298,7 @@ def test_two_tower_sampled_softmax_matches_a_hand_computation(
 ):
     if mask_form == "keys":  # the form beyond MASK_MAX_BITS cells: sorted keys, searched
         monkeypatch.setattr("recommender.models.two_tower.MASK_MAX_BITS", 0)
-    model = _tiny_sampled_two_tower(negatives=4, in_batch_negatives=in_batch_negatives)
+    model = _tiny_two_tower(negatives=4, in_batch_negatives=in_batch_negatives)
     assert model._mask_form == mask_form
     users = ops.convert_to_numpy(model.user_tower.embeddings)
     items = ops.convert_to_numpy(model.item_tower.embeddings)
@@ -342,7 +328,7 @@ def test_two_tower_sampled_softmax_matches_a_hand_computation(
     assert n_candidates == ([3, 3, 3] if in_batch_negatives else [2, 3, 3])  # masks at work
     assert got == pytest.approx(np.mean(ce), rel=1e-5)
     # Without them the loss differs: the batch's positives count (or do not) as candidates.
-    other = _tiny_sampled_two_tower(negatives=4, in_batch_negatives=not in_batch_negatives)
+    other = _tiny_two_tower(negatives=4, in_batch_negatives=not in_batch_negatives)
     assert float(ops.convert_to_numpy(other.retrieval_loss(x, rating, negatives=negatives))) != (
         pytest.approx(got, rel=1e-3)
     )
