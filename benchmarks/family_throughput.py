@@ -7,13 +7,13 @@ in each size's scratch repository, between the pipeline's stages and Surprise::
     python benchmarks/family_throughput.py --processed data/processed --params params.yaml \\
         --family biased_mf --epochs 4 --out reports/family_throughput.json
 
-The family is built and compiled as the train stage builds it (``fit.build`` with
-``train.model`` set to the family, its knobs, learning rate and optimizer from params.yaml,
-under the default strategy, seeded, op determinism on) and trained by the one training loop on
-the train rows with the family's batch size, without a validation part. A Keras callback times
-each epoch's training pass. Throughput = train rows / the median of epochs 2..N (the first
-traces the step). Prints the JSON (family, rows, each epoch's seconds, rating-epochs/s, the
-load average before and after) and writes it to ``--out`` when given.
+The family is trained by the train stage's own ``fit`` (``training/fit.py``: built and
+compiled with params.yaml's knobs, learning rate and optimizer, seeded, op determinism on, the
+one training loop, the family's batch size) on the train rows without a validation part, so no
+early stopping; its epoch timer gives each epoch's training pass (``epoch_seconds``).
+Throughput = train rows / the median of epochs 2..N (the first traces the step). Prints the
+JSON (family, rows, each epoch's seconds, rating-epochs/s, the load average before and after)
+and writes it to ``--out`` when given.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,12 @@ def median_throughput(rows: int, epoch_seconds: Sequence[float]) -> float | None
         return None
     median = statistics.median(later)
     return rows / median if median > 0 else None
+
+
+def _tensorflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("tensorflow-cpu")
 
 
 def _load() -> list[float]:
@@ -65,44 +70,17 @@ def measure(
     seed = params.seed if seed is None else seed
     processed = load_processed(processed_dir)
 
-    import keras
-    import tensorflow as tf
+    from dataclasses import replace
 
-    from recommender.training import loop
-    from recommender.training.fit import build
+    from recommender.training.fit import fit
 
-    strategy = tf.distribute.get_strategy()  # train.distribute: none
-    keras.utils.set_random_seed(seed)  # as fit.fit: seeded, op determinism on
-    tf.config.experimental.enable_op_determinism()
-    with strategy.scope():
-        model = build(processed, cfg)
-        model.optimizer.build(model.trainable_variables)
-    train = processed.train
-    if hasattr(model, "set_training_positives"):  # two_tower, as fit.fit
-        model.set_training_positives(
-            train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train["rating"].to_numpy()
-        )
-
-    seconds: list[float] = []
-
-    class EpochClock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            seconds.append(time.perf_counter() - self.start)
-
+    # The train stage's own fit without a validation part: no early stopping, every epoch
+    # timed by its epoch timer (``epoch_seconds`` in the history).
     load_before = _load()
-    history, _ = loop.train(
-        model,
-        strategy,
-        loop.Ratings.of(train),
-        None,
-        epochs=epochs,
-        batch_size=cfg.family_batch_size,
-        seed=seed,
-        producers=[EpochClock()],
-    )
+    result = fit(replace(processed, val=processed.val.iloc[:0]), cfg.with_epochs(epochs), seed)
+    history = result.history
+    seconds = history["epoch_seconds"]
+    train = processed.train
     rows = len(train)
     return {
         "family": family,
@@ -117,7 +95,7 @@ def measure(
         "loss": history["loss"],
         "load_before": load_before,
         "load_after": _load(),
-        "tensorflow": tf.__version__,
+        "tensorflow": _tensorflow_version(),
     }
 
 

@@ -26,7 +26,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,7 @@ def measure(way: tuple[str, str, str, dict[str, Any], bool], size: str, rows: An
     from recommender.core.config import RatingScale, load_params
     from recommender.models import build_model, compile_model
     from recommender.training import loop
+    from recommender.training.fit import epoch_timer
 
     label, family, optimizer, overrides, masked = way
     train = load_params(HERE.parent / "params.yaml").train.model_copy(update={"model": family})
@@ -90,16 +90,7 @@ def measure(way: tuple[str, str, str, dict[str, Any], bool], size: str, rows: An
         model.set_training_positives(*rows.columns())
         if not masked:
             model._positives = None  # the loss then skips the mask
-    seconds: list[float] = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            seconds.append(time.perf_counter() - self.start)
-
-    loop.train(
+    history, _ = loop.train(
         model,
         tf.distribute.get_strategy(),
         rows,
@@ -107,8 +98,9 @@ def measure(way: tuple[str, str, str, dict[str, Any], bool], size: str, rows: An
         epochs=EPOCHS,
         batch_size=train.family_batch_size,
         seed=0,
-        producers=[Clock()],
+        producers=[epoch_timer(len(rows))],
     )
+    seconds = history["epoch_seconds"]
     print(f"[step_ablation] {label}: epochs {', '.join(f'{s:.2f}' for s in seconds)} s",
           file=sys.stderr)  # fmt: skip
     return statistics.median(seconds[1:])
