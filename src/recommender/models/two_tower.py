@@ -282,10 +282,9 @@ class TwoTower(RatingModel):
 
     def _other_positives(self, users: Any, items: Any) -> Any:
         """``(batch, n_items + 1)`` booleans: True where the item is another positive of the
-        row's user (never the row's own item)."""
+        row's user (never the row's own item), from the padded table of positives (the dense
+        mask is used whole, in :meth:`_full_loss`)."""
         own = ops.one_hot(items, self.n_items + 1) > 0
-        if self._dense_positives:
-            return ops.logical_and(ops.take(self._positives, users, axis=0), ops.logical_not(own))
         history = ops.take(self._positives, users, axis=0)
         rows = ops.repeat(ops.arange(ops.shape(users)[0]), ops.shape(history)[1])
         index = ops.stack([rows, ops.reshape(history, (-1,))], axis=1)
