@@ -234,6 +234,26 @@ def epoch_logger(prefix: str = "") -> Any:
     return KilledMidEpoch() if failpoints.armed("train.batch") else EpochLogger()
 
 
+def log_history(history: dict[str, list[float]], prefix: str = "") -> None:
+    """Per-epoch curves logged to the active run after training, at the steps the
+    :func:`epoch_logger` uses (a search's chosen trial, whose epochs ran in a nested run)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    points = [
+        Metric(prefix + name, float(value), now, step)
+        for name, values in history.items()
+        for step, value in enumerate(values, start=1)
+    ]
+    run_id = mlflow.active_run().info.run_id
+    client = mlflow.MlflowClient()
+    for start in range(0, len(points), 1000):  # MLflow takes 1,000 metrics a batch
+        client.log_batch(run_id, metrics=points[start : start + 1000])
+
+
 def pip_requirements() -> list[str]:
     """The model's runtime requirements, pinned to this environment (no slow inference)."""
     from importlib.metadata import version

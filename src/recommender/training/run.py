@@ -61,7 +61,8 @@ def train_and_log(
     imports.keras()  # the first import of Keras (and TensorFlow), the cheaper way
 
     from recommender.scoring.bundle import ModelBundle
-    from recommender.training.fit import fit, refit
+    from recommender.training.fit import refit
+    from recommender.training.search import search
 
     cfg = params.train
     mlflow.set_experiment(params.tracking.experiment)
@@ -85,14 +86,26 @@ def train_and_log(
     if commit:
         tags["git.commit"] = commit
 
+    # The searched knob is logged once chosen (an MLflow param is written once).
+    searched = f"hyper.{cfg.search.knob}" if cfg.search.budget_seconds > 0 else None
     with mlflow.start_run(run_name=f"{cfg.model}", tags=tags) as run, staged_dir(out_dir) as tmp:
-        mlflow.log_params(run_params)
-        result = fit(processed, cfg, params.seed, [tracking.epoch_logger()], verbose)
+        mlflow.log_params({k: v for k, v in run_params.items() if k != searched})
+        found = search(processed, cfg, params.seed, [tracking.epoch_logger()], verbose)
+        result, cfg = found.fitted, found.cfg
+        if searched in run_params:
+            value = found.chosen if found.knob else run_params[searched]
+            mlflow.log_param(searched, value)
+        mlflow.set_tag("search.ended", found.ended)
+        if found.trials:  # each trial logged to its nested run: the chosen one's curves here
+            tracking.log_history(result.history)
+            mlflow.log_dict(found.to_json(), "search.json")
         summary = {
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "fit_seconds": round(result.seconds, 3),
             "fit_ratings_per_second": round(result.ratings_per_second or 0.0, 1),
+            "search_trials": len(found.trials),
+            "search_seconds": round(found.seconds, 3),
             "best_val_rmse": _best(result.history, "val_rmse", at=result.best_epoch),
             "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
         }
