@@ -108,7 +108,7 @@ def measure(way: tuple[str, str, str, dict[str, Any], bool], size: str, rows: An
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="1m", choices=("1m", "10m"))
+    parser.add_argument("--size", default="1m", choices=("1m", "10m", "25m"))
     parser.add_argument("--rows", type=int, default=720_000, help="ratings per epoch")
     parser.add_argument("--out", required=True, help="Markdown report")
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from recommender.core.memory import AUTOREC_CODE_BLOCK_RATINGS as ITEM_CODE_BLOC
 from recommender.models.base import (
     RatingModel,
     RegForm,
+    RowEmbedding,
     as_index,
     lookup,
     register,
@@ -162,11 +163,9 @@ class ItemAutoRec(RatingModel):
             name="encoder_kernel",
         )
         self.encoder_bias = self.add_weight(shape=(h,), initializer="zeros", name="encoder_bias")
-        self.decoder = keras.layers.Embedding(
-            self.n_users + 1, h, embeddings_regularizer=reg, name="decoder"
-        )
+        self.decoder = RowEmbedding(self.n_users + 1, h, embeddings_regularizer=reg, name="decoder")
         # The output starts at the train mean, so training starts from the baseline.
-        self.decoder_bias = keras.layers.Embedding(
+        self.decoder_bias = RowEmbedding(
             self.n_users + 1,
             1,
             embeddings_initializer=keras.initializers.Constant(self.global_mean),

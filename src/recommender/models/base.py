@@ -24,6 +24,28 @@ def as_index(x: Any) -> Any:
     return ops.reshape(ops.cast(x, "int32"), (-1,))
 
 
+@register
+class RowEmbedding(keras.layers.Embedding):
+    """``keras.layers.Embedding`` whose lookup gathers the rows straight from its variable.
+
+    Keras' own lookup (``ops.take(self.embeddings, ...)``) reads the whole table first, and once
+    an optimizer has updated rows in place TensorFlow copies a variable on every such read, so a
+    training step cost the table, not the batch: one 160k x 64 table's lookup and lazy-Adam
+    update took 35 ms against 3.3 ms this way, 119 ms against 3.4 ms at 640k rows. ``tf.gather``
+    on the variable is a sparse read (``ResourceGather``); its gradient is the same
+    ``IndexedSlices``.
+    """
+
+    def call(self, inputs: Any) -> Any:
+        import tensorflow as tf
+
+        if self.quantization_mode or self.lora_enabled:  # Keras' paths for what it adds
+            return super().call(inputs)
+        if inputs.dtype != "int32" and inputs.dtype != "int64":
+            inputs = ops.cast(inputs, "int32")
+        return ops.cast(tf.gather(self.embeddings.value, inputs), self.compute_dtype)
+
+
 def known_mask(idx: Any) -> Any:
     """1.0 for a known index, 0.0 for the OOV row, shaped ``(batch, 1)`` to scale rows."""
     return ops.expand_dims(ops.cast(ops.not_equal(idx, 0), "float32"), -1)
@@ -122,7 +144,7 @@ class RatingModel(keras.Model):
             keras.regularizers.L2(strength) if self.reg_form == "table" and strength else None
         )
         init = "zeros" if stddev is None else keras.initializers.RandomNormal(stddev=stddev)
-        return keras.layers.Embedding(
+        return RowEmbedding(
             rows,
             dim,
             embeddings_initializer=init,

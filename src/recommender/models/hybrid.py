@@ -10,7 +10,7 @@ import numpy as np
 from keras import ops
 
 from recommender.core.errors import ConfigError
-from recommender.models.base import as_index, known_mask, register
+from recommender.models.base import RowEmbedding, as_index, known_mask, register
 from recommender.models.biased_mf import BiasedMF
 from recommender.scoring.factors import Factors
 
@@ -94,7 +94,7 @@ class HybridRecommender(BiasedMF):
             1, kernel_initializer="zeros", kernel_regularizer=reg, name="item_content_bias"
         )
         self.user_content = [
-            keras.layers.Embedding(
+            RowEmbedding(
                 c,
                 self.embedding_dim + 1,  # the last column is the code's bias
                 embeddings_initializer="zeros",

@@ -378,7 +378,7 @@ class TwoTower(RatingModel):
         to push popular items down. Another row with the same item is not a negative.
         """
         w = self.item_tower(items)
-        prior = ops.take(ops.reshape(self.item_prior.embeddings, (-1,)), items)
+        prior = ops.reshape(self.item_prior(items), (-1,))
         log_q = ops.take(self._log_q, items) if self._log_q is not None else 0.0
         logits = ops.matmul(v, ops.transpose(w)) + ops.reshape(prior - log_q, (1, -1))
         n = ops.shape(items)[0]
