@@ -10,7 +10,7 @@ import pytest
 from recommender.core.config import Params, TrainConfig
 from recommender.core.errors import ConfigError
 from recommender.preprocess.processed import Processed
-from recommender.training.search import PRUNE_WARMUP, _Pruner, search
+from recommender.training.search import PRUNE_WARMUP, _next_value, _Pruner, search
 
 pytestmark = pytest.mark.slow
 
@@ -124,3 +124,11 @@ def test_the_train_run_records_the_walk_with_a_nested_run_per_trial(
     assert [m.value for m in client.get_metric_history(parent.info.run_id, "val_rmse")] == [
         m.value for m in client.get_metric_history(chosen.info.run_id, "val_rmse")
     ]
+
+
+def test_steps_keep_a_float_knob_to_four_digits_and_an_integer_knob_whole() -> None:
+    assert _next_value(0.1, 2.0, 0.1) == 0.2 and _next_value(0.1, 0.5, 0.1) == 0.05
+    assert _next_value(0.3, 1 / 1.5, 0.3) == 0.2  # not 0.19999999999999998
+    assert _next_value(64, 2.0, 64) == 128 and _next_value(64, 0.5, 64) == 32
+    assert _next_value(2, 1.2, 2) == 3  # at least one away
+    assert _next_value(1, 0.5, 1) == 1  # never below 1 (then the walk stops: tried)

@@ -219,7 +219,7 @@ def _next_value(value: float, factor: float, like: float) -> float:
     if isinstance(like, int):
         rounded = round(moved)
         if rounded == value:
-            rounded = value + (1 if factor > 1 else -1)
+            rounded = round(value) + (1 if factor > 1 else -1)
         return max(rounded, 1)
     return float(f"{moved:.4g}")  # four digits: what a params file would say
 
