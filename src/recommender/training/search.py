@@ -114,13 +114,12 @@ def search(
         The chosen config and its fit (the section's own when nothing beat it).
     """
     metric, mode = monitor_of(cfg.model)
-    knob, start = cfg.search.knob, None
     why_not = _why_no_search(processed, cfg)
-    if why_not is None:
-        start = getattr(getattr(cfg, cfg.model), knob)
-    if start is None:
+    if why_not is not None:
         fitted = fit(processed, cfg, seed, callbacks, verbose)
-        return SearchResult(cfg, fitted, None, metric, ended=why_not or "")
+        return SearchResult(cfg, fitted, None, metric, ended=why_not)
+    knob = cfg.search.knob
+    start = getattr(getattr(cfg, cfg.model), knob)
 
     gain = MIN_GAIN[mode]
     better = (lambda a, b: a > b + gain) if mode == "max" else (lambda a, b: a < b - gain)
@@ -162,15 +161,16 @@ def search(
         return trial
 
     run(start)
-    ended = "no further step improved"
+    ended, out_of_budget = "no further step improved", False
     for direction in (step, 1 / step):
         value = start
-        while True:
+        while not out_of_budget:
             value = _next_value(value, direction, start)
             if value in tried:
                 break
             longest = max(t.seconds for t in trials)
-            if spent + longest > budget:
+            out_of_budget = spent + longest > budget
+            if out_of_budget:
                 ended = (
                     f"budget: a trial takes up to {longest:.0f} s, {max(budget - spent, 0):.0f} s "
                     f"of train.search.budget_seconds ({budget:g}) left"
@@ -180,10 +180,8 @@ def search(
             spent += run(value).seconds
             if best_trial is before:  # no better: this direction is done
                 break
-        if ended.startswith("budget"):
-            break
-        if best_trial is not None and best_trial.value != start:  # up helped: no need to go down
-            break
+        if out_of_budget or (best_trial is not None and best_trial.value != start):
+            break  # out of time, or up helped: no need to go down
     assert best_fit is not None  # the first trial always runs
     log.info(
         "search %s: chose %g of %d trial(s) (%s %.4f; %s; %.0f s beyond the first fit)",
