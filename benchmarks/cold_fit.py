@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     imported = time.perf_counter()
     from recommender.core.config import TrainConfig, load_params
-    from recommender.preprocess.processed import load_processed
+    from recommender.dataset.processed import load_processed
     from recommender.training.fit import fit, refit
 
     params = load_params(args.params)

@@ -51,7 +51,7 @@ DEADLINE_S = 3600
 def make_data(size: str, params: Any, folder: Path) -> Path:
     """The size's synthetic ratings, preprocessed as the pipeline does, in ``folder``."""
     from recommender.data.synthetic import generate
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess
 
     shape = SIZES[size]
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-distributed-") as tmp:
         folder = Path(tmp)
         data = make_data(args.size, params, folder)
-        from recommender.preprocess.processed import load_processed
+        from recommender.dataset.processed import load_processed
 
         train_rows = len(load_processed(data).train)
         results = []

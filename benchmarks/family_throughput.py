@@ -62,7 +62,7 @@ def measure(
     """Build ``family`` as the train stage does, train it ``epochs`` epochs, time each one."""
     from recommender.core.config import load_params
     from recommender.core.telemetry import disable_telemetry
-    from recommender.preprocess.processed import load_processed
+    from recommender.dataset.processed import load_processed
 
     disable_telemetry()
     params = load_params(params_path)

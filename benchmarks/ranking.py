@@ -48,8 +48,8 @@ def run_fold(params: Any, ml100k: Path, fold: str, families: list[str]) -> dict[
 
     from recommender.core.config import TrainConfig
     from recommender.data import load_dataset
+    from recommender.dataset.processed import with_val_in_train
     from recommender.evaluation.evaluate import evaluate
-    from recommender.preprocess.processed import with_val_in_train
     from recommender.preprocess.split import preprocess
     from recommender.scoring.bundle import ModelBundle
     from recommender.training.fit import refit

@@ -65,7 +65,7 @@ def _data_params(params: Any, ml100k: Path, val_fraction: float | None = None) -
 
 
 def _rating_metrics(y: Any, pred: Any) -> dict[str, float]:
-    from recommender.evaluation import metrics
+    from recommender.scoring import metrics
 
     return {"rmse": metrics.rmse(y, pred), "mae": metrics.mae(y, pred)}
 
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     from recommender.core.config import load_params
     from recommender.core.io import write_json, write_text
     from recommender.data import load_dataset
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess
 
     ml100k = Path(args.ml100k).resolve()

@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def body(params: Params, args: argparse.Namespace) -> None:
     from recommender.core import memory
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess, read_interim
 
     rows = memory.parquet_rows(Path(args.data) / "ratings.parquet")

@@ -38,7 +38,7 @@ def keras_verbosity() -> int:
 
 def body(params: Params, args: argparse.Namespace) -> None:
     from recommender.core import memory
-    from recommender.preprocess.processed import load_processed
+    from recommender.dataset.processed import load_processed
     from recommender.training.run import train_and_log
 
     processed = load_processed(args.data)

@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def body(params: Params, args: argparse.Namespace) -> None:
     from recommender.core import memory
     from recommender.core.io import write_json
-    from recommender.preprocess.processed import load_processed
+    from recommender.dataset.processed import load_processed
     from recommender.training.tuning import tune, write_best_params
 
     processed = load_processed(args.data)

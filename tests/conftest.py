@@ -59,7 +59,7 @@ def params():  # noqa: ANN201
 def processed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``data/processed`` for the tiny synthetic dataset (ingest + preprocess, in-process)."""
     from recommender.data.synthetic import generate
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess
 
     params = tiny_params()
@@ -72,7 +72,7 @@ def processed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def processed(processed_dir: Path):  # noqa: ANN201
     """The tiny synthetic dataset, preprocessed (train / val / test, vocabularies, features)."""
-    from recommender.preprocess.processed import load_processed
+    from recommender.dataset.processed import load_processed
 
     return load_processed(processed_dir)
 

@@ -20,10 +20,10 @@ import pytest
 from recommender.core.config import PreprocessConfig, RatingScale
 from recommender.core.errors import ConfigError, DataError
 from recommender.core.schema import Dataset, DatasetInfo, write_dataset
-from recommender.preprocess.features import GENRE_PREFIX, FeatureSpec, item_feature_matrix
-from recommender.preprocess.processed import FILES, load_processed, write_processed
+from recommender.dataset.features import GENRE_PREFIX, FeatureSpec, item_feature_matrix
+from recommender.dataset.processed import FILES, load_processed, write_processed
+from recommender.dataset.vocabulary import Vocabulary, load_vocabularies, save_vocabularies
 from recommender.preprocess.split import preprocess
-from recommender.preprocess.vocabulary import Vocabulary, load_vocabularies, save_vocabularies
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["random", "temporal", "leave_last_n", "given"]

@@ -23,7 +23,8 @@ import time
 
 import mlflow
 
-from recommender.registry.register import CHAMPION, alias_version, gate_lock
+from recommender.tracking.gate_lock import gate_lock
+from recommender.tracking.registry import CHAMPION, alias_version
 
 
 def main() -> int:

@@ -35,17 +35,15 @@ import pytest
 from integration_helpers import start_mlflow_server
 from support import child_env, stop
 
-from recommender.registry import register
-from recommender.registry.register import (
-    CHAMPION,
+from recommender.tracking import gate_lock as lock_module
+from recommender.tracking.gate_lock import (
     EVICT_INFIX,
     LOCK_SUFFIX,
-    RegistryError,
-    alias_version,
     evict,
     gate_lock,
     read_holder,
 )
+from recommender.tracking.registry import CHAMPION, RegistryError, alias_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -234,7 +232,7 @@ def test_a_live_lease_on_another_host_is_waited_on(store: tuple[str, str]) -> No
 def test_a_renewed_lease_outlives_its_length(
     sqlite_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(register, "CLOCK_SKEW_S", 0.2)
+    monkeypatch.setattr(lock_module, "CLOCK_SKEW_S", 0.2)
     client = _client(sqlite_uri)
     name = "renewed"
     lock = name + LOCK_SUFFIX
@@ -280,8 +278,8 @@ def test_a_lease_nobody_renews_is_taken_over_once_it_ends(
     """A lease left to run out; one whose holder's clock runs a week ahead (its end is never
     reached here, but it never changes for a whole lease); a lock from before leases (its
     creation plus a lease), all held on another host."""
-    monkeypatch.setattr(register, "CLOCK_SKEW_S", 0.5)
-    monkeypatch.setattr(register, "LOCK_LEASE_S", 1.0)
+    monkeypatch.setattr(lock_module, "CLOCK_SKEW_S", 0.5)
+    monkeypatch.setattr(lock_module, "LOCK_LEASE_S", 1.0)
     client = _client(sqlite_uri)
     name = f"unrenewed-{case}"
     ends = {"in 1 s": time.time() + 1, "in a week": time.time() + 7 * 86400}

@@ -78,7 +78,7 @@ def test_train_evaluate_register_through_a_postgres_backed_server(
     import sqlalchemy
 
     from recommender.data.synthetic import generate
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess
     from recommender.scoring.bundle import ModelBundle
 

@@ -25,15 +25,9 @@ from support import ROOT, child_env, closed_port, make_scratch_repo, run_checked
 
 from recommender import tracking
 from recommender.core.config import Params
-from recommender.registry.register import (
-    CHALLENGER,
-    CHAMPION,
-    RUN_TAG,
-    RegistryError,
-    lock_digest,
-    params_digest,
-    register_and_gate,
-)
+from recommender.registry.lineage import lock_digest, params_digest
+from recommender.registry.register import register_and_gate
+from recommender.tracking.registry import CHALLENGER, CHAMPION, RUN_TAG, RegistryError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -67,8 +61,8 @@ MODELS = {
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     from recommender.data.synthetic import generate
+    from recommender.dataset.processed import load_processed, write_processed
     from recommender.evaluation.run import evaluate_and_log
-    from recommender.preprocess.processed import load_processed, write_processed
     from recommender.preprocess.split import preprocess
     from recommender.training.run import train_and_log
 
@@ -124,7 +118,7 @@ def _client(store: Store):  # noqa: ANN202
 
 
 def _alias(store: Store, name: str, alias: str) -> int | None:
-    from recommender.registry.register import alias_version
+    from recommender.tracking.registry import alias_version
 
     mv = alias_version(_client(store), name, alias)
     return None if mv is None else int(mv.version)
@@ -344,7 +338,7 @@ def _params_file(params: Params, path: Path, name: str | None = None) -> Path:
 def test_killed_after_the_version_is_created_the_champion_still_loads(
     store: Store, tmp_path: Path
 ) -> None:
-    from recommender.registry.register import load_version_bundle
+    from recommender.tracking.registry import load_version_bundle
 
     name = "killed"
     _register(store, "base", name, tmp_path / "p1.json")
@@ -485,7 +479,8 @@ def _scratch_debris(tmp: Path) -> list[Path]:
 def test_killed_around_the_alias_move_a_plain_rerun_converges(
     store: Store, tmp_path: Path, point: str
 ) -> None:
-    from recommender.registry.register import LOCK_SUFFIX, load_version_bundle
+    from recommender.tracking.gate_lock import LOCK_SUFFIX
+    from recommender.tracking.registry import load_version_bundle
 
     name = f"kill-{point.split('.')[1]}"
     _register(store, "base", name, tmp_path / "p1.json")
@@ -523,7 +518,7 @@ def test_killed_around_the_alias_move_a_plain_rerun_converges(
 def test_two_register_stages_at_once_promote_over_one_champion_at_most_once(
     store: Store, tmp_path: Path
 ) -> None:
-    from recommender.registry.register import LOCK_SUFFIX
+    from recommender.tracking.gate_lock import LOCK_SUFFIX
 
     name = "race"
     _register(store, "base", name, tmp_path / "p0.json")  # version 1, the champion
@@ -567,8 +562,8 @@ def test_two_register_stages_at_once_promote_over_one_champion_at_most_once(
 
 def _retrain(store: Store, model: str, out: Path, name: str) -> tuple[Trained, Params]:
     """``model``'s settings trained again: a new MLflow run with artifacts of its own."""
+    from recommender.dataset.processed import load_processed
     from recommender.evaluation.run import evaluate_and_log
-    from recommender.preprocess.processed import load_processed
     from recommender.training.run import train_and_log
 
     source = store.models[model]

@@ -132,7 +132,7 @@ def project(
     from mlflow.server import get_app_client
 
     from recommender.data.synthetic import generate
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess
 
     admin = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": stack.admin_password}

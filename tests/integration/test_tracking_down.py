@@ -53,7 +53,7 @@ def _stage(name: str) -> list[str]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """Processed data, a trained and evaluated tiny model, against a SQLite store."""
     from recommender.data.synthetic import generate
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess
 
     root = tmp_path_factory.mktemp("down")

@@ -86,7 +86,7 @@ def launch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Trains two workers and the one-process reference of each family, and the canary."""
     from recommender.core.config import parse_params
     from recommender.data.synthetic import generate
-    from recommender.preprocess.processed import write_processed
+    from recommender.dataset.processed import write_processed
     from recommender.preprocess.split import preprocess
 
     folder = tmp_path_factory.mktemp("distributed")

@@ -16,8 +16,8 @@ from support import tiny_params
 
 from recommender import models
 from recommender.core.config import FAMILIES, RatingScale
-from recommender.evaluation import metrics
 from recommender.evaluation.baselines import BiasBaseline
+from recommender.scoring import metrics
 
 pytestmark = pytest.mark.slow
 

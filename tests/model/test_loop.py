@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recommender.core.config import Params, RatingScale
-from recommender.preprocess.processed import Processed
+from recommender.dataset.processed import Processed
 from recommender.training import loop
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from recommender.core.config import Params, TrainConfig
 from recommender.core.errors import ConfigError
-from recommender.preprocess.processed import Processed
+from recommender.dataset.processed import Processed
 from recommender.training.search import PRUNE_WARMUP, _next_value, _Pruner, search
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from recommender.core.config import Params
-from recommender.preprocess.processed import Processed
+from recommender.dataset.processed import Processed
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from recommender.core.config import Params
+from recommender.dataset.processed import Processed
 from recommender.evaluation.evaluate import activity_slices, evaluate, mlflow_metrics
-from recommender.preprocess.processed import Processed
 from recommender.scoring.bundle import ModelBundle
 from recommender.training.fit import fit
 from recommender.training.loop import TIMING_KEYS
@@ -129,7 +129,7 @@ def test_activity_slice_names() -> None:
 def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
     processed: Processed, trained, rating_params: Params
 ) -> None:  # noqa: ANN001
-    from recommender.preprocess.processed import with_val_in_train
+    from recommender.dataset.processed import with_val_in_train
     from recommender.training.fit import refit
 
     merged = with_val_in_train(processed)
@@ -152,8 +152,8 @@ def test_refit_trains_on_train_and_val_for_the_chosen_epochs(
 def test_two_tower_heads_stop_apart_and_the_refit_replays_both(
     processed: Processed, params: Params
 ) -> None:
-    from recommender.evaluation import metrics
     from recommender.models.two_tower import NDCG_MIN_DELTA, RMSE_MIN_DELTA
+    from recommender.scoring import metrics
     from recommender.scoring.ranking import SeenItems, rank
     from recommender.training.fit import refit
 

@@ -79,8 +79,8 @@ def build_packaged(
     from recommender import tracking
     from recommender.core.schema import write_dataset
     from recommender.data import load_dataset
+    from recommender.dataset.processed import write_processed
     from recommender.evaluation.run import evaluate_and_log
-    from recommender.preprocess.processed import write_processed
     from recommender.preprocess.split import preprocess, read_interim
     from recommender.registry.register import register_and_gate
     from recommender.scoring.bundle import ModelBundle

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from recommender.core.config import RatingScale
-from recommender.evaluation import metrics
 from recommender.evaluation.baselines import EASE, BiasBaseline, GlobalMean
+from recommender.scoring import metrics
 
 # (user, item, rating): (1, 1, 5), (1, 2, 4), (2, 1, 3); mean 4
 USERS, ITEMS, RATINGS = np.array([1, 1, 2]), np.array([1, 2, 1]), np.array([5.0, 4.0, 3.0])

@@ -18,7 +18,7 @@ import pytest
 from support import change_first_user_id, child_env
 
 from recommender.core.errors import DataError
-from recommender.preprocess.processed import load_processed
+from recommender.dataset.processed import load_processed
 from recommender.scoring import bundle as bundle_module
 from recommender.scoring.bundle import (
     COPIED,
@@ -81,8 +81,9 @@ def test_a_factor_bundle_is_loaded_scored_and_evaluated_without_tensorflow(
     code = f"""
 import sys
 from recommender.core.config import EvaluateConfig
-from recommender.evaluation.evaluate import evaluate, ndcg_by_user
-from recommender.preprocess.processed import load_processed
+from recommender.evaluation.evaluate import evaluate
+from recommender.scoring.metrics import ndcg_by_user
+from recommender.dataset.processed import load_processed
 from recommender.scoring.bundle import ModelBundle, recorded_digest
 
 bundle = ModelBundle.load({str(factor_bundle)!r})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recommender.registry.gate import Bootstrap, Comparison, decide, paired_bootstrap
-from recommender.registry.register import lock_digest
+from recommender.registry.lineage import lock_digest
 from recommender.tracking import redact
 
 
@@ -249,7 +249,7 @@ def _lock(tmp_path, text: str = LOCK, **changes: str):  # noqa: ANN001, ANN202
 def test_lock_digest_covers_the_stages_upstream_of_register(tmp_path) -> None:  # noqa: ANN001
     import yaml
 
-    from recommender.registry.register import upstream_stages
+    from recommender.registry.lineage import upstream_stages
 
     stages = yaml.safe_load(LOCK)["stages"]
     assert upstream_stages(stages, list(READS)) == UPSTREAM

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 
-from recommender.registry.register import CLOCK_SKEW_S, LOCK_LEASE_S, LockHolder, expired
+from recommender.tracking.gate_lock import CLOCK_SKEW_S, LOCK_LEASE_S, LockHolder, expired
 
 HERE = socket.gethostname()
 

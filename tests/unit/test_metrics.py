@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from recommender.evaluation import metrics
+from recommender.scoring import metrics
 
 # Four users' top-4 lists and relevant sets; metrics are taken at K = 3.
 TOP = np.array(

@@ -378,7 +378,7 @@ def train_estimate(processed: Any, cfg: TrainConfig) -> Estimate:
       and, but in-batch, its users' positives table;
     - TensorFlow itself (:data:`TENSORFLOW_RUNTIME_BYTES`), unless already imported.
 
-    ``processed`` is the preprocess stage's output (:class:`~recommender.preprocess.processed.
+    ``processed`` is the preprocess stage's output (:class:`~recommender.dataset.processed.
     Processed`).
     """
     family, hyper, batch = cfg.model, cfg.hyper(), cfg.family_batch_size

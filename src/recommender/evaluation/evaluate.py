@@ -15,9 +15,9 @@ import pandas as pd
 
 from recommender.core import memory
 from recommender.core.config import EvaluateConfig
-from recommender.evaluation import metrics
+from recommender.dataset.processed import Processed, with_val_in_train
 from recommender.evaluation.baselines import EASE, BiasBaseline, GlobalMean
-from recommender.preprocess.processed import Processed, with_val_in_train
+from recommender.scoring import metrics
 from recommender.scoring.bundle import ModelBundle
 from recommender.scoring.ranking import MAX_BLOCK_CELLS, SeenItems, rank
 
@@ -72,16 +72,6 @@ def _ranking(
     return {key.replace(f"_at_{k}", f"@{k}"): value for key, value in report.items()}
 
 
-def relevant_sets(part: Any, users: np.ndarray, threshold: float) -> list[set[int]]:
-    """Each user's items in ``part`` rated at least ``threshold``; cold items (0) left out:
-    they cannot be recommended."""
-    relevant = metrics.relevant_items(
-        part["user_idx"].to_numpy(), part["item_idx"].to_numpy(), part["rating"].to_numpy(),
-        users, threshold,
-    )  # fmt: skip
-    return [{item for item in r if item != 0} for r in relevant]
-
-
 def _fit_ease(data: Processed, lam: float, threshold: float) -> EASE:
     train = data.train
     return EASE(lam, threshold).fit(
@@ -103,7 +93,7 @@ def choose_ease_lambda(processed: Processed, cfg: EvaluateConfig) -> tuple[float
         return lam, {"lambda": lam, "chosen_on": "nothing (no validation split): the middle value"}
     users = np.unique(val["user_idx"].to_numpy())
     users = users[users > 0]
-    relevant = relevant_sets(val, users, cfg.relevance_threshold)
+    relevant = metrics.relevant_sets(val, users, cfg.relevance_threshold)
     train = processed.train
     seen = SeenItems(
         train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), len(processed.user_vocab) - 1
@@ -153,7 +143,7 @@ def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> 
     # recommended, so they are left out of the relevant sets.
     k = cfg.k
     users = np.unique(u)
-    relevant = relevant_sets(test, users, cfg.relevance_threshold)
+    relevant = metrics.relevant_sets(test, users, cfg.relevance_threshold)
     model_top = bundle.recommend(users, k).items
     popular_top = bundle.popular(users, k).items
     if bundle.n_items <= cfg.ease_max_items:
@@ -238,37 +228,3 @@ def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
 
     walk("", result)
     return flat
-
-
-def ndcg_by_user(
-    bundle: ModelBundle,
-    reference: ModelBundle,
-    user_ids: np.ndarray,
-    item_ids: np.ndarray,
-    ratings: np.ndarray,
-    k: int,
-    threshold: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """NDCG@k of each test user, for comparing two models on the same users and relevant sets.
-
-    The register gate ranks the candidate and the champion each with its own vocabulary and its
-    own top-K path (its own train items masked). Relevance is judged in the ``reference`` model's
-    item indices (the candidate's: both models face the same relevant sets): the test items rated
-    at least ``threshold`` that it knows. Users (raw ids) with no such item are left out.
-
-    Returns:
-        The users (raw ids, sorted) and their NDCG@k (:func:`metrics.ndcg_per_user`), aligned.
-    """
-    items = reference.item_index(item_ids)
-    keep = (np.asarray(ratings) >= threshold) & (items > 0)
-    relevant_by_user: dict[Any, set[int]] = {}
-    for user, item in zip(np.asarray(user_ids)[keep].tolist(), items[keep].tolist(), strict=True):
-        relevant_by_user.setdefault(user, set()).add(item)
-    users = sorted(relevant_by_user)
-    if not users:
-        return np.array([], dtype=object), np.empty(0)
-    top = bundle.recommend(bundle.user_index(users), k).items
-    raw = bundle.item_vocab.decode(np.where(top < 0, 0, top))  # padding -> None -> index 0
-    top_in_reference = reference.item_index(raw.reshape(-1)).reshape(top.shape)
-    relevant = [relevant_by_user[u] for u in users]
-    return np.array(users, dtype=object), metrics.ndcg_per_user(top_in_reference, relevant, k)

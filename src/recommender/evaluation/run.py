@@ -27,8 +27,8 @@ def evaluate_and_log(
     run = tracking.read_run(model_dir)
     tracking.connect()  # before any work: a store that is down fails the stage in seconds
 
+    from recommender.dataset.processed import load_processed
     from recommender.evaluation import plots
-    from recommender.preprocess.processed import load_processed
     from recommender.scoring.bundle import ModelBundle
 
     processed = load_processed(data_dir)

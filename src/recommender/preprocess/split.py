@@ -2,7 +2,7 @@
 
 Vocabularies come from the train rows only (what the model learns from), so val/test ids never
 seen in training encode to 0, exactly as unknown ids will at serving time; they are counted in the
-summary, never dropped. The output folder is described in :mod:`recommender.preprocess.processed`.
+summary, never dropped. The output folder is described in :mod:`recommender.dataset.processed`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from recommender.core.schema import (
     DatasetInfo,
     read_dataset,
 )
-from recommender.preprocess.features import FeatureSpec, catalog_items, catalog_users
-from recommender.preprocess.processed import Processed
-from recommender.preprocess.vocabulary import Vocabulary
+from recommender.dataset.features import FeatureSpec, catalog_items, catalog_users
+from recommender.dataset.processed import Processed
+from recommender.dataset.vocabulary import Vocabulary
 
 SPLIT_COLUMNS = ["user_idx", "item_idx", RATING, TIMESTAMP, USER, ITEM]
 

@@ -26,9 +26,9 @@ import pandas as pd
 from recommender.core.config import RatingScale
 from recommender.core.errors import DataError
 from recommender.core.schema import DatasetInfo
-from recommender.preprocess.features import FeatureSpec
-from recommender.preprocess.processed import Processed
-from recommender.preprocess.vocabulary import Vocabulary, load_vocabularies
+from recommender.dataset.features import FeatureSpec
+from recommender.dataset.processed import Processed
+from recommender.dataset.vocabulary import Vocabulary, load_vocabularies
 from recommender.scoring.factors import Factors
 from recommender.scoring.ranking import SeenItems, TopK, rank, similar_items
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 from recommender.core.config import ServeConfig
 from recommender.core.errors import RecommenderError
 from recommender.core.schema import MAX_ID_LENGTH
-from recommender.preprocess.features import split_genres
+from recommender.dataset.features import split_genres
 from recommender.scoring.ranking import PAD
 
 #: An integer raw id (64-bit; ``le`` rather than ``lt`` keeps the schema valid OpenAPI 3.0).

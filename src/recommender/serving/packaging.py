@@ -142,8 +142,8 @@ def find_champion(registered_model: str, alias: str = ALIAS) -> Champion:
     """The version ``alias`` points to, its run's metrics and its lineage tags."""
     from mlflow import MlflowClient
 
-    from recommender.registry.register import alias_version
     from recommender.serving.api import select_metrics
+    from recommender.tracking.registry import alias_version
 
     uri = tracking.redact(tracking.configure())
     client = MlflowClient()

@@ -1,4 +1,8 @@
-"""The one place that talks to MLflow's tracking server.
+"""Runs on MLflow's tracking server: where it is, what a run logs, and how a stage fails when the
+server is down or refuses a login.
+
+The registry client (versions, aliases) is :mod:`.registry`, the gate's lock :mod:`.gate_lock`, the
+logged model :mod:`.pyfunc`, the model folder's layout :mod:`.layout`.
 
 Nothing happens at import: the tracking URI is set when a stage calls :func:`configure`, from
 ``MLFLOW_TRACKING_URI`` when the environment has it (a remote ``mlflow server``), otherwise a SQLite
@@ -19,13 +23,13 @@ from typing import Any
 
 from recommender.core.errors import RecommenderError, first_line, redact
 from recommender.core.io import pid_alive
+from recommender.tracking.layout import BUNDLE_ARTIFACT
+from recommender.tracking.layout import BUNDLE_DIR as BUNDLE_DIR  # re-exported for the stages
+from recommender.tracking.layout import RUN_FILE as RUN_FILE
+from recommender.tracking.layout import bundle_dir as bundle_dir
+from recommender.tracking.layout import read_run as read_run
 
 DEFAULT_DB = "mlflow.db"
-#: The pyfunc model's artifact that holds the model bundle (see :mod:`recommender.tracking.pyfunc`).
-BUNDLE_ARTIFACT = "bundle"
-#: The train stage's folder (``models/``): the bundle, and the MLflow run and model it logged.
-BUNDLE_DIR = "bundle"
-RUN_FILE = "run.json"
 
 
 def tracking_uri(project_dir: str | Path = ".") -> str:
@@ -271,7 +275,7 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in names]
 
 
-def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], output: Any) -> str:
+def log_bundle_model(folder: str | Path, input_example: dict[str, Any], output: Any) -> str:
     """Log the bundle as an MLflow pyfunc model (from code, nothing pickled); return its URI.
 
     The library itself goes along as ``code_paths``, so the model loads wherever the pinned
@@ -286,50 +290,13 @@ def log_bundle_model(bundle_dir: str | Path, input_example: dict[str, Any], outp
     info = pyfunc.log_model(
         name="model",
         python_model=pyfunc.__file__,
-        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+        artifacts={BUNDLE_ARTIFACT: str(folder)},
         code_paths=[str(Path(recommender.__file__).parent)],
         signature=infer_signature(input_example, output),
         input_example=input_example,
         pip_requirements=pip_requirements(),
     )
     return info.model_uri
-
-
-def bundle_dir(mlflow_model_dir: str | Path) -> Path:
-    """The bundle folder inside a downloaded (or BentoML-imported) copy of our MLflow model.
-
-    The model is the pyfunc :mod:`recommender.tracking.pyfunc` logs; its ``MLmodel`` names the
-    folder of the ``bundle`` artifact. Raises :class:`~recommender.core.errors.DataError` when
-    the folder holds some other model.
-    """
-    import yaml
-
-    from recommender.core.errors import DataError
-
-    root = Path(mlflow_model_dir)
-    mlmodel = root / "MLmodel"
-    try:
-        flavor = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"]
-        folder = root / flavor["artifacts"][BUNDLE_ARTIFACT]["path"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise DataError(
-            mlmodel, f"not a recommender bundle model ({exc!r})", expected="this project's model"
-        ) from None
-    if not folder.is_dir():
-        raise DataError(folder, "missing", expected="the model bundle inside the MLflow model")
-    return folder
-
-
-def read_run(model_dir: str | Path) -> dict[str, Any]:
-    """The ``run.json`` the train stage wrote into its model folder."""
-    import json
-
-    from recommender.core.errors import DataError
-
-    path = Path(model_dir) / RUN_FILE
-    if not path.is_file():
-        raise DataError(path, "missing", expected="the train stage's output (run dvc repro train)")
-    return json.loads(path.read_text())
 
 
 def connect(project_dir: str | Path = ".") -> str:

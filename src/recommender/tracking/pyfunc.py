@@ -21,7 +21,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from recommender.tracking import BUNDLE_ARTIFACT
+from recommender.tracking.layout import BUNDLE_ARTIFACT
 
 
 class RecommenderModel(mlflow.pyfunc.PythonModel):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from recommender.core.config import TrainConfig
-from recommender.preprocess.processed import Processed
+from recommender.dataset.processed import Processed
 from recommender.training.fit import fit, refit
 from recommender.training.loop import Ratings, validation_rmse
 from recommender.training.strategy import cluster_spec, is_chief, strategy_for
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = cluster_spec()["task"]
             task = "chief" if spec["type"] == "chief" else f"worker-{spec['index']}"
 
-    from recommender.preprocess.processed import load_processed
+    from recommender.dataset.processed import load_processed
 
     processed = load_processed(args.data)
     result = fit(processed, cfg, params.seed, verbose=0)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from recommender.core.config import TrainConfig
-from recommender.preprocess.features import item_feature_matrix, user_feature_matrix
-from recommender.preprocess.processed import Processed, with_val_in_train
+from recommender.dataset.features import item_feature_matrix, user_feature_matrix
+from recommender.dataset.processed import Processed, with_val_in_train
 from recommender.training import loop
 from recommender.training.strategy import is_chief, strategy_for
 
@@ -60,8 +60,7 @@ def validation_ranking(processed: Processed, threshold: float, k: int = RANKING_
     """
     import keras
 
-    from recommender.evaluation import metrics
-    from recommender.evaluation.evaluate import relevant_sets
+    from recommender.scoring import metrics
     from recommender.scoring.ranking import SeenItems, rank
 
     train, val = processed.train, processed.val
@@ -72,7 +71,7 @@ def validation_ranking(processed: Processed, threshold: float, k: int = RANKING_
     if users.size > VALIDATION_MAX_USERS:
         pick = np.random.default_rng(0).choice(users.size, VALIDATION_MAX_USERS, replace=False)
         users = users[np.sort(pick)]
-    relevant = relevant_sets(val, users, threshold)  # the rule evaluate measures by
+    relevant = metrics.relevant_sets(val, users, threshold)  # the rule evaluate measures by
     n_cols = len(processed.item_vocab)
     name = f"val_ndcg_at_{k}"
 

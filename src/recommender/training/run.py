@@ -14,7 +14,7 @@ from recommender import tracking
 from recommender.core import imports
 from recommender.core.config import FAMILIES, Params
 from recommender.core.io import staged_dir, staged_file
-from recommender.preprocess.processed import Processed, with_val_in_train
+from recommender.dataset.processed import Processed, with_val_in_train
 
 BUNDLE_DIR, RUN_FILE = tracking.BUNDLE_DIR, tracking.RUN_FILE
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recommender.core.config import TrainConfig
+from recommender.dataset.processed import Processed
 from recommender.models.two_tower import NDCG_MIN_DELTA, RMSE_MIN_DELTA
-from recommender.preprocess.processed import Processed
 from recommender.training.fit import FitResult, fit, monitor_of
 
 log = logging.getLogger("recommender")

@@ -31,7 +31,7 @@ from recommender import tracking
 from recommender.core.config import Params, TrainConfig, parse_params
 from recommender.core.errors import ConfigError
 from recommender.core.io import staged_file
-from recommender.preprocess.processed import Processed
+from recommender.dataset.processed import Processed
 
 log = logging.getLogger("recommender")
 

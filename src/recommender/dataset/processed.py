@@ -4,7 +4,7 @@
   ``rating`` (float32), ``timestamp`` (int64), ``user_id``, ``item_id`` (raw ids).
 - ``vocab.json``: ``{"user": [null, id1, ...], "item": [null, ...]}``; position = index, 0 = OOV.
 - ``item_features.parquet``, ``user_features.parquet``, ``features.json``: see
-  :mod:`recommender.preprocess.features`.
+  :mod:`recommender.dataset.features`.
 - ``dataset.json``: the interim :class:`~recommender.core.schema.DatasetInfo`, copied.
 - ``items.parquet``: the catalog (every item, rated or not, with its index; 0 = never rated).
 """
@@ -21,8 +21,8 @@ import pandas as pd
 from recommender.core.errors import DataError
 from recommender.core.io import staged_dir, write_json
 from recommender.core.schema import DatasetInfo
-from recommender.preprocess.features import FeatureSpec
-from recommender.preprocess.vocabulary import Vocabulary, load_vocabularies
+from recommender.dataset.features import FeatureSpec
+from recommender.dataset.vocabulary import Vocabulary, load_vocabularies
 
 SPLITS = ("train", "val", "test")
 FILES = (

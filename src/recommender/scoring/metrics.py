@@ -12,8 +12,12 @@ them; :func:`ranking_report` says how many were skipped.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from recommender.scoring.bundle import ModelBundle
 
 #: Default relevance threshold: a test rating of 4 or 5 (out of 5) counts as relevant.
 RELEVANCE_THRESHOLD = 4.0
@@ -209,3 +213,47 @@ def ranking_report(
             raise ValueError("novelty needs n_train_users along with popularity")
         report[f"novelty_at_{k}"] = novelty(top_items, popularity, n_train_users, k)
     return report
+
+
+def relevant_sets(part: Any, users: np.ndarray, threshold: float) -> list[set[int]]:
+    """Each user's items in ``part`` rated at least ``threshold``; cold items (0) left out:
+    they cannot be recommended."""
+    relevant = relevant_items(
+        part["user_idx"].to_numpy(), part["item_idx"].to_numpy(), part["rating"].to_numpy(),
+        users, threshold,
+    )  # fmt: skip
+    return [{item for item in r if item != 0} for r in relevant]
+
+
+def ndcg_by_user(
+    bundle: ModelBundle,
+    reference: ModelBundle,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    ratings: np.ndarray,
+    k: int,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NDCG@k of each test user, for comparing two models on the same users and relevant sets.
+
+    The register gate ranks the candidate and the champion each with its own vocabulary and its
+    own top-K path (its own train items masked). Relevance is judged in the ``reference`` model's
+    item indices (the candidate's: both models face the same relevant sets): the test items rated
+    at least ``threshold`` that it knows. Users (raw ids) with no such item are left out.
+
+    Returns:
+        The users (raw ids, sorted) and their NDCG@k (:func:`ndcg_per_user`), aligned.
+    """
+    items = reference.item_index(item_ids)
+    keep = (np.asarray(ratings) >= threshold) & (items > 0)
+    relevant_by_user: dict[Any, set[int]] = {}
+    for user, item in zip(np.asarray(user_ids)[keep].tolist(), items[keep].tolist(), strict=True):
+        relevant_by_user.setdefault(user, set()).add(item)
+    users = sorted(relevant_by_user)
+    if not users:
+        return np.array([], dtype=object), np.empty(0)
+    top = bundle.recommend(bundle.user_index(users), k).items
+    raw = bundle.item_vocab.decode(np.where(top < 0, 0, top))  # padding -> None -> index 0
+    top_in_reference = reference.item_index(raw.reshape(-1)).reshape(top.shape)
+    relevant = [relevant_by_user[u] for u in users]
+    return np.array(users, dtype=object), ndcg_per_user(top_in_reference, relevant, k)
