@@ -25,9 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def ingest(params: Params, args: argparse.Namespace) -> None:
     from recommender.core import memory
     from recommender.core.schema import write_dataset
-    from recommender.data import load_dataset
+    from recommender.data import ingest_estimate, load_dataset
 
-    estimate = memory.ingest_estimate(params)
+    estimate = ingest_estimate(params)
     if estimate is not None:
         memory.check(estimate)
     dataset = load_dataset(params)

@@ -37,12 +37,12 @@ def keras_verbosity() -> int:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.core import memory
     from recommender.dataset.processed import load_processed
+    from recommender.models.sizing import check_train
     from recommender.training.run import train_and_log
 
     processed = load_processed(args.data)
-    memory.check_train(processed, params.train)
+    check_train(processed, params.train)
     if params.train.distribute == "multi_worker":  # one process per worker, each its TF_CONFIG
         from recommender.training import distributed, strategy
 

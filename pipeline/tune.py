@@ -27,14 +27,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def body(params: Params, args: argparse.Namespace) -> None:
-    from recommender.core import memory
     from recommender.core.io import write_json
     from recommender.dataset.processed import load_processed
+    from recommender.models.sizing import check_train
     from recommender.training.tuning import tune, write_best_params
 
     processed = load_processed(args.data)
     trial = params.train.model_copy(update={"model": params.tune.family})
-    memory.check_train(processed, trial)
+    check_train(processed, trial)
     result = tune(processed, params)
     write_json(result.to_json(), args.report)
     log.info(

@@ -152,6 +152,21 @@ def test_repro_trains_evaluates_and_tracks_in_mlflow(scratch_repo: Path) -> None
     assert logged.params["train.epochs"] == "3"
     assert "up to date" in _dvc(scratch_repo, "status", "evaluate").stdout
 
+    # Code deps are per module: an edit reruns the stages that run the edited code, no others.
+    def stale_after_editing(module: str) -> set[str]:
+        path = scratch_repo / "src" / "recommender" / module
+        original = path.read_text()
+        path.write_text(original + "\n# edited\n")
+        try:
+            return set(json.loads(_dvc(scratch_repo, "status", "--json").stdout))
+        finally:
+            path.write_text(original)
+
+    never_run = {"register", "package"}  # this test stops at evaluate
+    assert stale_after_editing("evaluation/plots.py") - never_run == {"evaluate"}
+    assert stale_after_editing("models/two_tower.py") - never_run == {"train", "evaluate"}
+    assert stale_after_editing("data/movielens.py") - never_run == {"ingest"}
+
 
 def test_repro_on_a_users_own_csv(scratch_repo: Path) -> None:
     ratings = scratch_repo / "my_ratings.tsv"

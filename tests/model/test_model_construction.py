@@ -23,7 +23,7 @@ from recommender.core.config import (
     parse_params,
 )
 from recommender.core.errors import ConfigError
-from recommender.core.memory import TWO_TOWER_AUTO_LARGE, TWO_TOWER_NEGATIVES
+from recommender.models.sizing import TWO_TOWER_AUTO_LARGE, TWO_TOWER_NEGATIVES
 
 pytestmark = pytest.mark.slow
 
@@ -262,7 +262,7 @@ def test_two_tower_full_softmax_matches_a_hand_computation():
 
 
 def test_two_tower_softmax_auto_switches_to_sampled_for_large_catalogs():
-    from recommender.core.memory import TWO_TOWER_IN_BATCH_MIN_ITEMS as IN_BATCH_MIN_ITEMS
+    from recommender.models.sizing import TWO_TOWER_IN_BATCH_MIN_ITEMS as IN_BATCH_MIN_ITEMS
 
     small = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS, SCALE, 3.5, embedding_dim=2)
     large = models.build_model("two_tower", 3, IN_BATCH_MIN_ITEMS + 1, SCALE, 3.5, embedding_dim=2)

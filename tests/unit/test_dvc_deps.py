@@ -60,32 +60,88 @@ def import_closure(script: Path, src: Path) -> set[Path]:
     return seen
 
 
+def _stage_code(root: Path, name: str, stage: dict) -> tuple[list[Path], set[Path]]:
+    """A stage's deps, and the code it runs: the scripts its ``cmd`` names, the Python files
+    among its deps outside ``src/`` (the service the package stage builds into the Bento), and
+    every module under ``src/`` they import, transitively."""
+    cmd = " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
+    scripts = [root / s for s in re.findall(r"[\w./-]+\.py", cmd) if (root / s).is_file()]
+    assert scripts, f"stage {name}: no Python script found in its cmd {cmd!r}"
+    deps = [(root / d).resolve() for d in stage.get("deps", [])]
+    src = (root / SRC).resolve()
+    scripts += [d for d in deps if d.suffix == ".py" and src not in d.parents]
+    files: set[Path] = {s.resolve() for s in scripts}
+    for script in scripts:
+        files |= {f.resolve() for f in import_closure(script, root / SRC)}
+    return deps, files
+
+
 def missing_deps(root: Path) -> dict[str, list[str]]:
     """Per stage, the files its code imports that none of its deps covers."""
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     gaps: dict[str, list[str]] = {}
     for name, stage in stages.items():
-        cmd = " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
-        scripts = [root / s for s in re.findall(r"[\w./-]+\.py", cmd) if (root / s).is_file()]
-        assert scripts, f"stage {name}: no Python script found in its cmd {cmd!r}"
-        deps = [(root / d).resolve() for d in stage.get("deps", [])]
-        files: set[Path] = set(scripts)
-        for script in scripts:
-            files |= import_closure(script, root / SRC)
+        deps, files = _stage_code(root, name, stage)
         missing = sorted(
-            str(f.relative_to(root))
+            str(f.relative_to(root.resolve()))
             for f in files
-            if not any(f.resolve() == d or d in f.resolve().parents for d in deps)
+            if not any(f == d or d in f.parents for d in deps)
         )
         if missing:
             gaps[name] = missing
     return gaps
 
 
+def extra_deps(root: Path) -> dict[str, list[str]]:
+    """Per stage, the code deps its code does not run: a module under ``src/`` or a script
+    outside its import closure, or a folder holding Python files (code deps are listed per
+    module, so an edit reruns only the stages that run it; a folder of data, such as the Data
+    Docs assets, is fine)."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    code_roots = [(root / d).resolve() for d in (SRC, "pipeline")]
+    extras: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        deps, files = _stage_code(root, name, stage)
+        extra = []
+        for dep in deps:
+            if not any(dep == r or r in dep.parents for r in code_roots):
+                continue
+            if dep.is_dir() and any(dep.rglob("*.py")):
+                extra.append(f"{dep.relative_to(root.resolve())}/ (a folder of code)")
+            elif dep.suffix == ".py" and dep not in files:
+                extra.append(str(dep.relative_to(root.resolve())))
+        if extra:
+            extras[name] = sorted(extra)
+    return extras
+
+
+def expected_code_deps(root: Path) -> dict[str, list[str]]:
+    """Per stage, its exact code deps under ``src/``: the import closure, sorted."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    src = (root / SRC).resolve()
+    out = {}
+    for name, stage in stages.items():
+        _, files = _stage_code(root, name, stage)
+        out[name] = sorted(str(f.relative_to(root.resolve())) for f in files if src in f.parents)
+    return out
+
+
+HOW = "(python tests/unit/test_dvc_deps.py prints every stage's exact src/ deps)"
+
+
 def test_every_stage_depends_on_the_code_it_imports(project_root: Path) -> None:
     gaps = missing_deps(project_root)
-    assert gaps == {}, "dvc.yaml deps miss modules their stage imports:\n" + "\n".join(
+    assert gaps == {}, f"dvc.yaml deps miss modules their stage imports {HOW}:\n" + "\n".join(
         f"  {stage}: {', '.join(files)}" for stage, files in gaps.items()
+    )
+
+
+def test_no_stage_depends_on_code_it_does_not_run(project_root: Path) -> None:
+    # The other direction: a stage that lists a module it never imports reruns when that module
+    # changes (editing evaluation/plots.py would retrain the model).
+    extras = extra_deps(project_root)
+    assert extras == {}, f"dvc.yaml deps list code their stage never runs {HOW}:\n" + "\n".join(
+        f"  {stage}: {', '.join(files)}" for stage, files in extras.items()
     )
 
 
@@ -133,6 +189,21 @@ def test_the_check_finds_a_module_imported_inside_a_function_through_a_package(
     assert missing_deps(toy_project) == {"go": ["pipeline/go.py"]}
 
 
+def test_the_reverse_check_finds_code_a_stage_does_not_run(toy_project: Path) -> None:
+    modules = ("__init__.py", "inner/__init__.py", "inner/work.py", "helpers.py")
+    exact = ["pipeline/go.py", *(f"src/lib/{m}" for m in modules)]
+    (toy_project / SRC / "lib" / "unused.py").write_text("")
+    (toy_project / SRC / "lib" / "assets").mkdir()
+    (toy_project / SRC / "lib" / "assets" / "style.css").write_text("")
+    _write_stage(toy_project, [*exact, "src/lib/assets"])  # a folder of data is no code
+    assert extra_deps(toy_project) == {}
+    _write_stage(toy_project, [*exact, "src/lib/unused.py"])
+    assert extra_deps(toy_project) == {"go": ["src/lib/unused.py"]}
+    _write_stage(toy_project, ["pipeline/go.py", "src/lib"])  # covers it all, and more
+    assert missing_deps(toy_project) == {}
+    assert extra_deps(toy_project) == {"go": ["src/lib/ (a folder of code)"]}
+
+
 SLOW_FOLDERS = {"model": "slow", "serving": "slow", "integration": "integration", "e2e": "e2e"}
 
 
@@ -152,3 +223,9 @@ def test_slow_folders_hold_only_marked_tests(project_root: Path) -> None:
             if not any(f"pytest.mark.{marker}" in m for m in marks):
                 unmarked.append(f"{module.relative_to(project_root)} (needs pytest.mark.{marker})")
     assert unmarked == []
+
+
+if __name__ == "__main__":  # print what dvc.yaml's code deps should be
+    for stage, files in expected_code_deps(Path(__file__).resolve().parents[2]).items():
+        print(f"{stage}:")
+        print("".join(f"      - {f}\n" for f in files), end="")

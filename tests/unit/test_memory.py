@@ -18,6 +18,8 @@ from support import ROOT, tiny_raw
 from recommender.core import memory
 from recommender.core.config import FAMILIES, TrainConfig, load_params
 from recommender.core.errors import ConfigError, RecommenderError
+from recommender.evaluation.evaluate import evaluate_estimate
+from recommender.models import sizing
 
 GB = 1024**3
 
@@ -129,7 +131,7 @@ def test_the_check_names_stage_need_availability_parts_and_remedies() -> None:
 
 def test_evaluate_counts_tensorflow_only_for_a_model_scored_by_keras() -> None:
     def estimate(uses_tensorflow: bool) -> memory.Estimate:
-        return memory.evaluate_estimate(
+        return evaluate_estimate(
             60_000, 10_000, 7_000_000, 2_000_000, [65], 4_000_000, None, uses_tensorflow
         )
 
@@ -160,11 +162,11 @@ def test_the_defaults_fit_with_a_wide_margin_on_ml100k(ml100k_dir: Path) -> None
     processed = preprocess(load_dataset(params), params.preprocess, params.seed)
     for family in FAMILIES:
         cfg = load_params(ROOT / "params.yaml").train.model_copy(update={"model": family})
-        estimate = memory.train_estimate(processed, cfg)
+        estimate = sizing.train_estimate(processed, cfg)
         assert estimate.total < GB, (family, memory.human(estimate.total))
-        memory.check_train(processed, cfg, memory.Available(2 * GB, "a small machine"))
+        sizing.check_train(processed, cfg, memory.Available(2 * GB, "a small machine"))
     n_items = len(processed.item_vocab) - 1
-    evaluation = memory.evaluate_estimate(
+    evaluation = evaluate_estimate(
         len(processed.user_vocab) - 1, n_items, len(processed.train), len(processed.test),
         [65, 65], 4_000_000, n_items,
     )  # fmt: skip
@@ -175,14 +177,14 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
     small = memory.Available(64 * 1024, "RECOMMENDER_MEMORY_LIMIT=64KB")
     n_items = len(processed.item_vocab) - 1
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
-        memory.check_train(processed, _config("two_tower", batch_size=512), small)
+        sizing.check_train(processed, _config("two_tower", batch_size=512), small)
     message = str(caught.value)
     assert f"two_tower step: 512 x {n_items + 1:,} item logits x 4 copies x 4 B" in message
     assert "positives mask" in message
     assert "train.two_tower.softmax: in_batch (batch x batch logits)" in message
     assert "a family that scales: biased_mf or hybrid" in message
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
-        memory.check_train(
+        sizing.check_train(
             processed, _config("two_tower", softmax="in_batch", batch_size=1024), small
         )
     message = str(caught.value)
@@ -191,7 +193,7 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
     n_users = len(processed.user_vocab) - 1
     sampled = _config("two_tower", softmax="sampled", negatives=300, batch_size=1024)
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
-        memory.check_train(processed, sampled, small)
+        sizing.check_train(processed, sampled, small)
     message = str(caught.value)
     assert "two_tower step: 1,024 x 301 sampled logits x 4 copies x 4 B" in message
     # One bit per (user, item) cell, each user's row padded to whole bytes.
@@ -201,15 +203,15 @@ def test_families_that_do_not_scale_name_their_limit_and_the_alternative(process
         "two_tower", softmax="sampled", negatives=300, in_batch_negatives=True, batch_size=1024
     )
     assert "1,024 x 1,324 sampled logits" in "".join(
-        p.what for p in memory.train_estimate(processed, mixed).parts
+        p.what for p in sizing.train_estimate(processed, mixed).parts
     )
     with pytest.raises(memory.MemoryLimitExceeded) as caught:
-        memory.check_train(processed, _config("autorec"), small)
+        sizing.check_train(processed, _config("autorec"), small)
     message = str(caught.value)
     assert "autorec step: up to" in message and "ratings (of its batch's 4,096 items)" in message
     assert "a smaller train.autorec.batch_size" in message
     with pytest.raises(memory.MemoryLimitExceeded) as caught:  # the tables of any family
-        memory.check_train(processed, _config("biased_mf"), small)
+        sizing.check_train(processed, _config("biased_mf"), small)
     assert "biased_mf tables" in str(caught.value) and "biased_mf or hybrid" in str(caught.value)
 
 
@@ -217,9 +219,9 @@ def test_autorec_refuses_an_epoch_that_reads_too_many_ratings(processed) -> None
     plenty = memory.Available(100 * GB, "test")
     n = len(processed.train) + len(processed.val)
     cfg = _config("autorec", batch_size=64)
-    memory.check_train(processed, cfg, plenty)  # the built-in limit: far away on this data
+    sizing.check_train(processed, cfg, plenty)  # the built-in limit: far away on this data
     with pytest.raises(ConfigError) as caught:
-        memory.check_train(processed, cfg, plenty, max_epoch_reads=20 * n)
+        sizing.check_train(processed, cfg, plenty, max_epoch_reads=20 * n)
     message = str(caught.value)
     assert message.startswith("autorec: AutoRec reads all the ratings of its batch's items")
     assert f"with {n:,} ratings" in message and "batch_size 64" in message
@@ -228,9 +230,9 @@ def test_autorec_refuses_an_epoch_that_reads_too_many_ratings(processed) -> None
     assert "or use biased_mf or hybrid" in message
     # A batch that fits is suggested: it passes.
     fits = int(message.split("batch_size to ")[1].split(" ")[0].replace(",", ""))
-    memory.check_train(processed, _config("autorec", batch_size=fits), plenty, 20 * n)
+    sizing.check_train(processed, _config("autorec", batch_size=fits), plenty, 20 * n)
     with pytest.raises(ConfigError, match=r"ensemble: .* raise train.ensemble.batch_size"):
-        memory.check_train(processed, _config("ensemble", batch_size=64), plenty, 20 * n)
+        sizing.check_train(processed, _config("ensemble", batch_size=64), plenty, 20 * n)
 
 
 def _run_stage_in_process(script: Path, folder: Path, argv: list[str]) -> tuple[int, str]:

@@ -261,8 +261,8 @@ class TwoTowerHyper(FamilyHyper):
     #: a step's cost independent of the catalog but a positive's growing with the batch;
     #: ``sampled``: against ``negatives`` items drawn by popularity once per batch (and the
     #: batch's positives while ``in_batch_negatives``), log-Q corrected, a positive's cost fixed;
-    #: ``auto``: ``memory.TWO_TOWER_AUTO_LARGE`` above ``memory.TWO_TOWER_IN_BATCH_MIN_ITEMS``
-    #: items, else full.
+    #: ``auto``: ``models.sizing.TWO_TOWER_AUTO_LARGE`` above
+    #: ``models.sizing.TWO_TOWER_IN_BATCH_MIN_ITEMS`` items, else full.
     softmax: Literal["auto", "full", "in_batch", "sampled"] = "auto"
     #: ``softmax: sampled``: items each batch draws (with replacement) as shared negatives.
     negatives: int = Field(256, ge=1)

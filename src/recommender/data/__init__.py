@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from recommender.core import memory
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from recommender.core.config import Params
     from recommender.core.schema import Dataset
 
-__all__ = ["load_dataset", "resolve_duplicates"]
+__all__ = ["ingest_estimate", "load_dataset", "resolve_duplicates"]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +112,26 @@ def load_dataset(params: Params) -> Dataset:
         extra["duplicates_merged"] = merged
     info = dataclasses.replace(dataset.info, rating_scale=scale, extra=extra)
     return dataclasses.replace(dataset, ratings=ratings, info=info)
+
+
+#: Bytes per line of a ratings text file, at the short end (ML-100K's u.data: 20.0; ML-25M's
+#: ratings.csv: 27): rows = file bytes / this, an upper estimate.
+MIN_BYTES_PER_LINE = 20
+
+
+def ingest_estimate(params: Params) -> memory.Estimate | None:
+    """The ingest stage's peak for the sources whose size is known before reading them: the
+    synthetic generator (``synthetic.n_ratings``) and a ``csv`` file (its bytes /
+    :data:`MIN_BYTES_PER_LINE`); None for MovieLens (fixed sizes, checked again by validate and
+    preprocess once they are tables)."""
+    source = params.data.source
+    if source == "synthetic":
+        rows = params.synthetic.n_ratings
+        return memory.rows_estimate("ingest", rows, "synthetic ratings")
+    if source == "csv" and params.data.path:
+        files = [params.data.path, params.csv.test_path]
+        size = sum(Path(f).stat().st_size for f in files if f and Path(f).is_file())
+        return memory.rows_estimate(
+            "ingest", size // MIN_BYTES_PER_LINE, "csv ratings, ~1 per 20 bytes"
+        )
+    return None

@@ -7,6 +7,7 @@ fitted on the same train rows. Nothing here chooses anything; the test split onl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,7 +122,7 @@ def evaluate(bundle: ModelBundle, processed: Processed, cfg: EvaluateConfig) -> 
     u, i = test["user_idx"].to_numpy(), test["item_idx"].to_numpy()
     y = test["rating"].to_numpy(dtype=np.float64)
     memory.check(
-        memory.evaluate_estimate(
+        evaluate_estimate(
             bundle.n_users, bundle.n_items, len(train), len(test),
             [f.user_vectors.shape[1] for f in (bundle.factors, bundle.retrieval) if f],
             MAX_BLOCK_CELLS,
@@ -228,3 +229,59 @@ def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
 
     walk("", result)
     return flat
+
+
+#: Bytes per score cell while ranking a block of users (float32 scores, their float64 copy,
+#: the negated copy and argpartition's int64 indices).
+RANK_BYTES_PER_CELL = 32
+
+
+def evaluate_estimate(
+    n_users: int,
+    n_items: int,
+    n_train: int,
+    n_test: int,
+    factor_dims: Sequence[int],
+    block_cells: int,
+    ease_items: int | None,
+    uses_tensorflow: bool = True,
+) -> memory.Estimate:
+    """The evaluate stage's peak.
+
+    - the model's exported factors: (n_users + n_items + 2) x each factor set's width x 4 B;
+    - ranking: one block of users x items scores (``block_cells``, at least one user's row)
+      x :data:`RANK_BYTES_PER_CELL`, for the model and again for each baseline's block;
+    - EASE, when it runs (``ease_items``): its item x item Gram matrix, the copy the inversion
+      works on, the inverse and the weights, float64 (4 x ``(ease_items + 1)^2`` x 8 B);
+    - the train rows' seen-item index (16 B each) and the test rows' table (64 B each);
+    - TensorFlow itself (:data:`~recommender.core.memory.TENSORFLOW_RUNTIME_BYTES`), unless
+      already imported or the model scores from its exported factors alone
+      (``uses_tensorflow=False``: Keras is never loaded).
+    """
+    rows = n_users + n_items + 2
+    cells = max(block_cells, n_items + 1)
+    parts = [
+        memory.Part(f"factors {rows:,} x {sum(factor_dims)} x 4 B", rows * sum(factor_dims) * 4),
+        memory.Part(
+            f"ranking blocks of {cells:,} scores x {RANK_BYTES_PER_CELL} B x 2",
+            cells * RANK_BYTES_PER_CELL * 2,
+        ),
+        memory.Part(
+            f"seen items {n_train:,} x 16 B + test rows {n_test:,} x 64 B",
+            n_train * 16 + n_test * 64,
+        ),
+    ]
+    advice = []
+    if ease_items is not None:
+        side = ease_items + 1
+        parts.append(
+            memory.Part(
+                f"EASE item x item matrices 4 x {side:,} x {side:,} x 8 B", 4 * side * side * 8
+            )
+        )
+        advice.append(
+            f"a smaller evaluate.ease_max_items (below {ease_items:,} skips the EASE baseline)"
+        )
+    if uses_tensorflow:
+        parts.append(memory.tensorflow_part())
+    return memory.Estimate("evaluate", tuple(parts), tuple(advice))

@@ -22,19 +22,51 @@ Families (``train.model``; their knobs come from ``params.yaml`` through
 - ``two_tower`` (the default): :class:`TwoTower` (:mod:`.two_tower`), user and item towers
   trained to rank with a softmax over items, plus a biased-MF rating head.
 
-:mod:`.inputs` holds the ``tf.data`` input pipeline every family trains on.
+:mod:`.inputs` holds the ``tf.data`` input pipeline every family trains on; :mod:`.sizing` what
+each family costs in memory, without TensorFlow.
 """
 
-from recommender.models.autorec import ItemAutoRec
-from recommender.models.base import RatingModel
-from recommender.models.biased_mf import BiasedMF
-from recommender.models.ensemble import HybridAutoRecEnsemble
-from recommender.models.factory import FAMILY_CLASSES, build_model, compile_model
-from recommender.models.hybrid import HybridRecommender
-from recommender.models.inputs import make_dataset, model_inputs, predict_ratings
-from recommender.models.mf import MatrixFactorization
-from recommender.models.ncf import NeuMF
-from recommender.models.two_tower import TwoTower
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what __getattr__ returns; also how the dvc.yaml deps test sees them
+    from recommender.models.autorec import ItemAutoRec
+    from recommender.models.base import RatingModel
+    from recommender.models.biased_mf import BiasedMF
+    from recommender.models.ensemble import HybridAutoRecEnsemble
+    from recommender.models.factory import FAMILY_CLASSES, build_model, compile_model
+    from recommender.models.hybrid import HybridRecommender
+    from recommender.models.inputs import make_dataset, model_inputs, predict_ratings
+    from recommender.models.mf import MatrixFactorization
+    from recommender.models.ncf import NeuMF
+    from recommender.models.two_tower import TwoTower
+
+#: Where each public name lives. The families load (and import TensorFlow) on first use, so that
+#: :mod:`.sizing`, which the train stage's memory guard runs before TensorFlow, imports nothing
+#: heavy. ``import recommender.models.factory`` loads and registers every family.
+_WHERE = {
+    "BiasedMF": "recommender.models.biased_mf",
+    "FAMILY_CLASSES": "recommender.models.factory",
+    "HybridAutoRecEnsemble": "recommender.models.ensemble",
+    "HybridRecommender": "recommender.models.hybrid",
+    "ItemAutoRec": "recommender.models.autorec",
+    "MatrixFactorization": "recommender.models.mf",
+    "NeuMF": "recommender.models.ncf",
+    "RatingModel": "recommender.models.base",
+    "TwoTower": "recommender.models.two_tower",
+    "build_model": "recommender.models.factory",
+    "compile_model": "recommender.models.factory",
+    "make_dataset": "recommender.models.inputs",
+    "model_inputs": "recommender.models.inputs",
+    "predict_ratings": "recommender.models.inputs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
 
 __all__ = [
     "FAMILY_CLASSES",

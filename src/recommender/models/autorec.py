@@ -9,7 +9,6 @@ import numpy as np
 from keras import ops
 
 from recommender.core.errors import ConfigError
-from recommender.core.memory import AUTOREC_CODE_BLOCK_RATINGS as ITEM_CODE_BLOCK_RATINGS
 from recommender.models.base import (
     RatingModel,
     RegForm,
@@ -19,6 +18,7 @@ from recommender.models.base import (
     register,
     table_with_mean_oov,
 )
+from recommender.models.sizing import AUTOREC_CODE_BLOCK_RATINGS as ITEM_CODE_BLOCK_RATINGS
 from recommender.scoring.factors import Factors
 
 
@@ -102,7 +102,7 @@ class ItemAutoRec(RatingModel):
     Cost scales with ratings, not with users x items: ``V x_i`` is a sparse-dense product over
     item ``i``'s observed ``(user, rating)`` entries only. A training step encodes the distinct
     items of its batch from their ratings: at most the ratings of the batch-size most-rated
-    items (:func:`recommender.core.memory.autorec_ratings_per_step`; ML-100K, batch 4096, reads
+    items (:func:`recommender.models.sizing.autorec_ratings_per_step`; ML-100K, batch 4096, reads
     ~74k of its 80k ratings per step). Every item's code (export, an unknown item's code) is
     computed in blocks of :data:`ITEM_CODE_BLOCK_RATINGS` ratings. An item repeated in a batch
     is encoded once, so its copies share one input-dropout draw in that step. What still grows

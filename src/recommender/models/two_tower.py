@@ -15,16 +15,6 @@ from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution  # what Keras' own losses use
 
 from recommender.core.errors import ConfigError
-from recommender.core.memory import (
-    TWO_TOWER_DENSE_MASK_MAX_CELLS as DENSE_MASK_MAX_CELLS,
-)
-from recommender.core.memory import (
-    TWO_TOWER_MASK_MAX_BITS as MASK_MAX_BITS,
-)
-from recommender.core.memory import (
-    TWO_TOWER_MAX_MASKED_POSITIVES as MAX_MASKED_POSITIVES,
-)
-from recommender.core.memory import TWO_TOWER_NEGATIVES, two_tower_softmax
 from recommender.models.base import (
     RatingModel,
     as_index,
@@ -34,6 +24,16 @@ from recommender.models.base import (
     table_with_mean_oov,
 )
 from recommender.models.biased_mf import BiasedMF
+from recommender.models.sizing import (
+    TWO_TOWER_DENSE_MASK_MAX_CELLS as DENSE_MASK_MAX_CELLS,
+)
+from recommender.models.sizing import (
+    TWO_TOWER_MASK_MAX_BITS as MASK_MAX_BITS,
+)
+from recommender.models.sizing import (
+    TWO_TOWER_MAX_MASKED_POSITIVES as MAX_MASKED_POSITIVES,
+)
+from recommender.models.sizing import TWO_TOWER_NEGATIVES, two_tower_softmax
 from recommender.scoring.factors import Factors
 
 #: Least change of a head's validation metric that early stopping counts as better: about the

@@ -316,7 +316,7 @@ def _load_keras(path: Path) -> Any:
     from recommender.core import imports
 
     keras = imports.keras()  # first, before recommender.models imports it the costlier way
-    import recommender.models  # noqa: F401  (registers the model classes with Keras)
+    import recommender.models.factory  # noqa: F401  (imports every family: registers them with Keras)
 
     return keras.saving.load_model(path, safe_mode=True, compile=False)
 

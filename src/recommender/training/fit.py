@@ -36,7 +36,7 @@ VALIDATION_MAX_USERS = 20_000
 
 def monitor_of(family: str) -> tuple[str, str]:
     """``(metric, "min" | "max")`` that early stopping and tuning watch for ``family``."""
-    from recommender.models import FAMILY_CLASSES
+    from recommender.models.factory import FAMILY_CLASSES
 
     return RANKING_MONITOR if FAMILY_CLASSES[family].ranking_trained else RATING_MONITOR
 
@@ -201,7 +201,7 @@ class FitResult:
 def model_kwargs(processed: Processed, family: str) -> dict[str, Any]:
     """Data-derived constructor arguments: the feature tables (hybrid, ensemble) and the train
     ratings (autorec, ensemble); nothing for the other families."""
-    from recommender.models import FAMILY_CLASSES
+    from recommender.models.factory import FAMILY_CLASSES
 
     cls = FAMILY_CLASSES[family]
     kwargs: dict[str, Any] = {}
@@ -228,7 +228,7 @@ def model_kwargs(processed: Processed, family: str) -> dict[str, Any]:
 
 def build(processed: Processed, cfg: TrainConfig) -> Any:
     """Build and compile ``cfg.model`` sized by the vocabularies, with the train mean as offset."""
-    from recommender.models import build_model, compile_model
+    from recommender.models.factory import build_model, compile_model
 
     model = build_model(
         cfg.model,
