@@ -19,17 +19,16 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
+from recommender.core.processes import NotReady, free_port, start_in_group, stop_group, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 P50_TARGET, RPS_TARGET = 1.3, 0.8
@@ -90,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         # which could be the port the next one was given but has not bound yet.
         for n, tag in bentos.items():
             servers[service_name(n)] = start(["serve", tag], env, f"service{n}")
-            wait_ready(servers[service_name(n)][0], service_name(n), servers[service_name(n)][2])
+            wait_ready(servers[service_name(n)], service_name(n))
         servers["noop"] = start(
             ["serve", "noop_service:Noop", "--working-dir", str(ROOT / "benchmarks")], env, "noop"
         )
-        wait_ready(servers["noop"][0], "noop", servers["noop"][2])
+        wait_ready(servers["noop"], "noop")
         rows = []
         for endpoint in ("predict", "recommend"):
             for name in names:
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{endpoint:<9} {name:<10} {summary(result)}", flush=True)
     finally:
         for _, proc, _ in servers.values():
-            stop(proc)
+            stop_group(proc)
 
     table = pd.DataFrame(rows)
     report, ok_errors = render(table, ", ".join(f"{n}w `{t}`" for n, t in bentos.items()), args)
@@ -175,46 +174,23 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(cmd: list[str], env: dict[str, str], name: str) -> tuple[str, subprocess.Popen, Path]:
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"bench_serve_{name}_{port}.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", *cmd, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_in_group(
+        [sys.executable, "-m", "bentoml", *cmd, "--host", "127.0.0.1", "--port", str(port)],
+        log,
+        env=env,
+    )
     return f"http://127.0.0.1:{port}", proc, log
 
 
-def wait_ready(url: str, name: str, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"{name} server not ready after {timeout} s; its log: {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+def wait_ready(server: tuple[str, subprocess.Popen, Path], name: str, timeout: float = 180) -> None:
+    url, proc, log = server
+    try:
+        wait_http(f"{url}/readyz", timeout=timeout, proc=proc, interval=0.5, what=f"{name} server")
+    except NotReady as exc:
+        raise SystemExit(f"{exc}; its log: {log}") from None
 
 
 def check(url: str, body: str) -> None:

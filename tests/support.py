@@ -10,12 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+# free_port and free_ports are re-exported: tests and benchmarks import them from here.
+from recommender.core import processes
+from recommender.core.processes import free_port as free_port
+from recommender.core.processes import free_ports as free_ports
 from recommender.core.telemetry import QUIET, TELEMETRY_OFF
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,21 +204,6 @@ def make_synthetic(
 _MLFLOW_TARGETS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports nothing listens on right now (all bound at once while picked:
-    gRPC servers share a port silently, SO_REUSEPORT, so two clusters must not get one)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-
-
 @contextlib.contextmanager
 def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections for as long as the block runs.
@@ -248,30 +234,16 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     """Poll ``url`` until it answers 200; fail with the server's log if it dies or times out."""
-    deadline = time.monotonic() + timeout
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with opener.open(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+    try:
+        processes.wait_http(url, timeout=timeout, proc=proc, interval=0.5, what=f"server at {url}")
+    except processes.NotReady as exc:
+        pytest.fail(f"{exc}:\n{log.read_text()[-4000:]}")
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """Stop a server started with ``start_new_session=True``, its workers included."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    """Stop a server started in a group of its own (``start_new_session=True``), its workers
+    included: SIGTERM, SIGKILL after 30 s."""
+    processes.stop_group(proc)
 
 
 @dataclass
@@ -289,15 +261,9 @@ def start_server(
     """Start ``args`` (which must listen on ``--port`` :func:`free_port`'s port, appended here)
     on 127.0.0.1 and return once ``ready_path`` answers 200; on any failure, stop it again."""
     port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*args, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=log.parent,
-        )
+    proc = processes.start_in_group(
+        [*args, "--host", "127.0.0.1", "--port", str(port)], log, env=env, cwd=log.parent
+    )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
         wait_http(server.url + ready_path, proc, log, timeout)

@@ -20,12 +20,12 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import sys
 from pathlib import Path
 
 from recommender.core.errors import RecommenderError
 from recommender.core.io import pid_alive
+from recommender.core.processes import port_free, stop_group
 from recommender.core.telemetry import disable_telemetry
 
 ADMIN_USER = "admin"
@@ -61,15 +61,6 @@ def _secret(path: Path, nbytes: int = 24) -> str:
     return path.read_text().strip()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _running(pid_file: Path) -> int | None:
     if not pid_file.is_file():
         return None
@@ -87,7 +78,7 @@ def up(folder: Path, port: int, workers: int) -> int:
         state = json.loads(where.state.read_text())
         print(f"already running at {state['uri']} (stop it: python -m recommender.stack down)")
         return 0
-    if not _port_free(port):
+    if not port_free(port):
         raise StackError(f"port {port} on 127.0.0.1 is taken: choose another with --port")
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o711)  # its files are 0600; PostgreSQL's user must pass through
@@ -159,7 +150,6 @@ def up(folder: Path, port: int, workers: int) -> int:
 
 
 def down(folder: Path) -> int:
-    from recommender.stack.mlflow_server import stop_process_group
     from recommender.stack.postgres import stop_postgres
 
     where = Layout(folder)
@@ -167,8 +157,11 @@ def down(folder: Path) -> int:
     for name, pid_file in (("mlflow server", where.mlflow_pid), ("SeaweedFS", where.seaweedfs_pid)):
         pid = _running(pid_file)
         if pid is not None:
-            stop_process_group(pid)
-            stopped.append(name)
+            try:
+                stop_group(pid)
+                stopped.append(name)
+            except ValueError:  # a stale pid file: that pid is another process's now
+                pass
         pid_file.unlink(missing_ok=True)
     # SeaweedFS's per-start identities (its keys) go with it, as when it stops itself.
     (where.seaweedfs / "s3-identities.json").unlink(missing_ok=True)

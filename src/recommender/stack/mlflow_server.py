@@ -14,17 +14,13 @@ auth config file; the admin password is read only on the first start, to create 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recommender.core.processes import NotReady, free_port, start_in_group, stop_group, wait_http
 from recommender.core.telemetry import QUIET, TELEMETRY_OFF
 from recommender.stack.postgres import Postgres, StackError
 
@@ -77,36 +73,7 @@ class MlflowServer:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM to the server's process group (its workers too), SIGKILL if it lingers."""
-        stop_process_group(self.pid, timeout)
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
-
-def stop_process_group(pid: int, timeout: float = 30) -> None:
-    """Stop the session ``pid`` leads (started with ``start_new_session``) and wait for it."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        _reap(pid)
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    # A child of this process stays a zombie (and its group alive) until it is waited for.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        stop_group(self.proc if self.proc is not None else self.pid, timeout)
 
 
 def write_auth_config(path: Path, auth: BasicAuth) -> Path:
@@ -156,7 +123,7 @@ def start_mlflow_server(
     """
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     child = {**(os.environ if env is None else env), **TELEMETRY_OFF, **QUIET}
     # A client's settings are no business of the server (and its password no business of logs).
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
@@ -202,16 +169,7 @@ def start_mlflow_server(
         )
 
     log = folder / "mlflow-server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            args,
-            env=child,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=folder,
-        )
+    proc = start_in_group(args, log, env=child, cwd=folder)
     server = MlflowServer(f"http://127.0.0.1:{port}", proc.pid, log, proc)
     try:
         _wait_healthy(server, proc, timeout)
@@ -221,31 +179,12 @@ def start_mlflow_server(
     return server
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_healthy(server: MlflowServer, proc: subprocess.Popen, timeout: float) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StackError(
-                f"mlflow server exited with {proc.returncode}; the end of {server.log}:\n"
-                + server.log.read_text()[-3000:]
-            )
-        try:
-            with opener.open(server.uri + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    raise StackError(
-        f"mlflow server at {server.uri} did not answer /health within {timeout:.0f} s; the end "
-        f"of {server.log}:\n" + server.log.read_text()[-3000:]
-    )
+    """Until ``/health`` answers 200; else a :class:`StackError` with the end of its log."""
+    what = f"mlflow server at {server.uri}"
+    try:
+        wait_http(server.uri + "/health", timeout=timeout, proc=proc, what=what)
+    except NotReady as exc:
+        raise StackError(
+            f"{exc}; the end of {server.log}:\n" + server.log.read_text()[-3000:]
+        ) from None

@@ -20,13 +20,13 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from recommender.core.errors import RecommenderError
+from recommender.core.processes import free_port
 
 #: The cluster's superuser (also the owner of every database the stack creates).
 SUPERUSER = "mlflow"
@@ -79,12 +79,6 @@ def pg_bin() -> Path:
 
 def _as_server_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(args: list[str], what: str, log: Path | None = None) -> None:
@@ -161,7 +155,7 @@ def start_postgres(
                 "initdb",
             )  # fmt: skip
         password = password_file.read_text().strip()
-        port = port or _free_port()
+        port = port or free_port()
         # No Unix socket: a long folder path would exceed its 107-byte limit, and nothing here
         # connects locally; TCP on loopback only.
         options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories="

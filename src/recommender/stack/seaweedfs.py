@@ -23,17 +23,22 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from recommender.core.errors import RecommenderError
+from recommender.core.processes import (
+    NotReady,
+    free_port,
+    free_ports,
+    port_free,
+    start_in_group,
+    stop_group,
+    wait_until,
+)
 
 #: Where keys given by the environment are read (AWS_* would name the client's, not the server's).
 ACCESS_KEY_ENV = "RECOMMENDER_S3_ACCESS_KEY_ID"
@@ -111,13 +116,7 @@ class SeaweedFS:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM (a clean flush of the volume), SIGKILL after ``timeout``; idempotent."""
-        if self.proc.poll() is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_group(self.proc, timeout)
         for path in self._cleanup:
             path.unlink(missing_ok=True)
 
@@ -133,32 +132,12 @@ class SeaweedFS:
         self.stop()
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pid, sig)
-
-
-def _free_ports(count: int) -> list[int]:
-    # Held open together so the OS hands out distinct ports.
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-
-
 def _free_port_pair(offset: int) -> int:
     """A free port ``p`` whose ``p + offset`` is free too."""
     for _ in range(100):
-        port = _free_ports(1)[0]
-        if port + offset > 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + offset))
-            except OSError:
-                continue
-        return port
+        port = free_port()
+        if port + offset <= 65535 and port_free(port + offset):
+            return port
     raise SeaweedFSError(f"no free pair of loopback ports {offset} apart after 100 tries")
 
 
@@ -229,7 +208,7 @@ def start_seaweedfs(
         )
     )
 
-    ports = _free_ports(8)
+    ports = free_ports(8)
     admin_port = _free_port_pair(_GRPC_OFFSET)
     s3_port = s3_port or ports[0]
     # The S3 gateway leaves its Unix socket behind (default /tmp/seaweedfs-s3-<port>.sock):
@@ -267,15 +246,7 @@ def start_seaweedfs(
         f"-bucket={bucket}",
     ]
     log = folder / "seaweedfs.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=folder,
-        )
+    proc = start_in_group(args, log, cwd=folder)
     server = SeaweedFS(
         endpoint_url=f"http://127.0.0.1:{s3_port}",
         bucket=bucket,
@@ -295,29 +266,34 @@ def start_seaweedfs(
         config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
         **server.boto3_kwargs(),
     )
-    deadline = time.monotonic() + timeout
+    last: list[Exception] = []  # the gateway's latest answer, for the message
+
+    def serves_bucket() -> bool:
+        try:
+            client.head_bucket(Bucket=bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
+            last[:] = [err]  # not listening yet, or the bucket is still being created
+            return False
+        return True
+
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SeaweedFSError(
-                    f"SeaweedFS exited with {proc.returncode} while starting; the end of {log}:\n"
-                    + _tail(log)
-                )
-            try:
-                client.head_bucket(Bucket=bucket)
-                return server
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
-                last = err  # not listening yet, or the bucket is still being created
-            if time.monotonic() > deadline:
-                raise SeaweedFSError(
-                    f"SeaweedFS's S3 gateway at {server.endpoint_url} did not serve bucket "
-                    f"{bucket!r} within {timeout:.0f} s (last answer: {last}); the end of {log}:\n"
-                    + _tail(log)
-                )
-            time.sleep(0.1)
-    except BaseException:
+        wait_until(serves_bucket, timeout=timeout, proc=proc, interval=0.1, what="SeaweedFS")
+    except NotReady as exc:
         server.stop()  # never leave a half-started server behind
+        if exc.returncode is not None:
+            raise SeaweedFSError(
+                f"SeaweedFS exited with {exc.returncode} while starting; the end of {log}:\n"
+                + _tail(log)
+            ) from None
+        raise SeaweedFSError(
+            f"SeaweedFS's S3 gateway at {server.endpoint_url} did not serve bucket {bucket!r} "
+            f"within {timeout:.0f} s (last answer: {last[0] if last else None}); the end of "
+            f"{log}:\n" + _tail(log)
+        ) from None
+    except BaseException:
+        server.stop()
         raise
+    return server
 
 
 def _tail(log: Path, chars: int = 3000) -> str:
