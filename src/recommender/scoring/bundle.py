@@ -73,6 +73,10 @@ class ModelBundle:
     #: What ranking scores with, for a family trained to rank (``recommend``, ``similar``);
     #: None: ranking uses the predicted ratings.
     retrieval: Factors | None = None
+    #: An approximate index over the ranking factors (:class:`~recommender.scoring.ann.AnnIndex`),
+    #: which the service attaches for a catalog over ``serve.exact_max_items``: ``recommend``
+    #: ranks its shortlists. None ranks every item (exact), as evaluation does.
+    ann: Any = None
     #: The Keras model (see :attr:`model`); None until it is needed, for a loaded bundle.
     _model: Any = field(default=None, repr=False)
     #: The ``model.keras`` a loaded bundle reads :attr:`model` from.
@@ -255,18 +259,40 @@ class ModelBundle:
     ) -> TopK:
         """Top-``k`` item indices and scores per user index (never row 0; rated items optionally).
 
-        Ranked by :func:`~recommender.scoring.ranking.rank` a block of users at a time, so
-        memory stays bounded whatever the number of users.
+        The one ranking path of evaluation, the registry's gate and the service, so that what
+        is measured offline is what the endpoint answers:
+
+        - an unknown user (index 0) has rated nothing the model knows: it gets the most-rated
+          items (:meth:`popular`), the cold-start answer;
+        - a known user is ranked by :meth:`score_all` through
+          :func:`~recommender.scoring.ranking.rank` (a block of users at a time, so memory stays
+          bounded), or by the shortlists of :attr:`ann` when one is attached.
 
         Args:
-            users: User indices (0 = unknown user: scored as the average known user).
+            users: User indices (0 = unknown user).
             k: How many items per user.
             exclude_seen: Leave out items the user rated in training.
             allowed_items: If given, a boolean mask over item indices; others are left out
                 (e.g. a genre filter).
         """
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        cold = users == 0
+        if cold.all():
+            return self.popular(users, k, exclude_seen, allowed_items)
         seen = self.seen if exclude_seen else None
-        return rank(self.score_all, users, k, self.n_items + 1, seen=seen, allowed=allowed_items)
+        known = users if not cold.any() else users[~cold]
+        if self.ann is not None:
+            top = self.ann.recommend(known, k, seen=seen, allowed=allowed_items)
+        else:
+            top = rank(self.score_all, known, k, self.n_items + 1, seen=seen, allowed=allowed_items)
+        if not cold.any():
+            return top
+        popular = self.popular(users[cold], k, exclude_seen, allowed_items)
+        items = np.empty((users.size, top.items.shape[1]), dtype=top.items.dtype)
+        scores = np.empty((users.size, top.scores.shape[1]), dtype=np.float64)
+        items[~cold], scores[~cold] = top.items, top.scores
+        items[cold], scores[cold] = popular.items, popular.scores
+        return TopK(items, scores)
 
     def popular(
         self,
