@@ -12,7 +12,6 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution  # what Keras' own losses use
 
 from recommender.core.errors import ConfigError
 from recommender.models.base import (
@@ -24,6 +23,7 @@ from recommender.models.base import (
     table_with_mean_oov,
 )
 from recommender.models.biased_mf import BiasedMF
+from recommender.models.keras_internals import scale_loss_for_distribution
 from recommender.models.sizing import (
     TWO_TOWER_DENSE_MASK_MAX_CELLS as DENSE_MASK_MAX_CELLS,
 )
