@@ -50,8 +50,9 @@ run: install ## Run the whole pipeline (dvc repro) on params.yaml's data (defaul
 # Two xdist workers, one per core here. `--dist loadfile` keeps each module on one worker, so a
 # module's fixtures (trained models, servers) are built once; a session fixture (tests/serving's
 # packaged champion) is built once per worker that needs it.
-test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test, fetches MovieLens 100K, if missing)
+test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test and Chromium for the Swagger UI test, fetches MovieLens 100K, if missing)
 	bash scripts/ensure_postgres.sh
+	bash tests/serving/ensure_chromium.sh
 	$(BIN)/python scripts/ensure_ml100k.py
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 

@@ -3,7 +3,8 @@
 A connection whose request headers are not complete within ``HEADER_TIMEOUT`` is closed (a
 thousand of them at once, while ``/recommend`` keeps answering); a worker keeps at most
 ``serve.max_connections`` connections open and answers the next ones a JSON 503; requests h11
-cannot parse get a JSON 400 like every other 4xx. (``serving/service.py``'s GuardedH11Protocol.)
+cannot parse get a JSON 400 like every other 4xx.
+(``recommender.serving.http``'s GuardedH11Protocol.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -30,7 +30,7 @@ from support import ROOT, Server, start_server, stop
 
 pytestmark = pytest.mark.slow
 
-HEADER_TIMEOUT = 5.0  # serving/service.py's
+HEADER_TIMEOUT = 5.0  # recommender.serving.http's
 MARGIN = 3.0  # a loaded machine's scheduling, on top of it
 PARTIAL = b"GET /recommend HTTP/1.1\r\nHost: x\r\n"  # headers begun, never finished
 
@@ -355,20 +355,20 @@ def test_a_worker_keeps_at_most_max_connections_open(capped_server: Server) -> N
     assert float(line.rsplit(" ", 1)[1]) == 11, line
 
 
-def test_the_limit_fits_the_descriptor_limit(
-    service_module: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_limit_fits_the_descriptor_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recommender.serving import http
+
     limits = {"soft": 1024, "hard": 1024}
     monkeypatch.setattr(resource, "getrlimit", lambda _: (limits["soft"], limits["hard"]))
     monkeypatch.setattr(resource, "setrlimit", lambda _, new: limits.update(soft=new[0]))
-    reserve, slots = service_module.FD_RESERVE, service_module.LINGER_SLOTS
+    reserve, slots = http.FD_RESERVE, http.LINGER_SLOTS
     # A hard limit that allows it: the soft one is raised, the limit kept.
     limits.update(soft=1024, hard=100_000)
-    assert service_module.connection_limits(4000) == (4000, 4000 + slots)
+    assert http.connection_limits(4000) == (4000, 4000 + slots)
     assert limits["soft"] == 4000 + reserve + slots
     # One that does not: fewer connections, half of what the descriptors allow.
     limits.update(soft=1024, hard=1024)
-    assert service_module.connection_limits(4000) == ((1024 - reserve) // 2, 1024 - reserve)
+    assert http.connection_limits(4000) == ((1024 - reserve) // 2, 1024 - reserve)
     limits.update(soft=3000, hard=3000)
-    assert service_module.connection_limits(4000) == (3000 - reserve - slots, 3000 - reserve)
-    assert service_module.connection_limits(100) == (100, 3000 - reserve)
+    assert http.connection_limits(4000) == (3000 - reserve - slots, 3000 - reserve)
+    assert http.connection_limits(100) == (100, 3000 - reserve)

@@ -31,7 +31,7 @@ from support import Server, change_first_user_id, free_port, stop
 
 pytestmark = pytest.mark.slow
 
-BODY_TIMEOUT = 5.0  # serving/service.py's
+BODY_TIMEOUT = 5.0  # recommender.serving.http's
 TRAFFIC_TIMEOUT = 15.0  # BentoML's timeout middleware answers 504 after this
 
 
@@ -380,8 +380,12 @@ def test_a_damaged_champion_ends_bentoml_serve_with_a_one_line_error(
 
 
 def test_the_log_filter_drops_only_client_error_tracebacks(service_module: Any) -> None:
+    # service_module: the service imported in this process, which installs the filter.
     from bentoml.exceptions import InternalServerError, InvalidArgument, NotFound
     from pydantic import BaseModel, ValidationError
+
+    from recommender.serving import http
+    from recommender.serving.bentoml_internals import request_error_logger
 
     class Model(BaseModel):
         x: int
@@ -393,7 +397,7 @@ def test_the_log_filter_drops_only_client_error_tracebacks(service_module: Any) 
         info = (type(exc), exc, None) if exc else None
         return logging.LogRecord("bentoml", logging.ERROR, "", 0, "Exception", (), info)
 
-    keep = service_module._NoClientErrorTracebacks().filter
+    keep = http.NoClientErrorTracebacks().filter
     assert not keep(record(InvalidArgument("bad k")))
     assert not keep(record(NotFound("no such item")))
     assert not keep(record(invalid.value))
@@ -401,7 +405,5 @@ def test_the_log_filter_drops_only_client_error_tracebacks(service_module: Any) 
     assert keep(record(InternalServerError("a bug")))
     assert keep(record(None))
     # Installed on the logger BentoML reports request exceptions with.
-    bentoml_logger = logging.getLogger("bentoml._internal.server.http_app")
-    assert any(
-        isinstance(f, service_module._NoClientErrorTracebacks) for f in bentoml_logger.filters
-    )
+    bentoml_logger = request_error_logger()
+    assert any(isinstance(f, http.NoClientErrorTracebacks) for f in bentoml_logger.filters)
