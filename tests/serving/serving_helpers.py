@@ -60,9 +60,9 @@ def serving_env(root: Path, uri: str) -> Iterator[Path]:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
         mp.setenv("BENTOML_HOME", str(root / "bentoml"))
-        from bentoml._internal.configuration.containers import BentoMLContainer
+        from recommender.serving.bentoml_internals import bentoml_home
 
-        yield Path(BentoMLContainer.bentoml_home.get())
+        yield bentoml_home()
 
 
 def build_packaged(

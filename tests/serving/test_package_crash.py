@@ -2,6 +2,8 @@
 
 Each test runs ``pipeline/package.py`` as a real process against the session's registry (see
 ``conftest.py``) and a BentoML store of its own, so the session's store stays as it was.
+The stage runs ``python -m bentoml build`` itself, with no wrapper: the kill inside BentoML's copy
+of the Bento comes from ``hooks/sitecustomize.py``, which only these tests put on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from support import ROOT, change_first_user_id
 from recommender.serving.packaging import FINISHED
 
 pytestmark = pytest.mark.slow
+
+#: The test-only start-up hook that arms ``package.bento_copy`` inside ``bentoml build``.
+HOOKS = Path(__file__).with_name("hooks")
 
 
 def _stage(packaged: Packaged, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
@@ -53,7 +58,8 @@ def test_killed_inside_a_store_copy_a_plain_rerun_converges(
     args, env = _stage(packaged, tmp_path)
     home, scratch = tmp_path / "bentoml", Path(env["TMPDIR"])
 
-    killed = _run(args, {**env, "RECOMMENDER_FAILPOINT": point}, tmp_path)
+    hook = {"PYTHONPATH": str(HOOKS)} if kind == "bentos" else {}
+    killed = _run(args, {**env, **hook, "RECOMMENDER_FAILPOINT": point}, tmp_path)
 
     if kind == "models":  # the stage itself copies the model: it dies (SIGKILL) mid-copy
         assert killed.returncode == -9, killed.stderr
@@ -77,6 +83,20 @@ def test_killed_inside_a_store_copy_a_plain_rerun_converges(
     assert listed.returncode == 0 and record["bento"].split(":")[1] in listed.stdout
     assert list(scratch.iterdir()) == []  # nothing of either run left in the temp dir
     assert not list(tmp_path.glob(".package.json.*.tmp"))
+
+
+def test_without_the_test_hook_the_bento_failpoint_does_nothing(
+    packaged: Packaged, tmp_path: Path
+) -> None:
+    # Production runs bentoml itself: the failpoint lives only in the tests' start-up hook.
+    args, env = _stage(packaged, tmp_path)
+
+    proc = _run(args, {**env, "RECOMMENDER_FAILPOINT": "package.bento_copy@1"}, tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "package.json").read_text())["packaged"] is True
+    for entry in _entries(tmp_path / "bentoml", "bentos"):
+        assert (entry / FINISHED).is_file(), entry
 
 
 def test_a_champion_that_cannot_load_is_not_packaged(packaged: Packaged, tmp_path: Path) -> None:

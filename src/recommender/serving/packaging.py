@@ -7,8 +7,11 @@ Two steps, each idempotent for the same inputs:
    is labelled with the registered name, version and run, and carries the version's metrics and
    lineage in its metadata, so the service can answer ``model_info`` without the tracking server.
    The same champion version already in the store is reused, not imported again.
-2. :func:`build_bento` runs ``bentoml build`` on a build context assembled from ``serving/`` and
-   a copy of this library (so the Bento imports ``recommender`` without the project installed).
+2. :func:`build_bento` runs ``bentoml build`` (``python -m bentoml``, no wrapper) on a build
+   context assembled from ``serving/``, the library modules the service imports (so the Bento
+   imports ``recommender`` without the project installed; ``stack/``, ``training/`` and the
+   other stages stay out) and the serving requirement sets the model needs
+   (:mod:`recommender.serving.bento_contents`: Keras only for a family scored by its graph).
    The model tag and the ``serve`` limits go in as Bento arguments. A Bento already built from the
    same files, model and arguments is reused.
 
@@ -119,9 +122,9 @@ def use_bentoml_home(path: str | Path) -> Path:
     """
     home = Path(path).resolve()
     os.environ["BENTOML_HOME"] = str(home)
-    from bentoml._internal.configuration.containers import BentoMLContainer
+    from recommender.serving.bentoml_internals import bentoml_home
 
-    current = Path(BentoMLContainer.bentoml_home.get()).resolve()
+    current = bentoml_home().resolve()
     if current != home:
         raise PackagingError(
             f"BentoML already uses the store {current} in this process; cannot switch to {home} "
@@ -326,28 +329,52 @@ def ann_record(model_tag: str) -> dict[str, Any]:
 
 
 def build_context(
-    serving_dir: str | Path, dest: str | Path, requirements: str | Path | None = None
+    serving_dir: str | Path,
+    dest: str | Path,
+    requirements: str | Path | None = None,
+    *,
+    keras: bool = False,
+    ann: bool = False,
 ) -> Path:
-    """Assemble the Bento's build context: ``serving/``'s files plus a copy of this library."""
+    """Assemble the Bento's build context: ``serving/``'s files, the library modules the service
+    imports (:func:`~recommender.serving.bento_contents.modules`), the Swagger UI assets, and
+    ``requirements.txt``: the serving requirement sets for a model that needs Keras (``keras``)
+    and FAISS (``ann``) or not, each pin checked against ``requirements`` (the lock) if given."""
     import recommender
+    from recommender.serving import bento_contents, swagger
 
     serving_dir, dest = Path(serving_dir), Path(dest)
     for name in SERVING_FILES:
         if not (serving_dir / name).is_file():
             raise PackagingError(f"{serving_dir / name}: missing (expected the service files)")
         shutil.copy2(serving_dir / name, dest / name)
-    shutil.copytree(
-        Path(recommender.__file__).parent,
-        dest / "recommender",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    if requirements is not None:
-        if not Path(requirements).is_file():
-            raise PackagingError(f"{requirements}: missing (expected the pinned requirements)")
-        shutil.copy2(requirements, dest / "requirements.lock")
-    else:
-        (dest / "requirements.lock").write_text("")
+    root = Path(recommender.__file__).parent.parent
+    sets = bento_contents.sets_for(keras=keras, ann=ann)
+    for module in bento_contents.modules(serving_dir / "service.py", sets, root):
+        (dest / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / module, dest / module)
+    shutil.copytree(swagger.ASSETS, dest / swagger.ASSETS.relative_to(root))
+    if requirements is not None and not Path(requirements).is_file():
+        raise PackagingError(f"{requirements}: missing (expected the pinned requirements)")
+    try:
+        text = bento_contents.requirements_text(sets, lock=requirements)
+    except ValueError as exc:
+        raise PackagingError(str(exc)) from None
+    (dest / "requirements.txt").write_text(text)
     return dest
+
+
+def model_needs(model_tag: str) -> dict[str, bool]:
+    """What serving the imported model takes beyond the base set: Keras (a family scored by its
+    Keras graph, no factors file in its bundle) and FAISS (an ANN index in the model)."""
+    import bentoml
+
+    from recommender.scoring.bundle import FACTORS_FILE, RETRIEVAL_FILE
+
+    model = bentoml.models.get(model_tag)
+    folder = tracking.bundle_dir(model.path_of("mlflow_model"))
+    factors = (folder / FACTORS_FILE).is_file() or (folder / RETRIEVAL_FILE).is_file()
+    return {"keras": not factors, "ann": Path(model.path_of(ANN_DIR)).is_dir()}
 
 
 def model_id_type(model_tag: str) -> str:
@@ -387,7 +414,7 @@ def build_bento(
 
     args = build_args(model_tag, model_id_type(model_tag), serve)
     with tempfile.TemporaryDirectory(prefix="bento-ctx-") as tmp:
-        ctx = build_context(serving_dir, tmp, requirements)
+        ctx = build_context(serving_dir, tmp, requirements, **model_needs(model_tag))
         files = sorted(p for p in ctx.iterdir())
         digest = hashlib.sha256(
             (tracking.file_digest(files) + json.dumps(args, sort_keys=True)).encode()
@@ -399,7 +426,7 @@ def build_bento(
         cmd = [
             sys.executable,
             "-m",
-            "recommender.serving.bento_build",
+            "bentoml",
             "build",
             str(ctx),
             "--bentofile",
