@@ -159,7 +159,7 @@ def test_data_docs_load_nothing_from_other_hosts(sites: dict[str, Path], which: 
 
 @pytest.mark.slow  # writes Data Docs (a file-mode GX project)
 def test_the_check_fails_on_what_gx_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("recommender.validation.make_offline", lambda site: None)
+    monkeypatch.setattr("recommender.validation.run.make_offline", lambda site: None)
 
     validate_dataset(make_dataset(), CFG, docs_dir=tmp_path, now=NOW)
 
