@@ -491,15 +491,34 @@ def read_table(
             line has the wrong number of fields.
     """
     path = Path(path)
+    _check_file(path, what)
+    if not header and not names:
+        raise ValueError("read_table needs names when the file has no header")
+    src, first = _open_source(path, encoding, sep, quoting, sep_name)
+    columns = _header_columns(path, src, first, required) if header else list(names or [])
+    frame = _parse_fields(path, src, encoding, len(columns), header, quoting)
+    if len(frame) == 0:
+        problem = "has a header but no data rows" if header else "has no data rows"
+        raise DataError(path, problem, expected=what)
+    positions = _column_positions(path, columns, required)
+    return RawTable(path=path, frame=frame, names=positions, source=src, header=header)
+
+
+def _check_file(path: Path, what: str) -> None:
+    """Refuse a path that is missing, not a file, or empty."""
     if not path.exists():
         raise DataError(path, "no such file", expected=what)
     if not path.is_file():
         raise DataError(path, "is not a file", expected=what)
     if path.stat().st_size == 0:
         raise DataError(path, "the file is empty (0 bytes)", expected=what)
-    if not header and not names:
-        raise ValueError("read_table needs names when the file has no header")
 
+
+def _open_source(
+    path: Path, encoding: str, sep: str, quoting: int, sep_name: str
+) -> tuple[_Source, list[str]]:
+    """The file as a :class:`_Source` (a multi-character separator replaced by one character)
+    and its first record; a byte that does not decode is reported with its offset and line."""
     src = _Source(path, encoding, sep, sep, quoting, sep_name)
     try:
         if len(sep) > 1:
@@ -509,22 +528,32 @@ def read_table(
     except UnicodeDecodeError:
         error = _decode_error(path, encoding) or DataError(path, f"not valid {encoding} text")
         raise error from None
+    return src, first
 
-    if header:
-        columns = [f.strip().lstrip("\ufeff") for f in first]
-        if not columns:
-            raise DataError(path, "the first line is empty", row=1, expected="a header line")
-        if len(columns) == 1 and len(required) > 1:
-            raise DataError(
-                path,
-                f"found 1 column, expected {len(required)}; {src.sep_hint(columns[0])}",
-                row=1,
-                expected=f"a header naming {', '.join(required)}",
-            )
-    else:
-        columns = list(names or [])
-    n_fields = len(columns)
 
+def _header_columns(
+    path: Path, src: _Source, first: list[str], required: Sequence[str]
+) -> list[str]:
+    """The column names of the header line; a single one where several are required means a
+    wrong separator, and says so."""
+    columns = [f.strip().lstrip("\ufeff") for f in first]
+    if not columns:
+        raise DataError(path, "the first line is empty", row=1, expected="a header line")
+    if len(columns) == 1 and len(required) > 1:
+        raise DataError(
+            path,
+            f"found 1 column, expected {len(required)}; {src.sep_hint(columns[0])}",
+            row=1,
+            expected=f"a header naming {', '.join(required)}",
+        )
+    return columns
+
+
+def _parse_fields(
+    path: Path, src: _Source, encoding: str, n_fields: int, header: bool, quoting: int
+) -> pd.DataFrame:
+    """Every data line's ``n_fields`` fields as text (columns ``0..n_fields-1``), by pyarrow;
+    a line of another shape, or a byte that does not decode, is reported where it is."""
     labels = [str(i) for i in range(n_fields)]
     stream: io.BytesIO | Path
     if src.text is not None:
@@ -556,13 +585,13 @@ def read_table(
         if decode is not None:
             raise decode from None
         raise _shape_error(src, n_fields, header, str(exc)) from None
-
-    if table.num_rows == 0:
-        problem = "has a header but no data rows" if header else "has no data rows"
-        raise DataError(path, problem, expected=what)
     frame = table.to_pandas()
     frame.columns = range(n_fields)
+    return frame
 
+
+def _column_positions(path: Path, columns: list[str], required: Sequence[str]) -> dict[str, int]:
+    """Each header name's first position; a required name missing is an error naming them all."""
     positions: dict[str, int] = {}
     for i, name in enumerate(columns):
         positions.setdefault(name, i)
@@ -576,4 +605,4 @@ def read_table(
                 column=name,
                 expected=f"a header naming {', '.join(required)}",
             )
-    return RawTable(path=path, frame=frame, names=positions, source=src, header=header)
+    return positions

@@ -426,6 +426,61 @@ def _seconds(date: str, field: str) -> int:
         raise ConfigError(f"synthetic.{field}: {date!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _checked_period(cfg: SyntheticConfig) -> tuple[int, int]:
+    """The period's ``(start, end)`` in Unix seconds, once the sizes are known to be possible."""
+    n_users, n_items, n_ratings = cfg.n_users, cfg.n_items, cfg.n_ratings
+    if n_ratings > n_users * n_items:
+        raise ConfigError(
+            f"synthetic.n_ratings: {n_ratings} is more than the {n_users * n_items} possible "
+            "(user, item) pairs"
+        )
+    if n_ratings < n_users + n_items:
+        raise ConfigError(
+            f"synthetic.n_ratings: {n_ratings} is too few to give each of {n_users} users and "
+            f"{n_items} items a rating (need at least {n_users + n_items})"
+        )
+    start, end = _seconds(cfg.start, "start"), _seconds(cfg.end, "end")
+    if end <= start:
+        raise ConfigError(f"synthetic.end ({cfg.end}) must be after synthetic.start ({cfg.start})")
+    return start, end
+
+
+def _ratings_table(columns: dict[str, np.ndarray], n_users: int, n_items: int) -> pd.DataFrame:
+    """The ratings sorted by user, time and item, with ids from 1.
+
+    ``columns`` (0-based ids) is emptied of its unordered arrays as their ordered copies replace
+    them, so that at most one extra column is alive at a time.
+    """
+    order = _user_time_item_order(
+        columns[USER], columns[TIMESTAMP], columns[ITEM], n_users, n_items
+    )
+    for name in RATING_COLUMNS:  # each unordered column is freed as its ordered copy replaces it
+        columns[name] = columns[name][order]
+    del order
+    columns[USER] += 1
+    columns[ITEM] += 1
+    return pd.DataFrame(columns, columns=RATING_COLUMNS, copy=False)
+
+
+def _items(rng: np.random.Generator, cfg: SyntheticConfig, q: np.ndarray) -> pd.DataFrame:
+    """The items table: a release year before ``cfg.start``, a title, genres from the factors."""
+    n_items = cfg.n_items
+    start_year = int(np.datetime64(cfg.start, "Y").astype(int)) + 1970
+    year = np.clip(start_year - np.floor(rng.exponential(12.0, size=n_items)), 1920, start_year)
+    item_ids = np.arange(1, n_items + 1, dtype="int64")
+    return pd.DataFrame(
+        {
+            ITEM: item_ids,
+            "title": pd.Series(
+                [f"Synthetic Movie {j} ({int(y)})" for j, y in zip(item_ids, year, strict=True)],
+                dtype="str",
+            ),
+            "genres": pd.Series(_genres(rng, q, cfg.n_genres), dtype="str"),
+            "year": pd.array(year.astype("int64"), dtype="Int64"),
+        }
+    )[ITEM_COLUMNS]
+
+
 def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) -> Dataset:
     """Generate a MovieLens-like dataset.
 
@@ -443,19 +498,7 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
     """
     scale = scale or SOURCE_SCALES["synthetic"]
     n_users, n_items, n_ratings, k = cfg.n_users, cfg.n_items, cfg.n_ratings, cfg.n_factors
-    if n_ratings > n_users * n_items:
-        raise ConfigError(
-            f"synthetic.n_ratings: {n_ratings} is more than the {n_users * n_items} possible "
-            "(user, item) pairs"
-        )
-    if n_ratings < n_users + n_items:
-        raise ConfigError(
-            f"synthetic.n_ratings: {n_ratings} is too few to give each of {n_users} users and "
-            f"{n_items} items a rating (need at least {n_users + n_items})"
-        )
-    start, end = _seconds(cfg.start, "start"), _seconds(cfg.end, "end")
-    if end <= start:
-        raise ConfigError(f"synthetic.end ({cfg.end}) must be after synthetic.start ({cfg.start})")
+    start, end = _checked_period(cfg)
 
     rng = np.random.default_rng(seed)
     sigma = np.sqrt(INTERACTION_STD / np.sqrt(k))  # so that <p, q> has std INTERACTION_STD
@@ -482,30 +525,10 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
     active = np.minimum(rng.exponential(span / 8.0, size=n_users), end - first_seen)
     when = _times(rng, u, first_seen, active)
 
-    order = _user_time_item_order(u, when, i, n_users, n_items)
     columns = {USER: u, ITEM: i, RATING: rating, TIMESTAMP: when}
-    del u, i, rating, when
-    for name in RATING_COLUMNS:  # each unordered column is freed as its ordered copy replaces it
-        columns[name] = columns[name][order]
-    del order
-    columns[USER] += 1
-    columns[ITEM] += 1
-    ratings = pd.DataFrame(columns, columns=RATING_COLUMNS, copy=False)
-
-    start_year = int(np.datetime64(cfg.start, "Y").astype(int)) + 1970
-    year = np.clip(start_year - np.floor(rng.exponential(12.0, size=n_items)), 1920, start_year)
-    item_ids = np.arange(1, n_items + 1, dtype="int64")
-    items = pd.DataFrame(
-        {
-            ITEM: item_ids,
-            "title": pd.Series(
-                [f"Synthetic Movie {j} ({int(y)})" for j, y in zip(item_ids, year, strict=True)],
-                dtype="str",
-            ),
-            "genres": pd.Series(_genres(rng, q, cfg.n_genres), dtype="str"),
-            "year": pd.array(year.astype("int64"), dtype="Int64"),
-        }
-    )[ITEM_COLUMNS]
+    del u, i, rating, when  # the dict holds the only references: sorting frees them one by one
+    ratings = _ratings_table(columns, n_users, n_items)
+    items = _items(rng, cfg, q)
 
     info = DatasetInfo(
         source="synthetic", rating_scale=scale, id_type="int", has_users=True,

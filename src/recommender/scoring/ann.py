@@ -374,55 +374,14 @@ def build_index(
     start = time.perf_counter()
     n, d = factors.n_items, factors.item_vectors.shape[1]
     nlist = nlist or n_lists(n)
-    q = factors.item_vectors[1:].astype(np.float32)
-    augmented = np.ascontiguousarray(np.hstack([q, factors.item_bias[1:, None].astype(np.float32)]))
-    norms = np.linalg.norm(q, axis=1, keepdims=True)
-    unit = np.ascontiguousarray(q / np.where(norms > 0, norms, 1.0))
     rng = np.random.default_rng(RECALL_SEED)
-    train_rows = rng.choice(n, size=min(n, nlist * TRAIN_POINTS_PER_LIST), replace=False)
-    indexes = []
-    for data, dim in ((augmented, d + 1), (unit, d)):
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = RECALL_SEED
-        index.cp.niter = KMEANS_ITERATIONS
-        index.train(np.ascontiguousarray(data[np.sort(train_rows)]))
-        index.add(data)
-        indexes.append(index)
+    scores, cosine = _train_indexes(factors, nlist, rng)
     build_seconds = time.perf_counter() - start
-    ann = AnnIndex(factors, indexes[0], indexes[1], {"nlist": nlist, "nprobe": 1})
-
-    users = np.sort(
-        rng.choice(
-            np.arange(1, factors.n_users + 1),
-            size=min(factors.n_users, RECALL_SAMPLE_USERS),
-            replace=False,
-        )
+    ann = AnnIndex(factors, scores, cosine, {"nlist": nlist, "nprobe": 1})
+    users, (chosen, tried, met) = _choose_recommend_nprobe(ann, seen, rng, nlist, min_recall)
+    sample, (cosine_chosen, cosine_tried, cosine_met) = _choose_similar_nprobe(
+        ann, rng, nlist, min_recall
     )
-    exact = rank(
-        lambda b: factors.score(b).astype(np.float32), users, RECALL_K, n + 1, seen=seen
-    ).items
-    chosen, tried, met = _choose_nprobe(
-        lambda p: ann.set_nprobe(nprobe=p),
-        lambda: ann.recommend(users, RECALL_K, seen=seen).items,
-        exact,
-        nlist,
-        min_recall,
-    )
-    ann.set_nprobe(nprobe=chosen)
-    # similar_items: the same choice for the cosine index, on a sample of items.
-    sample = np.sort(
-        rng.choice(np.arange(1, n + 1), size=min(n, RECALL_SAMPLE_ITEMS), replace=False)
-    )
-    exact_similar = exact_similar_items(factors.item_vectors, sample, RECALL_K)
-    cosine_chosen, cosine_tried, cosine_met = _choose_nprobe(
-        lambda p: ann.set_nprobe(cosine_nprobe=p),
-        lambda: np.stack([ann.similar(int(i), RECALL_K).items for i in sample]),
-        exact_similar,
-        nlist,
-        min_recall,
-    )
-    ann.set_nprobe(cosine_nprobe=cosine_chosen)
     ann.meta.update(
         {
             "kind": "IndexIVFFlat, inner product",
@@ -444,6 +403,85 @@ def build_index(
         }
     )
     return ann, dict(ann.meta)
+
+
+def _train_indexes(factors: Factors, nlist: int, rng: np.random.Generator) -> tuple[Any, Any]:
+    """The two IVF indexes, trained on one seeded sample of items: inner product over the item
+    vectors with their bias appended (for ``recommend``), and over the unit vectors (cosine,
+    for ``similar``)."""
+    import faiss
+
+    n, d = factors.n_items, factors.item_vectors.shape[1]
+    q = factors.item_vectors[1:].astype(np.float32)
+    augmented = np.ascontiguousarray(np.hstack([q, factors.item_bias[1:, None].astype(np.float32)]))
+    norms = np.linalg.norm(q, axis=1, keepdims=True)
+    unit = np.ascontiguousarray(q / np.where(norms > 0, norms, 1.0))
+    train_rows = rng.choice(n, size=min(n, nlist * TRAIN_POINTS_PER_LIST), replace=False)
+    indexes = []
+    for data, dim in ((augmented, d + 1), (unit, d)):
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = RECALL_SEED
+        index.cp.niter = KMEANS_ITERATIONS
+        index.train(np.ascontiguousarray(data[np.sort(train_rows)]))
+        index.add(data)
+        indexes.append(index)
+    return indexes[0], indexes[1]
+
+
+def _choose_recommend_nprobe(
+    ann: AnnIndex,
+    seen: SeenItems | None,
+    rng: np.random.Generator,
+    nlist: int,
+    min_recall: float,
+) -> tuple[np.ndarray, tuple[int, dict[str, float], bool]]:
+    """Set ``ann``'s ``nprobe`` from recall against exact ranking on a sample of users; return
+    the sample and :func:`_choose_nprobe`'s answer."""
+    factors = ann.factors
+    users = np.sort(
+        rng.choice(
+            np.arange(1, factors.n_users + 1),
+            size=min(factors.n_users, RECALL_SAMPLE_USERS),
+            replace=False,
+        )
+    )
+    exact = rank(
+        lambda b: factors.score(b).astype(np.float32),
+        users,
+        RECALL_K,
+        factors.n_items + 1,
+        seen=seen,
+    ).items
+    choice = _choose_nprobe(
+        lambda p: ann.set_nprobe(nprobe=p),
+        lambda: ann.recommend(users, RECALL_K, seen=seen).items,
+        exact,
+        nlist,
+        min_recall,
+    )
+    ann.set_nprobe(nprobe=choice[0])
+    return users, choice
+
+
+def _choose_similar_nprobe(
+    ann: AnnIndex, rng: np.random.Generator, nlist: int, min_recall: float
+) -> tuple[np.ndarray, tuple[int, dict[str, float], bool]]:
+    """similar_items: the same choice for the cosine index, on a sample of items."""
+    n = ann.factors.n_items
+    sample = np.sort(
+        rng.choice(np.arange(1, n + 1), size=min(n, RECALL_SAMPLE_ITEMS), replace=False)
+    )
+    exact_similar = exact_similar_items(ann.factors.item_vectors, sample, RECALL_K)
+    choice = _choose_nprobe(
+        lambda p: ann.set_nprobe(cosine_nprobe=p),
+        lambda: np.stack([ann.similar(int(i), RECALL_K).items for i in sample]),
+        exact_similar,
+        nlist,
+        min_recall,
+    )
+    ann.set_nprobe(cosine_nprobe=choice[0])
+    return sample, choice
 
 
 def exact_similar_items(vectors: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:

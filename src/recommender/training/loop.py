@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,37 +215,15 @@ def train(
         The history (per-epoch logs) and the seconds the loop took.
     """
     import keras
-    import tensorflow as tf
 
-    replicas = strategy.num_replicas_in_sync
     n_rows = len(train_rows)
-    users, items, ratings = (tf.constant(a) for a in train_rows.columns())
-    n_steps = steps_per_epoch(n_rows, batch_size, replicas)
-
-    def dataset_fn(context: Any) -> Any:
-        per_pipeline = replicas // context.num_input_pipelines
-        first = context.input_pipeline_id * per_pipeline
-        ds = shard_batches(
-            n_rows, batch_size, replicas, range(first, first + per_pipeline), epochs, seed
-        )
-        ds = ds.map(
-            lambda rows, share: (
-                {"user": tf.gather(users, rows), "item": tf.gather(items, rows)},
-                tf.gather(ratings, rows),
-                share,
-            )
-        )
-        return ds.prefetch(tf.data.AUTOTUNE)
-
-    batches = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    n_steps = steps_per_epoch(n_rows, batch_size, strategy.num_replicas_in_sync)
+    batches = _batches(strategy, train_rows, batch_size, epochs, seed)
     train_steps = _compiled_steps(model, strategy, across_workers)
     if across_workers:
         steps_per_call = min(steps_per_call, UNROLLED_STEPS)
     validate = validation_rmse(model, val_rows) if val_rows is not None and len(val_rows) else None
-
-    @tf.function
-    def mean_over_workers(values: Any) -> Any:
-        return strategy.reduce("MEAN", strategy.run(tf.identity, args=(values,)), axis=None)
+    mean_over_workers = _mean_over_workers(strategy) if across_workers else None
 
     everyone = keras.callbacks.CallbackList([*producers, *consumers], model=model)
     progress = Progress(verbose, epochs, n_steps, n_rows)
@@ -270,26 +248,86 @@ def train(
             "loss": float(sums[0] / sums[2]),
             "rmse": math.sqrt(sums[1] / sums[2]),
         }
-        if validate is not None:
-            for callback in producers:
-                callback.on_test_begin()
-            logs["val_rmse"] = validate()
-        for callback in producers:
-            callback.on_epoch_end(epoch, logs)
-        if across_workers:
-            logs = agree(logs, mean_over_workers, exclude=TIMING_KEYS)
-        for callback in consumers:
-            callback.on_epoch_end(epoch, logs)
+        logs = _epoch_logs(epoch, logs, validate, producers, consumers, mean_over_workers)
         for key, value in logs.items():
             history.setdefault(key, []).append(float(value))
         progress.end(epoch, time.perf_counter() - began, logs)
-        stop = float(bool(model.stop_training))
-        if across_workers:
-            stop = float(mean_over_workers(tf.constant([stop], tf.float64))[0])
-        if stop > 0:
+        if _stop(model, mean_over_workers):
             break
     everyone.on_train_end()
     return history, time.perf_counter() - start
+
+
+def _batches(
+    strategy: Any, train_rows: Ratings, batch_size: int, epochs: int, seed: int
+) -> Iterator[Any]:
+    """Every epoch's batches, each replica's share gathered from the rows kept on the device."""
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+    n_rows = len(train_rows)
+    users, items, ratings = (tf.constant(a) for a in train_rows.columns())
+
+    def dataset_fn(context: Any) -> Any:
+        per_pipeline = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * per_pipeline
+        ds = shard_batches(
+            n_rows, batch_size, replicas, range(first, first + per_pipeline), epochs, seed
+        )
+        ds = ds.map(
+            lambda rows, share: (
+                {"user": tf.gather(users, rows), "item": tf.gather(items, rows)},
+                tf.gather(ratings, rows),
+                share,
+            )
+        )
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    return iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+
+def _mean_over_workers(strategy: Any) -> Callable[[Any], Any]:
+    """A compiled mean of a tensor over every replica of ``strategy`` (all workers')."""
+    import tensorflow as tf
+
+    @tf.function
+    def mean_over_workers(values: Any) -> Any:
+        return strategy.reduce("MEAN", strategy.run(tf.identity, args=(values,)), axis=None)
+
+    return mean_over_workers
+
+
+def _epoch_logs(
+    epoch: int,
+    logs: dict[str, float],
+    validate: Callable[[], float] | None,
+    producers: Sequence[Any],
+    consumers: Sequence[Any],
+    mean_over_workers: Callable[[Any], Any] | None,
+) -> dict[str, float]:
+    """The epoch's logs: the validation RMSE and the producers' entries added, averaged over
+    the workers (with ``mean_over_workers``), then shown to the consumers."""
+    if validate is not None:
+        for callback in producers:
+            callback.on_test_begin()
+        logs["val_rmse"] = validate()
+    for callback in producers:
+        callback.on_epoch_end(epoch, logs)
+    if mean_over_workers is not None:
+        logs = agree(logs, mean_over_workers, exclude=TIMING_KEYS)
+    for callback in consumers:
+        callback.on_epoch_end(epoch, logs)
+    return logs
+
+
+def _stop(model: Any, mean_over_workers: Callable[[Any], Any] | None) -> bool:
+    """Whether a callback stopped training (on any worker, with ``mean_over_workers``)."""
+    stop = float(bool(model.stop_training))
+    if mean_over_workers is not None:
+        import tensorflow as tf
+
+        stop = float(mean_over_workers(tf.constant([stop], tf.float64))[0])
+    return stop > 0
 
 
 #: The last model's compiled steps, kept for its next :func:`train` (a refit that continues the

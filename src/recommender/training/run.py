@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -15,6 +15,10 @@ from recommender.core import imports
 from recommender.core.config import FAMILIES, Params
 from recommender.core.io import staged_dir, staged_file
 from recommender.dataset.processed import Processed, with_val_in_train
+
+if TYPE_CHECKING:
+    from recommender.scoring.bundle import ModelBundle
+    from recommender.training.search import SearchResult
 
 BUNDLE_DIR, RUN_FILE = tracking.BUNDLE_DIR, tracking.RUN_FILE
 
@@ -67,24 +71,8 @@ def train_and_log(
     cfg = params.train
     mlflow.set_experiment(params.tracking.experiment)
     tracking.end_stale_runs(params.tracking.experiment)
-    run_params = tracking.flatten(
-        {
-            "seed": params.seed,
-            "data": params.data.model_dump(),
-            "preprocess": params.preprocess.model_dump(),
-            "train": {k: v for k, v in cfg.model_dump().items() if k not in FAMILIES}
-            | {  # the family's own, where it has them
-                "learning_rate": cfg.family_learning_rate,
-                "batch_size": cfg.family_batch_size,
-                "patience": cfg.family_patience,
-            },
-            "hyper": cfg.hyper(),
-        }
-    )
-    tags = {**dataset_tags(processed, data_dir), "model.family": cfg.model, **tracking.tag_owner()}
-    commit = tracking.git_commit()
-    if commit:
-        tags["git.commit"] = commit
+    run_params = _run_params(params)
+    tags = _run_tags(processed, data_dir, cfg.model)
 
     # The searched knob is logged once chosen (an MLflow param is written once).
     searched = f"hyper.{cfg.search.knob}" if cfg.search.budget_seconds > 0 else None
@@ -99,26 +87,7 @@ def train_and_log(
         if found.trials:  # each trial logged to its nested run: the chosen one's curves here
             tracking.log_history(result.history)
             mlflow.log_dict(found.to_json(), "search.json")
-        summary = {
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "fit_seconds": round(result.seconds, 3),
-            "fit_ratings_per_second": round(result.ratings_per_second or 0.0, 1),
-            "search_trials": len(found.trials),
-            "search_seconds": round(found.seconds, 3),
-            "best_val_rmse": _best(result.history, "val_rmse", at=result.best_epoch),
-            "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
-        }
-        if "val_ndcg_at_10" in result.history:  # a family trained to rank: what stopped it
-            summary["best_val_ndcg_at_10"] = _best(
-                result.history, "val_ndcg_at_10", at=result.best_epoch
-            )
-        for head, epoch in result.head_epochs.items():  # heads that stopped apart
-            summary[f"best_epoch_{head}"] = epoch
-        if "rating" in result.head_epochs:  # the rating head's own best, not the towers' epoch
-            summary["best_val_rmse"] = _best(
-                result.history, "val_rmse", at=result.head_epochs["rating"]
-            )
+        summary = _fit_summary(found)
         model, learnt_from = result.model, processed
         if cfg.refit and len(processed.val):
             final = refit(
@@ -140,14 +109,7 @@ def train_and_log(
         bundle = ModelBundle.from_training(
             model, learnt_from, {"model": cfg.model, "hyper": cfg.hyper(), **summary}
         )
-        bundle.save(tmp / BUNDLE_DIR, data_dir)
-        sample = processed.test.head(5)
-        example = {
-            "user_id": sample["user_id"].to_numpy(),
-            "item_id": sample["item_id"].to_numpy(),
-        }
-        prediction = bundle.predict_raw(example["user_id"], example["item_id"])
-        model_uri = tracking.log_bundle_model(tmp / BUNDLE_DIR, example, prediction)
+        model_uri = _save_and_log_bundle(bundle, processed, tmp / BUNDLE_DIR, data_dir)
         record = write_run_file(
             tmp,
             {
@@ -160,6 +122,77 @@ def train_and_log(
         )
         write_history(result.history, history_path)
     return {**summary, **record}
+
+
+def _run_params(params: Params) -> dict[str, Any]:
+    """The run's MLflow params: seed, data, preprocess and train (with the family's own
+    learning rate, batch size and patience), and the family's knobs, flattened."""
+    cfg = params.train
+    return tracking.flatten(
+        {
+            "seed": params.seed,
+            "data": params.data.model_dump(),
+            "preprocess": params.preprocess.model_dump(),
+            "train": {k: v for k, v in cfg.model_dump().items() if k not in FAMILIES}
+            | {  # the family's own, where it has them
+                "learning_rate": cfg.family_learning_rate,
+                "batch_size": cfg.family_batch_size,
+                "patience": cfg.family_patience,
+            },
+            "hyper": cfg.hyper(),
+        }
+    )
+
+
+def _run_tags(processed: Processed, data_dir: str | Path, family: str) -> dict[str, str]:
+    """The run's tags: the dataset's, the family, the owner and the git commit (if known)."""
+    tags = {**dataset_tags(processed, data_dir), "model.family": family, **tracking.tag_owner()}
+    commit = tracking.git_commit()
+    if commit:
+        tags["git.commit"] = commit
+    return tags
+
+
+def _fit_summary(found: SearchResult) -> dict[str, Any]:
+    """The fit's figures (the search's chosen fit): its best epoch and validation scores,
+    each head's own best epoch, how long it and the search took."""
+    result = found.fitted
+    summary = {
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "fit_seconds": round(result.seconds, 3),
+        "fit_ratings_per_second": round(result.ratings_per_second or 0.0, 1),
+        "search_trials": len(found.trials),
+        "search_seconds": round(found.seconds, 3),
+        "best_val_rmse": _best(result.history, "val_rmse", at=result.best_epoch),
+        "best_train_rmse": _best(result.history, "rmse", at=result.best_epoch),
+    }
+    if "val_ndcg_at_10" in result.history:  # a family trained to rank: what stopped it
+        summary["best_val_ndcg_at_10"] = _best(
+            result.history, "val_ndcg_at_10", at=result.best_epoch
+        )
+    for head, epoch in result.head_epochs.items():  # heads that stopped apart
+        summary[f"best_epoch_{head}"] = epoch
+    if "rating" in result.head_epochs:  # the rating head's own best, not the towers' epoch
+        summary["best_val_rmse"] = _best(
+            result.history, "val_rmse", at=result.head_epochs["rating"]
+        )
+    return summary
+
+
+def _save_and_log_bundle(
+    bundle: ModelBundle, processed: Processed, bundle_dir: Path, data_dir: str | Path
+) -> str:
+    """Save ``bundle`` to ``bundle_dir`` and log it to the run as an MLflow model, with five
+    test pairs as its input example; return the model's URI."""
+    bundle.save(bundle_dir, data_dir)
+    sample = processed.test.head(5)
+    example = {
+        "user_id": sample["user_id"].to_numpy(),
+        "item_id": sample["item_id"].to_numpy(),
+    }
+    prediction = bundle.predict_raw(example["user_id"], example["item_id"])
+    return tracking.log_bundle_model(bundle_dir, example, prediction)
 
 
 def write_run_file(

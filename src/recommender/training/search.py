@@ -120,31 +120,71 @@ def search(
         return SearchResult(cfg, fitted, None, metric, ended=why_not)
     knob = cfg.search.knob
     start = getattr(getattr(cfg, cfg.model), knob)
+    walk = _Walk(processed, cfg, seed, verbose, metric, mode)
+    walk.run(start)
+    ended, spent = _walk_both_ways(walk, start, cfg.search.step, cfg.search.budget_seconds)
+    assert walk.best_fit is not None  # the first trial always runs
+    log.info(
+        "search %s: chose %g of %d trial(s) (%s %.4f; %s; %.0f s beyond the first fit)",
+        knob,
+        getattr(getattr(walk.best_cfg, walk.best_cfg.model), knob),
+        len(walk.trials),
+        metric,
+        walk.best_trial.score if walk.best_trial else float("nan"),
+        ended,
+        spent,
+    )
+    return SearchResult(walk.best_cfg, walk.best_fit, knob, metric, walk.trials, ended, spent)
 
-    gain = MIN_GAIN[mode]
-    better = (lambda a, b: a > b + gain) if mode == "max" else (lambda a, b: a < b - gain)
-    budget, step = cfg.search.budget_seconds, cfg.search.step
-    best_cfg, best_fit, best_trial = cfg, None, None
-    trials: list[Trial] = []
-    tried: set[float] = set()
-    spent = 0.0
 
-    def run(value: float) -> Trial:
-        nonlocal best_cfg, best_fit, best_trial
-        trial_cfg = cfg.with_knob(knob, value)
-        pruner = _Pruner(metric, mode, best_fit.history.get(metric, []) if best_fit else [])
+class _Walk:
+    """The trials so far, and the best of them: the first until an unpruned one beats it by
+    more than :data:`MIN_GAIN`."""
+
+    def __init__(
+        self,
+        processed: Processed,
+        cfg: TrainConfig,
+        seed: int,
+        verbose: int | str,
+        metric: str,
+        mode: str,
+    ) -> None:
+        self.processed, self.cfg, self.seed, self.verbose = processed, cfg, seed, verbose
+        self.knob, self.metric, self.mode = cfg.search.knob, metric, mode
+        self.best_cfg: TrainConfig = cfg
+        self.best_fit: FitResult | None = None
+        self.best_trial: Trial | None = None
+        self.trials: list[Trial] = []
+        self.tried: set[float] = set()
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score ``a`` beats ``b`` by more than the least gain."""
+        gain = MIN_GAIN[self.mode]
+        return a > b + gain if self.mode == "max" else a < b - gain
+
+    def run(self, value: float) -> Trial:
+        """Fit with the knob at ``value`` (pruned when it trails the best fit's curve)."""
+        knob, metric, mode = self.knob, self.metric, self.mode
+        trial_cfg = self.cfg.with_knob(knob, value)
+        best_curve = self.best_fit.history.get(metric, []) if self.best_fit else []
+        pruner = _Pruner(metric, mode, best_curve)
         with _TrialRun(knob, value) as trial_run:
             start_s = time.perf_counter()
             result = fit(
-                processed, trial_cfg, seed, [*trial_run.callbacks, pruner.callback()], verbose
+                self.processed,
+                trial_cfg,
+                self.seed,
+                [*trial_run.callbacks, pruner.callback()],
+                self.verbose,
             )
             seconds = time.perf_counter() - start_s
             values = result.history.get(metric) or [float("nan")]
             score = max(values) if mode == "max" else min(values)
             trial = Trial(value, score, result.best_epoch, result.epochs_run, seconds, pruner.fired)
             trial_run.record(trial, metric)
-        trials.append(trial)
-        tried.add(value)
+        self.trials.append(trial)
+        self.tried.add(value)
         log.info(
             "search %s=%g: %s %.4f at epoch %d of %d (%.1f s)%s",
             knob,
@@ -156,19 +196,29 @@ def search(
             seconds,
             ", pruned: trailing the best trial" if trial.pruned else "",
         )
-        if best_trial is None or (not trial.pruned and better(score, best_trial.score)):
-            best_cfg, best_fit, best_trial = trial_cfg, result, trial
+        if self.best_trial is None or (
+            not trial.pruned and self.better(score, self.best_trial.score)
+        ):
+            self.best_cfg, self.best_fit, self.best_trial = trial_cfg, result, trial
         return trial
 
-    run(start)
+
+def _walk_both_ways(walk: _Walk, start: float, step: float, budget: float) -> tuple[str, float]:
+    """Step up from ``start`` while each step improves, then down if up did not help, while
+    the longest trial yet still fits in what is left of ``budget``.
+
+    Returns:
+        Why the walk ended, and the seconds its trials took (the first fit's not counted).
+    """
+    spent = 0.0
     ended, out_of_budget = "no further step improved", False
     for direction in (step, 1 / step):
         value = start
         while not out_of_budget:
             value = _next_value(value, direction, start)
-            if value in tried:
+            if value in walk.tried:
                 break
-            longest = max(t.seconds for t in trials)
+            longest = max(t.seconds for t in walk.trials)
             out_of_budget = spent + longest > budget
             if out_of_budget:
                 ended = (
@@ -176,24 +226,13 @@ def search(
                     f"of train.search.budget_seconds ({budget:g}) left"
                 )
                 break
-            before = best_trial
-            spent += run(value).seconds
-            if best_trial is before:  # no better: this direction is done
+            before = walk.best_trial
+            spent += walk.run(value).seconds
+            if walk.best_trial is before:  # no better: this direction is done
                 break
-        if out_of_budget or (best_trial is not None and best_trial.value != start):
+        if out_of_budget or (walk.best_trial is not None and walk.best_trial.value != start):
             break  # out of time, or up helped: no need to go down
-    assert best_fit is not None  # the first trial always runs
-    log.info(
-        "search %s: chose %g of %d trial(s) (%s %.4f; %s; %.0f s beyond the first fit)",
-        knob,
-        getattr(getattr(best_cfg, best_cfg.model), knob),
-        len(trials),
-        metric,
-        best_trial.score if best_trial else float("nan"),
-        ended,
-        spent,
-    )
-    return SearchResult(best_cfg, best_fit, knob, metric, trials, ended, spent)
+    return ended, spent
 
 
 def _why_no_search(processed: Processed, cfg: TrainConfig) -> str | None:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recommender import tracking
-from recommender.core.config import Params, TrainConfig, parse_params
+from recommender.core.config import Params, TrainConfig, TuneConfig, parse_params
 from recommender.core.errors import ConfigError
 from recommender.core.io import staged_file
 from recommender.dataset.processed import Processed
@@ -198,39 +199,92 @@ def tune(processed: Processed, params: Params) -> TuneResult:
             "tuning needs a validation split to score trials on, but data/processed has none: "
             "set preprocess.val_fraction above 0 (e.g. 0.1) and rerun `dvc repro preprocess`"
         )
-    import keras
     import mlflow
     import optuna
 
-    from recommender.training.fit import fit, monitor_of
+    from recommender.training.fit import monitor_of
 
     cfg = params.tune
     family = cfg.family
     base = params.train
     if cfg.epochs is not None:
         base = base.model_copy(update={"model": family}).with_epochs(cfg.epochs)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (
-        optuna.samplers.TPESampler(seed=params.seed)
-        if cfg.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=params.seed)
-    )
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4)
-        if cfg.prune
-        else optuna.pruners.NopPruner()
-    )
     metric, mode = monitor_of(family)
-    best_of = max if mode == "max" else min
-    direction = "maximize" if mode == "max" else "minimize"
-    study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+    study = _study(cfg, params.seed, mode)
 
     tracking.connect()
     mlflow.set_experiment(params.tracking.experiment)
     tracking.end_stale_runs(params.tracking.experiment)
     trials: list[Trial] = []
     tags = {"tune.family": family, "data.source": processed.info.source, **tracking.tag_owner()}
+    objective = _objective(processed, base, family, params.seed, metric, mode, tags, trials)
+
+    with mlflow.start_run(run_name=f"tune-{family}", tags=tags) as parent:
+        mlflow.log_params(
+            tracking.flatten(
+                {
+                    "tune": cfg.model_dump(),
+                    "train": {k: v for k, v in base.model_dump().items() if k == family}
+                    | {"epochs": base.epochs, "batch_size": base.batch_size},
+                    "seed": params.seed,
+                }
+            )
+        )
+        study.optimize(objective, n_trials=cfg.n_trials, catch=())
+        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not completed:
+            raise ConfigError(
+                f"no trial of {family!r} completed (all {len(study.trials)} pruned or failed)"
+            )
+        best = study.best_trial
+        best_params: dict[str, Any] = {
+            family: {k: _round(v) for k, v in train_overrides(family, best.params)[family].items()}
+        }
+        mlflow.log_params(tracking.flatten({"best": best_params}))
+        mlflow.log_metrics({f"best_{metric}": float(best.value), "best_trial": best.number})
+        run_id = parent.info.run_id
+    return TuneResult(family, best_params, metric, float(best.value), run_id, trials)
+
+
+def _study(cfg: TuneConfig, seed: int, mode: str) -> Any:
+    """An Optuna study in ``mode``'s direction: ``cfg.sampler`` seeded with ``seed``, and the
+    median pruner when ``cfg.prune``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = (
+        optuna.samplers.TPESampler(seed=seed)
+        if cfg.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4)
+        if cfg.prune
+        else optuna.pruners.NopPruner()
+    )
+    direction = "maximize" if mode == "max" else "minimize"
+    return optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+
+
+def _objective(
+    processed: Processed,
+    base: TrainConfig,
+    family: str,
+    seed: int,
+    metric: str,
+    mode: str,
+    tags: dict[str, str],
+    trials: list[Trial],
+) -> Callable[[Any], float]:
+    """Optuna's objective: train one suggestion in a nested MLflow run, appending its record
+    to ``trials``; its value is the best ``metric`` the fit reached."""
+    import keras
+    import mlflow
+    import optuna
+
+    from recommender.training.fit import fit
+
+    best_of = max if mode == "max" else min
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, family)
@@ -245,7 +299,7 @@ def tune(processed: Processed, params: Params) -> TuneResult:
             )
             try:
                 callback = _pruning_callback(trial, seen, metric)
-                result = fit(processed, train_cfg, params.seed, [callback])
+                result = fit(processed, train_cfg, seed, [callback])
             except optuna.TrialPruned as exc:
                 # A pruned trial is a finished run (not a failure): it keeps the best value it
                 # reached, and the exception is re-raised for Optuna once the run is closed.
@@ -273,31 +327,7 @@ def tune(processed: Processed, params: Params) -> TuneResult:
         assert record.value is not None  # set just above: the trial completed
         return record.value
 
-    with mlflow.start_run(run_name=f"tune-{family}", tags=tags) as parent:
-        mlflow.log_params(
-            tracking.flatten(
-                {
-                    "tune": cfg.model_dump(),
-                    "train": {k: v for k, v in base.model_dump().items() if k == family}
-                    | {"epochs": base.epochs, "batch_size": base.batch_size},
-                    "seed": params.seed,
-                }
-            )
-        )
-        study.optimize(objective, n_trials=cfg.n_trials, catch=())
-        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not completed:
-            raise ConfigError(
-                f"no trial of {family!r} completed (all {len(study.trials)} pruned or failed)"
-            )
-        best = study.best_trial
-        best_params: dict[str, Any] = {
-            family: {k: _round(v) for k, v in train_overrides(family, best.params)[family].items()}
-        }
-        mlflow.log_params(tracking.flatten({"best": best_params}))
-        mlflow.log_metrics({f"best_{metric}": float(best.value), "best_trial": best.number})
-        run_id = parent.info.run_id
-    return TuneResult(family, best_params, metric, float(best.value), run_id, trials)
+    return objective
 
 
 def write_best_params(result: TuneResult, path: str | Path) -> dict[str, Any]:
