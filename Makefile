@@ -33,11 +33,15 @@ PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The lock pins the runtime dependencies and every extra of pyproject.toml (stack, s3, tune, dev),
+# so the pipeline, the tests, make tune and make tracking-server all find theirs; pip check proves
+# the set consistent.
 $(BIN)/.installed: requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]} at {sys.executable}; set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip check --quiet --disable-pip-version-check
 	@touch $@
 
 install: $(BIN)/.installed ## Create .venv and install the locked stack (once; again when the lock changes)

