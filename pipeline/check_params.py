@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="marker file ingest depends on")
 
 
-def body(params: Params, args: argparse.Namespace) -> None:
+def check_params(params: Params, args: argparse.Namespace) -> None:
     # run_stage has loaded --params with the strict loader: reaching here means it passed.
     from recommender.core.io import staged_file
 
@@ -40,4 +40,4 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("check_params", body, configure))
+    sys.exit(run_stage("check_params", check_params, configure))

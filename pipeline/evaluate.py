@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history", required=True, help="the train stage's per-epoch CSV")
 
 
-def body(params: Params, args: argparse.Namespace) -> None:
+def evaluate(params: Params, args: argparse.Namespace) -> None:
     from recommender.evaluation.run import evaluate_and_log
 
     result = evaluate_and_log(params, args.data, args.model, args.metrics, args.plots, args.history)
@@ -45,4 +45,4 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("evaluate", body, configure))
+    sys.exit(run_stage("evaluate", evaluate, configure))

@@ -23,15 +23,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", required=True, help="JSON metrics file for DVC")
 
 
-def body(params: Params, args: argparse.Namespace) -> None:
+def preprocess(params: Params, args: argparse.Namespace) -> None:
     from recommender.core import memory
     from recommender.dataset.processed import write_processed
-    from recommender.preprocess.split import preprocess, read_interim
+    from recommender.preprocess import split
 
     rows = memory.parquet_rows(Path(args.data) / "ratings.parquet")
     memory.check(memory.rows_estimate("preprocess", rows, "ratings"))
-    dataset = read_interim(args.data)
-    processed = preprocess(
+    dataset = split.read_interim(args.data)
+    processed = split.preprocess(
         dataset, params.preprocess, params.seed, ratings_path=Path(args.data) / "ratings.parquet"
     )
     write_processed(processed, args.out, args.summary)
@@ -39,7 +39,7 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage("preprocess", body, configure, argv)
+    return run_stage("preprocess", preprocess, configure, argv)
 
 
 if __name__ == "__main__":

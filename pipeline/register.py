@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="promotion JSON to write")
 
 
-def body(params: Params, args: argparse.Namespace) -> None:
+def register(params: Params, args: argparse.Namespace) -> None:
     from recommender.registry.register import register_and_gate
 
     record = register_and_gate(params, args.model, args.data, args.metrics, args.out, args.lock)
@@ -44,4 +44,4 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("register", body, configure))
+    sys.exit(run_stage("register", register, configure))

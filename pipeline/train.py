@@ -36,7 +36,7 @@ def keras_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def body(params: Params, args: argparse.Namespace) -> None:
+def train(params: Params, args: argparse.Namespace) -> None:
     from recommender.dataset.processed import load_processed
     from recommender.models.sizing import check_train
     from recommender.training.run import train_and_log
@@ -75,4 +75,4 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("train", body, configure))
+    sys.exit(run_stage("train", train, configure))

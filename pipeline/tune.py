@@ -26,16 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-params", help="params file to update with the best values")
 
 
-def body(params: Params, args: argparse.Namespace) -> None:
+def tune(params: Params, args: argparse.Namespace) -> None:
     from recommender.core.io import write_json
     from recommender.dataset.processed import load_processed
     from recommender.models.sizing import check_train
-    from recommender.training.tuning import tune, write_best_params
+    from recommender.training import tuning
 
     processed = load_processed(args.data)
     trial = params.train.model_copy(update={"model": params.tune.family})
     check_train(processed, trial)
-    result = tune(processed, params)
+    result = tuning.tune(processed, params)
     write_json(result.to_json(), args.report)
     log.info(
         "%s: best %s %.4f in %d trials with %s (MLflow parent run %s)",
@@ -47,9 +47,9 @@ def body(params: Params, args: argparse.Namespace) -> None:
         result.parent_run_id,
     )
     if args.write_params:
-        write_best_params(result, args.write_params)
+        tuning.write_best_params(result, args.write_params)
         log.info("wrote them into %s (train.model is unchanged)", args.write_params)
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("tune", body, configure))
+    sys.exit(run_stage("tune", tune, configure))

@@ -20,7 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary", required=True, help="summary JSON (a DVC metric)")
 
 
-def body(params: Params, args: argparse.Namespace) -> None:
+def validate(params: Params, args: argparse.Namespace) -> None:
     # Imported here so that --help does not pay for the library's imports.
     from pathlib import Path
 
@@ -34,4 +34,4 @@ def body(params: Params, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("validate", body, configure))
+    sys.exit(run_stage("validate", validate, configure))

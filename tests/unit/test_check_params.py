@@ -55,12 +55,14 @@ def _check_in_process(folder: Path, params_text: str) -> tuple[int, str]:
     from recommender.core.stage import run_stage
 
     (folder / "params.yaml").write_text(params_text)
-    stage = runpy.run_path(str(SCRIPT))  # not as __main__: its body and arguments
+    stage = runpy.run_path(str(SCRIPT))  # not as __main__: its stage function and arguments
     stderr, cwd = io.StringIO(), os.getcwd()
     os.chdir(folder)
     try:
         with contextlib.redirect_stderr(stderr):
-            code = run_stage("check_params", stage["body"], stage["configure"], ["--out", OUT])
+            code = run_stage(
+                "check_params", stage["check_params"], stage["configure"], ["--out", OUT]
+            )
     finally:
         os.chdir(cwd)
     return code, stderr.getvalue()
@@ -120,7 +122,7 @@ def test_dvc_yaml_runs_the_check_before_every_other_stage(project_root: Path) ->
     check = stages["check_params"]
     # It reruns on any edit of params.yaml's bytes (DVC's params compare by value: 30 == 30.0),
     # and only then or when the loader changes: a no-op `dvc repro` does not start it.
-    assert "params.yaml" in check["deps"] and "src/recommender/core" in check["deps"]
+    assert "params.yaml" in check["deps"] and "src/recommender/core/config.py" in check["deps"]
     assert "always_changed" not in check
     (out, spec), *rest = (next(iter(o.items())) for o in check["outs"])
     assert rest == [] and out in check["cmd"]
