@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from library_helpers import save_vocabularies
 
 from recommender.core.config import PreprocessConfig, RatingScale
 from recommender.core.errors import ConfigError, DataError
 from recommender.core.schema import Dataset, DatasetInfo, write_dataset
 from recommender.dataset.features import GENRE_PREFIX, FeatureSpec, item_feature_matrix
 from recommender.dataset.processed import FILES, load_processed, write_processed
-from recommender.dataset.vocabulary import Vocabulary, load_vocabularies, save_vocabularies
+from recommender.dataset.vocabulary import Vocabulary, load_vocabularies
 from recommender.preprocess.split import preprocess
 
 ROOT = Path(__file__).resolve().parents[2]

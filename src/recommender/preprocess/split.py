@@ -30,9 +30,6 @@ from recommender.dataset.features import FeatureSpec, catalog_items, catalog_use
 from recommender.dataset.processed import Processed
 from recommender.dataset.vocabulary import Vocabulary
 
-SPLIT_COLUMNS = ["user_idx", "item_idx", RATING, TIMESTAMP, USER, ITEM]
-
-
 # --- splits -------------------------------------------------------------------------------------
 
 

@@ -151,11 +151,6 @@ def catalog_coverage(top_items: np.ndarray, n_items: int, k: int | None = None) 
     return shown.size / n_items
 
 
-def item_popularity(item_idx: np.ndarray, n_items: int) -> np.ndarray:
-    """Train ratings per item index (``n_items + 1`` entries; entry 0 is the OOV row)."""
-    return np.bincount(np.asarray(item_idx, dtype=np.int64), minlength=n_items + 1)
-
-
 def novelty(
     top_items: np.ndarray, popularity: np.ndarray, n_users: int, k: int | None = None
 ) -> float:
@@ -167,7 +162,7 @@ def novelty(
 
     Args:
         top_items: ``(n_users, >= K)`` recommended items.
-        popularity: Train ratings per item index (:func:`item_popularity`); each user rates an
+        popularity: Train ratings per item index (``n_items + 1`` entries); each user rates an
             item at most once, so it counts users.
         n_users: Users in train (the denominator of the share).
         k: Use only the first ``k`` columns (all when None).
