@@ -254,7 +254,7 @@ class ModelBundle:
         self,
         users: np.ndarray,
         k: int,
-        exclude_seen: bool = True,
+        exclude_rated: bool = True,
         allowed_items: np.ndarray | None = None,
     ) -> TopK:
         """Top-``k`` item indices and scores per user index (never row 0; rated items optionally).
@@ -271,15 +271,15 @@ class ModelBundle:
         Args:
             users: User indices (0 = unknown user).
             k: How many items per user.
-            exclude_seen: Leave out items the user rated in training.
+            exclude_rated: Leave out items the user rated in training.
             allowed_items: If given, a boolean mask over item indices; others are left out
                 (e.g. a genre filter).
         """
         users = np.asarray(users, dtype=np.int64).reshape(-1)
         cold = users == 0
         if cold.all():
-            return self.popular(users, k, exclude_seen, allowed_items)
-        seen = self.seen if exclude_seen else None
+            return self.popular(users, k, exclude_rated, allowed_items)
+        seen = self.seen if exclude_rated else None
         known = users if not cold.any() else users[~cold]
         if self.ann is not None:
             top = self.ann.recommend(known, k, seen=seen, allowed=allowed_items)
@@ -287,7 +287,7 @@ class ModelBundle:
             top = rank(self.score_all, known, k, self.n_items + 1, seen=seen, allowed=allowed_items)
         if not cold.any():
             return top
-        popular = self.popular(users[cold], k, exclude_seen, allowed_items)
+        popular = self.popular(users[cold], k, exclude_rated, allowed_items)
         items = np.empty((users.size, top.items.shape[1]), dtype=top.items.dtype)
         scores = np.empty((users.size, top.scores.shape[1]), dtype=np.float64)
         items[~cold], scores[~cold] = top.items, top.scores
@@ -298,7 +298,7 @@ class ModelBundle:
         self,
         users: np.ndarray,
         k: int,
-        exclude_seen: bool = True,
+        exclude_rated: bool = True,
         allowed_items: np.ndarray | None = None,
     ) -> TopK:
         """The ``k`` most-rated training items per user (the popularity baseline, and the
@@ -308,7 +308,7 @@ class ModelBundle:
         def score_rows(block: np.ndarray) -> np.ndarray:
             return np.broadcast_to(counts, (block.size, counts.size))
 
-        seen = self.seen if exclude_seen else None
+        seen = self.seen if exclude_rated else None
         return rank(score_rows, users, k, counts.size, seen=seen, allowed=allowed_items)
 
     def similar(self, item_idx: int, k: int) -> TopK:
