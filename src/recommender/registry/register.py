@@ -35,7 +35,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,88 +190,27 @@ def _judge(
     before_alias: Callable[[], None],
 ) -> dict[str, Any]:
     """Judge the READY ``candidate`` against the champion; tag it; move an alias."""
-    import pandas as pd
-
-    from recommender.scoring.metrics import ndcg_by_user
-
-    cfg, name = params.register_, params.tracking.registered_model
-    bias_rmse = float(metrics["baselines"]["bias"]["rmse"])
+    name = params.tracking.registered_model
     version = str(candidate.version)
     champion = alias_version(client, name, CHAMPION)
-
-    test = pd.read_parquet(Path(data_dir) / "test.parquet")
-    users, items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
-    y = test["rating"].to_numpy(dtype=np.float64)
+    test = _TestSplit.read(data_dir)
 
     with tempfile.TemporaryDirectory(prefix="register-") as tmp:
         # The registered copy is the one scored, so the gate judges exactly what @champion serves.
         bundle = load_version_bundle(name, version, Path(tmp) / "candidate")
-        sq_c = (bundle.predict_raw(users, items).astype(np.float64) - y) ** 2
+        sq_c = _squared_errors(bundle, test)
         candidate_rmse = _rmse(sq_c)
         expected = float(metrics["test"]["rmse"])
         if abs(candidate_rmse - expected) > 1e-4:
             raise RegistryError(
                 f"version {name}/{version} scores test RMSE {candidate_rmse:.6f} on "
-                f"{Path(data_dir) / 'test.parquet'}, but {metrics_path} says {expected:.6f}: "
+                f"{test.path}, but {metrics_path} says {expected:.6f}: "
                 f"the metrics are not from this model (rerun the evaluate stage)"
             )
-
         if champion is not None and str(champion.version) == version:
             gate = _recorded_gate(candidate)
         else:
-            k, threshold = params.evaluate.k, params.evaluate.relevance_threshold
-            ndcg_name = f"ndcg@{k}"
-            ranked_users, ndcg_c = ndcg_by_user(bundle, bundle, users, items, y, k, threshold)
-            rmse = Comparison("rmse", False, candidate_rmse, bias_rmse, "bias baseline")
-            ndcg = Comparison(
-                ndcg_name,
-                True,
-                round6(np.mean(ndcg_c)) if ndcg_c.size else 0.0,
-                float(metrics["baselines"]["popularity"][ndcg_name] or 0.0),
-                "popularity ranking",
-            )
-            champion_rmse = champion_ndcg = None
-            if champion is not None:
-                held = _load_champion(name, str(champion.version), Path(tmp) / "champion")
-                sq_h = (held.predict_raw(users, items).astype(np.float64) - y) ** 2
-                champion_rmse = _rmse(sq_h)
-                _, ndcg_h = ndcg_by_user(held, bundle, users, items, y, k, threshold)
-                champion_ndcg = round6(np.mean(ndcg_h)) if ndcg_h.size else 0.0
-                n, conf, seed = cfg.bootstrap_resamples, cfg.confidence, params.seed
-                rmse_change = paired_bootstrap(sq_c, sq_h, users, n, conf, seed)
-                rmse = replace(rmse, interval=rmse_change)
-                if ndcg_c.size:
-                    ndcg_change = paired_bootstrap(
-                        ndcg_c, ndcg_h, ranked_users, n, conf, seed, statistic="mean"
-                    )
-                    ndcg = replace(ndcg, interval=ndcg_change)
-            ranking = cfg.primary == "ndcg" or (
-                cfg.primary == "auto" and bundle.retrieval is not None
-            )
-            primary, guard = (ndcg, rmse) if ranking else (rmse, ndcg)
-            verdict = decide(primary, guard, cfg.min_delta, cfg.guard_delta)
-            gate = {
-                "decision": "promoted" if verdict.promote else "rejected",
-                "reason": verdict.reason,
-                "primary": primary.name,
-                "guard": guard.name,
-                "candidate_version": int(version),
-                "champion_version": int(champion.version) if champion is not None else None,
-                "candidate_rmse": candidate_rmse,
-                "champion_rmse": champion_rmse,
-                "bias_rmse": round6(bias_rmse),
-                "candidate_ndcg": ndcg.candidate,
-                "champion_ndcg": champion_ndcg,
-                "popularity_ndcg": round6(ndcg.baseline),
-                "ranked_users": int(ndcg_c.size),
-                "interval": asdict(primary.interval) if primary.interval else None,
-                "guard_interval": asdict(guard.interval) if guard.interval else None,
-                "min_delta": cfg.min_delta,
-                "guard_delta": cfg.guard_delta,
-                "confidence": cfg.confidence,
-                "resamples": cfg.bootstrap_resamples,
-                "test_rows": int(y.size),
-            }
+            gate = _new_gate(params, metrics, test, bundle, sq_c, version, champion, Path(tmp))
 
     record = {**gate, "registered_model": name, "lineage": facts}
     _describe(client, name, version, run["run_id"], gate, facts)
@@ -280,6 +219,102 @@ def _judge(
     _move_alias(client, name, version, gate["decision"])
     failpoints.hit("register.after_alias")
     return record
+
+
+@dataclass(frozen=True)
+class _TestSplit:
+    """The test split's pairs and ratings, as the gate scores them."""
+
+    path: Path
+    users: np.ndarray
+    items: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def read(cls, data_dir: str | Path) -> _TestSplit:
+        import pandas as pd
+
+        path = Path(data_dir) / "test.parquet"
+        test = pd.read_parquet(path)
+        users, items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
+        return cls(path, users, items, test["rating"].to_numpy(dtype=np.float64))
+
+
+def _squared_errors(bundle: Any, test: _TestSplit) -> np.ndarray:
+    """Each test rating's squared error, from the model's raw (unclipped) predictions."""
+    return (bundle.predict_raw(test.users, test.items).astype(np.float64) - test.y) ** 2
+
+
+def _new_gate(
+    params: Params,
+    metrics: dict[str, Any],
+    test: _TestSplit,
+    bundle: Any,
+    sq_c: np.ndarray,
+    version: str,
+    champion: Any,
+    tmp: Path,
+) -> dict[str, Any]:
+    """The gate's decision for a version not judged before: RMSE and NDCG against the
+    baselines and, when there is a champion, against it with paired bootstrap intervals."""
+    from recommender.scoring.metrics import ndcg_by_user
+
+    cfg = params.register_
+    bias_rmse = float(metrics["baselines"]["bias"]["rmse"])
+    k, threshold = params.evaluate.k, params.evaluate.relevance_threshold
+    ndcg_name = f"ndcg@{k}"
+    ranked_users, ndcg_c = ndcg_by_user(
+        bundle, bundle, test.users, test.items, test.y, k, threshold
+    )
+    rmse = Comparison("rmse", False, _rmse(sq_c), bias_rmse, "bias baseline")
+    ndcg = Comparison(
+        ndcg_name,
+        True,
+        round6(np.mean(ndcg_c)) if ndcg_c.size else 0.0,
+        float(metrics["baselines"]["popularity"][ndcg_name] or 0.0),
+        "popularity ranking",
+    )
+    champion_rmse = champion_ndcg = None
+    if champion is not None:
+        held = _load_champion(
+            params.tracking.registered_model, str(champion.version), tmp / "champion"
+        )
+        sq_h = _squared_errors(held, test)
+        champion_rmse = _rmse(sq_h)
+        _, ndcg_h = ndcg_by_user(held, bundle, test.users, test.items, test.y, k, threshold)
+        champion_ndcg = round6(np.mean(ndcg_h)) if ndcg_h.size else 0.0
+        n, conf, seed = cfg.bootstrap_resamples, cfg.confidence, params.seed
+        rmse = replace(rmse, interval=paired_bootstrap(sq_c, sq_h, test.users, n, conf, seed))
+        if ndcg_c.size:
+            ndcg_change = paired_bootstrap(
+                ndcg_c, ndcg_h, ranked_users, n, conf, seed, statistic="mean"
+            )
+            ndcg = replace(ndcg, interval=ndcg_change)
+    ranking = cfg.primary == "ndcg" or (cfg.primary == "auto" and bundle.retrieval is not None)
+    primary, guard = (ndcg, rmse) if ranking else (rmse, ndcg)
+    verdict = decide(primary, guard, cfg.min_delta, cfg.guard_delta)
+    return {
+        "decision": "promoted" if verdict.promote else "rejected",
+        "reason": verdict.reason,
+        "primary": primary.name,
+        "guard": guard.name,
+        "candidate_version": int(version),
+        "champion_version": int(champion.version) if champion is not None else None,
+        "candidate_rmse": rmse.candidate,
+        "champion_rmse": champion_rmse,
+        "bias_rmse": round6(bias_rmse),
+        "candidate_ndcg": ndcg.candidate,
+        "champion_ndcg": champion_ndcg,
+        "popularity_ndcg": round6(ndcg.baseline),
+        "ranked_users": int(ndcg_c.size),
+        "interval": asdict(primary.interval) if primary.interval else None,
+        "guard_interval": asdict(guard.interval) if guard.interval else None,
+        "min_delta": cfg.min_delta,
+        "guard_delta": cfg.guard_delta,
+        "confidence": cfg.confidence,
+        "resamples": cfg.bootstrap_resamples,
+        "test_rows": int(test.y.size),
+    }
 
 
 def _load_champion(name: str, version: str, dst: Path) -> Any:

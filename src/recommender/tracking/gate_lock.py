@@ -303,9 +303,22 @@ def gate_lock(
     Yields:
         The :class:`GateLease` held.
     """
+    lock = f"{name}{LOCK_SUFFIX}"
+    nonce, since = _acquire(client, name, lock, wait_s, lease_s)
+    lease = GateLease(client, lock, nonce, lease_s, since)
+    lease.start()
+    try:
+        yield lease
+    finally:
+        lease.stop()
+        _release(client, lock, nonce)
+
+
+def _acquire(client: Any, name: str, lock: str, wait_s: float, lease_s: float) -> tuple[str, float]:
+    """Create ``lock``, taking it over from a gone holder, waiting up to ``wait_s`` for a live
+    one; return this holding's nonce and when (``time.monotonic()``) its create was sent."""
     from mlflow.exceptions import MlflowException
 
-    lock = f"{name}{LOCK_SUFFIX}"
     deadline = time.monotonic() + wait_s
     watch: dict[tuple[str, ...], float] = {}
     waited = False
@@ -323,7 +336,7 @@ def gate_lock(
                     tags=me,
                     description=f"held while a register stage runs the gate of {name}",
                 )
-            break
+            return me["nonce"], since
         except MlflowException as exc:
             if not _lost_create(exc):
                 raise
@@ -355,15 +368,14 @@ def gate_lock(
             log.info("waiting for another register stage (%s) to finish its gate", shown)
             waited = True
         time.sleep(LOCK_POLL_S)
-    lease = GateLease(client, lock, me["nonce"], lease_s, since)
-    lease.start()
+
+
+def _release(client: Any, lock: str, nonce: str) -> None:
+    """Delete ``lock`` if it is still this holding's (through a claim, as :func:`evict` does);
+    a failure is only logged: a lock left behind is taken over later."""
     try:
-        yield lease
-    finally:
-        lease.stop()
-        try:
-            mine = LockHolder(lock, {"nonce": me["nonce"]}, 0)
-            if not evict(client, mine, {}, "this stage's own gate lock"):
-                log.warning("the gate lock %r was no longer this stage's to release", lock)
-        except Exception as exc:  # noqa: BLE001 (a lock left behind is taken over later)
-            log.warning("could not release the gate lock %r (%s)", lock, tracking.first_line(exc))
+        mine = LockHolder(lock, {"nonce": nonce}, 0)
+        if not evict(client, mine, {}, "this stage's own gate lock"):
+            log.warning("the gate lock %r was no longer this stage's to release", lock)
+    except Exception as exc:  # noqa: BLE001 (a lock left behind is taken over later)
+        log.warning("could not release the gate lock %r (%s)", lock, tracking.first_line(exc))
