@@ -242,12 +242,12 @@ def _run_stage_in_process(script: Path, folder: Path, argv: list[str]) -> tuple[
     from recommender.core.stage import run_stage
 
     stage = runpy.run_path(str(script))
-    body = stage.get("body") or stage["ingest"]
+    stage_function = stage[script.stem]  # each entry point names its function after its stage
     stderr, cwd = io.StringIO(), os.getcwd()
     os.chdir(folder)
     try:
         with contextlib.redirect_stderr(stderr):
-            code = run_stage(script.stem, body, stage["configure"], argv)
+            code = run_stage(script.stem, stage_function, stage["configure"], argv)
     finally:
         os.chdir(cwd)
     return code, stderr.getvalue()
