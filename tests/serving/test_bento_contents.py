@@ -15,6 +15,8 @@ from support import ROOT
 
 from recommender.serving import bento_contents as contents
 
+pytestmark = pytest.mark.slow
+
 LOCK = ROOT / "requirements.lock"
 
 

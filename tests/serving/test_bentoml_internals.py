@@ -15,6 +15,8 @@ from support import ROOT
 
 from recommender.serving import bentoml_internals as internals
 
+pytestmark = pytest.mark.slow
+
 
 def test_every_private_api_this_project_uses_is_where_it_was() -> None:
     internals.check()  # raises MovedAPI naming the moved one

@@ -50,7 +50,7 @@ def test_recommend_is_the_bundles_top_k(service: Any, packaged: Packaged) -> Non
     rated = set(packaged.processed.train.query("user_id == @user")["item_id"])
     assert not rated & {i.item_id for i in got.items}
     with_rated = service.recommend(user, k=7, exclude_rated=False)
-    top_all = bundle.recommend(bundle.user_index([user]), 7, exclude_seen=False)
+    top_all = bundle.recommend(bundle.user_index([user]), 7, exclude_rated=False)
     assert [i.item_id for i in with_rated.items] == bundle.item_vocab.decode(
         top_all.items[0]
     ).tolist()

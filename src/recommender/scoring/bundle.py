@@ -313,7 +313,9 @@ class ModelBundle:
 
     def similar(self, item_idx: int, k: int) -> TopK:
         """Items nearest to ``item_idx`` by cosine similarity of their embeddings (the retrieval
-        space for a family trained to rank)."""
+        space for a family trained to rank), through :attr:`ann` when one is attached."""
+        if self.ann is not None:
+            return self.ann.similar(int(item_idx), k)
         if self.retrieval is not None:
             vectors = self.retrieval.item_vectors
         elif self.factors is not None:

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -170,8 +171,12 @@ class ServingModel:
             every response.
         limits: The request limits in force (for ``model_info``).
         ann: An approximate index over the bundle's ranking factors (a catalog over
-            ``serve.exact_max_items``): ``recommend`` and ``similar_items`` rank its shortlists
+            ``serve.exact_max_items``), attached to this model's copy of the bundle:
+            ``recommend`` and ``similar_items`` rank its shortlists
             (:class:`~recommender.scoring.ann.AnnIndex`); None ranks every item (exact).
+
+    Ranking, the cold-start answer included, is the bundle's (:meth:`ModelBundle.recommend`),
+    the same path evaluation measures.
     """
 
     def __init__(
@@ -181,8 +186,7 @@ class ServingModel:
         limits: dict[str, int] | None = None,
         ann: Any = None,
     ) -> None:
-        self.bundle = bundle
-        self.ann = ann
+        self.bundle = bundle if ann is None else dataclasses.replace(bundle, ann=ann)
         self.info = dict(info or {})
         self.limits = dict(limits or {})
         self.version = str(self.info.get("version", ""))
@@ -260,15 +264,9 @@ class ServingModel:
         (user,) = self._ids([user_id], self._user_str, "user_id")
         allowed = self._genre_mask(genres)
         u_idx = self._user_index.get(user, 0)
-        if u_idx == 0:
-            top = self.bundle.popular(np.zeros(1, dtype=np.int64), k, allowed_items=allowed)
-        elif self.ann is not None:
-            seen = self.bundle.seen if exclude_rated else None
-            top = self.ann.recommend(np.array([u_idx]), k, seen=seen, allowed=allowed)
-        else:
-            top = self.bundle.recommend(
-                np.array([u_idx]), k, exclude_seen=exclude_rated, allowed_items=allowed
-            )
+        top = self.bundle.recommend(
+            np.array([u_idx]), k, exclude_rated=exclude_rated, allowed_items=allowed
+        )
         return self._recommend_response.model_construct(
             user_id=user,
             cold_start=u_idx == 0,
@@ -285,7 +283,7 @@ class ServingModel:
                 f"item_id {item!r} is unknown to the model (it was not rated in training), "
                 f"so it has no embedding to compare; the model knows {self.bundle.n_items} items"
             )
-        top = self.ann.similar(i_idx, k) if self.ann is not None else self.bundle.similar(i_idx, k)
+        top = self.bundle.similar(i_idx, k)
         return self._similar_response.model_construct(
             item_id=item, items=self._items(top.items, top.scores), model_version=self.version
         )
