@@ -252,6 +252,8 @@ def test_vocabulary_round_trip(ids, unknown):
     assert list(vocab.encode(known)) == list(range(1, len(known) + 1))  # sorted raw order
     assert list(vocab.decode(codes)) == list(ids)
     assert list(vocab.encode(unknown)) == [0, 0]
+    # The service's one-id lookup gives the same indices, unknown and wrong-typed ids 0.
+    assert [vocab.index_of(i) for i in [*ids, *unknown]] == list(vocab.encode([*ids, *unknown]))
     assert vocab.decode([0])[0] is None
     with pytest.raises(IndexError):
         vocab.decode([len(vocab)])

@@ -41,6 +41,7 @@ class Vocabulary:
         self._ids: list[Any] = ids
         self._index = pd.Index(ids, dtype="int64" if kinds == {int} else "object")
         self._table = np.array([None, *ids], dtype=object)
+        self._positions = {raw: i for i, raw in enumerate(ids, start=1)}
 
     @classmethod
     def from_ids(cls, ids: Iterable[Any]) -> Vocabulary:
@@ -72,6 +73,13 @@ class Vocabulary:
         values = raw_ids if isinstance(raw_ids, pd.Series | np.ndarray) else list(raw_ids)
         positions = self._index.get_indexer(pd.Index(values))
         return (positions + 1).astype(np.int32)
+
+    def index_of(self, raw_id: Any) -> int:
+        """The index of one raw id, 0 when unknown: :meth:`encode` for a request's few ids.
+
+        A dict lookup costs microseconds where :meth:`encode`'s pandas index costs ~0.2 ms a
+        call; both give the same indices."""
+        return self._positions.get(raw_id, 0)
 
     def decode(self, indices: Iterable[int]) -> np.ndarray:
         """Map indices back to raw ids (an object array; index 0 gives ``None``)."""
