@@ -61,6 +61,15 @@ class S3Artifacts:
     #: boto3 wants a region to sign for; SeaweedFS accepts any.
     region: str = "us-east-1"
 
+    def server_env(self) -> dict[str, str]:
+        """The server's S3 settings and keys (MLflow's S3 store reads them; clients get none)."""
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
 
 @dataclass
 class MlflowServer:
@@ -124,28 +133,15 @@ def start_mlflow_server(
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    child = {**(os.environ if env is None else env), **TELEMETRY_OFF, **QUIET}
-    # A client's settings are no business of the server (and its password no business of logs).
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        child.pop(key, None)
-    child.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
-    # MLflow 3.17's server also starts a job runner (7 huey consumer processes, each importing
-    # MLflow) for GenAI features this project does not use: it costs most of the start-up CPU.
-    child.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    child = _server_env(env)
     if isinstance(backend, Postgres):
         backend_uri = backend.uri_without_password
         child["PGPASSWORD"] = backend.password
     else:
         backend_uri = backend
-
     if isinstance(artifacts, S3Artifacts):
         destination = artifacts.destination
-        child.update(
-            MLFLOW_S3_ENDPOINT_URL=artifacts.endpoint_url,
-            AWS_ACCESS_KEY_ID=artifacts.access_key_id,
-            AWS_SECRET_ACCESS_KEY=artifacts.secret_access_key,
-            AWS_DEFAULT_REGION=artifacts.region,
-        )
+        child.update(artifacts.server_env())
     else:
         destination = str(Path(artifacts or folder / "artifacts").resolve())
 
@@ -177,6 +173,19 @@ def start_mlflow_server(
         server.stop()  # never leave a half-started server behind
         raise
     return server
+
+
+def _server_env(env: dict[str, str] | None) -> dict[str, str]:
+    """``env`` (default: this process's) for the server: telemetry off, quiet, no client keys."""
+    child = {**(os.environ if env is None else env), **TELEMETRY_OFF, **QUIET}
+    # A client's settings are no business of the server (and its password no business of logs).
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        child.pop(key, None)
+    child.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    # MLflow 3.17's server also starts a job runner (7 huey consumer processes, each importing
+    # MLflow) for GenAI features this project does not use: it costs most of the start-up CPU.
+    child.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return child
 
 
 def _wait_healthy(server: MlflowServer, proc: subprocess.Popen, timeout: float) -> None:

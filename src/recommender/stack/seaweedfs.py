@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from recommender.core.errors import RecommenderError
 from recommender.core.processes import (
@@ -173,10 +174,6 @@ def start_seaweedfs(
         SeaweedFSError: The binary is missing, or it exited or did not answer in time (with the
             end of its log).
     """
-    import boto3
-    import botocore.exceptions
-    from botocore.config import Config
-
     if not _BUCKET_NAME.fullmatch(bucket):
         # SeaweedFS only logs a warning for a bad name and starts without the bucket.
         raise SeaweedFSError(
@@ -184,32 +181,13 @@ def start_seaweedfs(
             "letters, digits, dots and hyphens, starting and ending with a letter or digit"
         )
     folder = Path(folder).resolve()
-    data, logs = folder / "data", folder / "logs"
-    for path in (data, logs):
+    for path in (folder / "data", folder / "logs"):
         path.mkdir(parents=True, exist_ok=True)
     access_key_id = _key(access_key_id, ACCESS_KEY_ENV, 10)
     secret_access_key = _key(secret_access_key, SECRET_KEY_ENV, 20)
+    identities = _write_identities(folder / "s3-identities.json", access_key_id, secret_access_key)
 
-    identities = folder / "s3-identities.json"
-    identities.touch(mode=0o600)
-    os.chmod(identities, 0o600)  # before the secret goes in
-    identities.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "recommender",
-                        "credentials": [
-                            {"accessKey": access_key_id, "secretKey": secret_access_key}
-                        ],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
-
-    ports = free_ports(8)
+    ports = free_ports(8)  # at once: distinct
     admin_port = _free_port_pair(_GRPC_OFFSET)
     s3_port = s3_port or ports[0]
     # The S3 gateway leaves its Unix socket behind (default /tmp/seaweedfs-s3-<port>.sock):
@@ -217,21 +195,70 @@ def start_seaweedfs(
     local_socket = folder / "s3.sock"
     if len(str(local_socket)) > _MAX_SOCKET_PATH:
         local_socket = Path(f"/tmp/seaweedfs-s3-{s3_port}.sock")
-    args = [
+    args = _weed_args(folder, bucket, [s3_port, *ports[1:]], admin_port, local_socket, identities)
+    endpoint_url = f"http://127.0.0.1:{s3_port}"
+    client = _s3_client(endpoint_url, access_key_id, secret_access_key)  # boto3 before a start
+    server = SeaweedFS(
+        endpoint_url=endpoint_url,
+        bucket=bucket,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        folder=folder,
+        proc=start_in_group(args, folder / "seaweedfs.log", cwd=folder),
+        # SeaweedFS leaves the admin's gRPC socket in /tmp at every stop (the others it removes).
+        _cleanup=[
+            identities,
+            local_socket,
+            Path(f"/tmp/seaweedfs-admin-grpc-{admin_port + _GRPC_OFFSET}.sock"),
+        ],
+    )
+    try:
+        _wait_serving(server, client, timeout)
+    except BaseException:
+        server.stop()  # never leave a half-started server behind
+        raise
+    return server
+
+
+def _write_identities(path: Path, access_key_id: str, secret_access_key: str) -> Path:
+    """The file SeaweedFS reads its one identity (full rights) from, mode 0600."""
+    path.touch(mode=0o600)
+    os.chmod(path, 0o600)  # before the secret goes in
+    identity = {
+        "name": "recommender",
+        "credentials": [{"accessKey": access_key_id, "secretKey": secret_access_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    path.write_text(json.dumps({"identities": [identity]}))
+    return path
+
+
+def _weed_args(
+    folder: Path,
+    bucket: str,
+    ports: list[int],
+    admin_port: int,
+    local_socket: Path,
+    identities: Path,
+) -> list[str]:
+    """``weed mini``'s command line: every component on 127.0.0.1 and on a port of ``ports``
+    (S3 first, then S3's gRPC, master, master gRPC, volume, volume gRPC, filer, filer gRPC)."""
+    s3, s3_grpc, master, master_grpc, volume, volume_grpc, filer, filer_grpc = ports
+    return [
         str(weed_binary()),
-        f"-logdir={logs}",
+        f"-logdir={folder / 'logs'}",
         "mini",
-        f"-dir={data}",
+        f"-dir={folder / 'data'}",
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
-        f"-s3.port={s3_port}",
-        f"-s3.port.grpc={ports[1]}",
-        f"-master.port={ports[2]}",
-        f"-master.port.grpc={ports[3]}",
-        f"-volume.port={ports[4]}",
-        f"-volume.port.grpc={ports[5]}",
-        f"-filer.port={ports[6]}",
-        f"-filer.port.grpc={ports[7]}",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
         # The admin server starts even with its UI off; its maintenance worker dials the admin's
         # port + 10000 whatever -admin.port.grpc says, so both come as a pair.
         f"-admin.port={admin_port}",
@@ -246,55 +273,51 @@ def start_seaweedfs(
         f"-s3.config={identities}",
         f"-bucket={bucket}",
     ]
-    log = folder / "seaweedfs.log"
-    proc = start_in_group(args, log, cwd=folder)
-    server = SeaweedFS(
-        endpoint_url=f"http://127.0.0.1:{s3_port}",
-        bucket=bucket,
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        folder=folder,
-        proc=proc,
-        # SeaweedFS leaves the admin's gRPC socket in /tmp at every stop (the others it removes).
-        _cleanup=[
-            identities,
-            local_socket,
-            Path(f"/tmp/seaweedfs-admin-grpc-{admin_port + _GRPC_OFFSET}.sock"),
-        ],
-    )
-    client = boto3.client(
+
+
+def _s3_client(endpoint_url: str, access_key_id: str, secret_access_key: str) -> Any:
+    """A boto3 S3 client that gives up fast (the start polls it)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
         "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        region_name=REGION,
         config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
-        **server.boto3_kwargs(),
     )
+
+
+def _wait_serving(server: SeaweedFS, client: Any, timeout: float) -> None:
+    """Until the bucket answers a signed request; else a :class:`SeaweedFSError` with the end of
+    its log (it exited, or did not serve the bucket in time)."""
+    import botocore.exceptions
+
     last: list[Exception] = []  # the gateway's latest answer, for the message
 
     def serves_bucket() -> bool:
         try:
-            client.head_bucket(Bucket=bucket)
+            client.head_bucket(Bucket=server.bucket)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as err:
             last[:] = [err]  # not listening yet, or the bucket is still being created
             return False
         return True
 
     try:
-        wait_until(serves_bucket, timeout=timeout, proc=proc, interval=0.1, what="SeaweedFS")
+        wait_until(serves_bucket, timeout=timeout, proc=server.proc, interval=0.1, what="SeaweedFS")
     except NotReady as exc:
-        server.stop()  # never leave a half-started server behind
         if exc.returncode is not None:
             raise SeaweedFSError(
-                f"SeaweedFS exited with {exc.returncode} while starting; the end of {log}:\n"
-                + _tail(log)
+                f"SeaweedFS exited with {exc.returncode} while starting; the end of {server.log}:"
+                f"\n{_tail(server.log)}"
             ) from None
         raise SeaweedFSError(
-            f"SeaweedFS's S3 gateway at {server.endpoint_url} did not serve bucket {bucket!r} "
-            f"within {timeout:.0f} s (last answer: {last[0] if last else None}); the end of "
-            f"{log}:\n" + _tail(log)
+            f"SeaweedFS's S3 gateway at {server.endpoint_url} did not serve bucket "
+            f"{server.bucket!r} within {timeout:.0f} s (last answer: {last[0] if last else None}); "
+            f"the end of {server.log}:\n{_tail(server.log)}"
         ) from None
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 def _tail(log: Path, chars: int = 3000) -> str:
