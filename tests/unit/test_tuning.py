@@ -155,6 +155,16 @@ def test_tuning_needs_a_validation_split(processed):
         tune(no_val, _tiny_params())
 
 
+def test_tuning_without_the_tune_extra_names_it(processed, monkeypatch):
+    from recommender.core.errors import RecommenderError
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what `import optuna` meets without it
+    with pytest.raises(
+        RecommenderError, match=r"'tune' extra installs: pip install -e '\.\[tune\]'"
+    ):
+        tune(processed, _tiny_params())
+
+
 def test_cli_names_a_missing_data_folder(tmp_path):
     report = tmp_path / "tune.json"
     cmd = [

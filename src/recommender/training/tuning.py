@@ -30,7 +30,7 @@ from typing import Any
 
 from recommender import tracking
 from recommender.core.config import Params, TrainConfig, TuneConfig, parse_params
-from recommender.core.errors import ConfigError
+from recommender.core.errors import ConfigError, RecommenderError
 from recommender.core.io import staged_file
 from recommender.dataset.processed import Processed
 
@@ -199,8 +199,14 @@ def tune(processed: Processed, params: Params) -> TuneResult:
             "tuning needs a validation split to score trials on, but data/processed has none: "
             "set preprocess.val_fraction above 0 (e.g. 0.1) and rerun `dvc repro preprocess`"
         )
+    try:
+        import optuna
+    except ImportError:  # an install without the extra: say which, not a traceback
+        raise RecommenderError(
+            "make tune needs Optuna, which the 'tune' extra installs: pip install -e '.[tune]' "
+            "(make install has it)"
+        ) from None
     import mlflow
-    import optuna
 
     from recommender.training.fit import monitor_of
 
