@@ -54,15 +54,15 @@ from recommender.serving.api import (  # noqa: E402
     ServiceArgs,
     ServingModel,
     SimilarResponse,
-    id_type,
+    raw_id_type,
 )
 from recommender.serving.runtime import load_serving_model  # noqa: E402
 
 ARGS = bentoml.use_arguments(ServiceArgs)
 MODEL_TAG = os.environ.get("RECOMMENDER_BENTO_MODEL") or ARGS.model_tag
 #: The model's raw id type: JSON integers, or strings for a model trained on text ids.
-ID_KIND = os.environ.get("RECOMMENDER_ID_TYPE") or ARGS.id_type
-RawId = id_type(ID_KIND)
+ID_TYPE = os.environ.get("RECOMMENDER_ID_TYPE") or ARGS.id_type
+RawId = raw_id_type(ID_TYPE)
 
 K = Annotated[int, Field(ge=1, le=ARGS.max_k, description=f"1..{ARGS.max_k}")]
 Pairs = Annotated[list[Pair[RawId]], Field(min_length=1, max_length=ARGS.max_pairs)]
@@ -124,7 +124,7 @@ class Recommender:
 
     def __init__(self) -> None:
         limits = {"max_k": ARGS.max_k, "max_pairs": ARGS.max_pairs}
-        self.model: ServingModel = load_serving_model(self.bento_model, limits, ID_KIND)
+        self.model: ServingModel = load_serving_model(self.bento_model, limits, ID_TYPE)
         if http.GuardedH11Protocol.max_connections < ARGS.max_connections:
             http.logger.warning(
                 "at most %d open connections per worker, not serve.max_connections %d: the "

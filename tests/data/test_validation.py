@@ -298,9 +298,9 @@ def test_text_ids_of_exactly_the_limit_pass() -> None:
 def test_the_limit_is_the_service_request_types() -> None:
     from pydantic import TypeAdapter, ValidationError
 
-    from recommender.serving.api import id_type
+    from recommender.serving.api import raw_id_type
 
-    served = TypeAdapter(id_type("str"))
+    served = TypeAdapter(raw_id_type("str"))
     assert served.validate_python("x" * MAX_ID_LENGTH)
     with pytest.raises(ValidationError):
         served.validate_python("x" * (MAX_ID_LENGTH + 1))

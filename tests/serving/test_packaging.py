@@ -52,18 +52,16 @@ def test_packaging_again_imports_and_builds_nothing(packaged: Packaged) -> None:
 
     models_before = {str(m.tag) for m in bentoml.models.list()}
     bentos_before = {str(b.tag) for b in bentoml.bentos.list()}
-    again = package(
-        packaged.params, SERVING, packaged.root / "package2.json", packaged.bentoml_home
-    )
-    # No requirements file this time: a different build context, so a new Bento, same model.
+    # Other request limits are other Bento arguments: a new Bento of the same model.
+    serve = packaged.params.serve.model_copy(update={"max_k": packaged.params.serve.max_k + 1})
+    params = packaged.params.model_copy(update={"serve": serve})
+    again = package(params, SERVING, packaged.root / "package2.json", packaged.bentoml_home)
     assert again["imported"] is False
     assert again["bento_model"] == packaged.record["bento_model"]
     assert {str(m.tag) for m in bentoml.models.list()} == models_before
     assert again["built"] is True and again["bento"] not in bentos_before
 
-    third = package(
-        packaged.params, SERVING, packaged.root / "package3.json", packaged.bentoml_home
-    )
+    third = package(params, SERVING, packaged.root / "package3.json", packaged.bentoml_home)
     assert (third["imported"], third["built"]) == (False, False)
     assert third["bento"] == again["bento"]
     assert json.loads((packaged.root / "package3.json").read_text())["bento"] == again["bento"]

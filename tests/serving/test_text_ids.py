@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from support import tiny_params
 
-from recommender.serving.api import IntId, Pair, PredictResponse, ServingModel, StrId, id_type
+from recommender.serving.api import IntId, Pair, PredictResponse, ServingModel, StrId, raw_id_type
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def text_model() -> ServingModel:
 
 def test_text_ids_in_and_out(text_model: ServingModel) -> None:
     bundle = text_model.bundle
-    assert text_model.id_kind == "str"
+    assert text_model.id_type == "str"
     user, item = bundle.user_vocab.ids[0], bundle.item_vocab.ids[0]
     pairs = [Pair(user_id=user, item_id=item), Pair(user_id="nobody", item_id=item)]
     got = text_model.predict(pairs)
@@ -54,7 +54,7 @@ def test_text_ids_in_and_out(text_model: ServingModel) -> None:
 
 
 def test_id_types_refuse_the_other_kind() -> None:
-    assert id_type("int") is IntId and id_type("str") is StrId
+    assert raw_id_type("int") is IntId and raw_id_type("str") is StrId
     with pytest.raises(ValidationError):
         Pair[StrId](user_id=5, item_id="i1")
     with pytest.raises(ValidationError):
@@ -62,4 +62,4 @@ def test_id_types_refuse_the_other_kind() -> None:
     with pytest.raises(ValidationError):
         Pair[IntId](user_id=True, item_id=1)
     with pytest.raises(ValueError, match="'int' or 'str'"):
-        id_type("float")
+        raw_id_type("float")

@@ -45,11 +45,11 @@ MAX_GENRES = 64
 INFO_METRIC_PREFIXES = ("test_", "ranking_", "baselines_", "val_rmse")
 
 
-def id_type(kind: str) -> Any:
-    """The request/response id type of a model trained on ``kind`` ids (``"int"`` or ``"str"``)."""
-    if kind not in ("int", "str"):
-        raise ValueError(f"id type must be 'int' or 'str', got {kind!r}")
-    return IntId if kind == "int" else StrId
+def raw_id_type(id_type: str) -> Any:
+    """The request/response id type of a model trained on ``id_type`` ids (``"int"``, ``"str"``)."""
+    if id_type not in ("int", "str"):
+        raise ValueError(f"id type must be 'int' or 'str', got {id_type!r}")
+    return IntId if id_type == "int" else StrId
 
 
 class BadRequest(RecommenderError):
@@ -193,8 +193,8 @@ class ServingModel:
         self._user_str = _is_str_vocab(bundle.user_vocab)
         self._item_str = _is_str_vocab(bundle.item_vocab)
         #: ``"int"`` or ``"str"``: the raw id type of this model's requests and responses.
-        self.id_kind = "str" if self._user_str or self._item_str else "int"
-        raw_id: Any = id_type(self.id_kind)  # a type chosen at run time: Any to the checker
+        self.id_type = "str" if self._user_str or self._item_str else "int"
+        raw_id: Any = raw_id_type(self.id_type)  # a type chosen at run time: Any to the checker
         self._pair_prediction = PairPrediction[raw_id]
         self._predict_response = PredictResponse[raw_id]
         self._item = RecommendedItem[raw_id]

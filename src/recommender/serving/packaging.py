@@ -393,9 +393,9 @@ def model_id_type(model_tag: str) -> str:
     return str(json.loads(info.read_text()).get("id_type", "int"))
 
 
-def build_args(model_tag: str, id_kind: str, serve: ServeConfig) -> dict[str, str]:
+def build_args(model_tag: str, id_type: str, serve: ServeConfig) -> dict[str, str]:
     """The Bento arguments the service reads (``recommender.serving.api.ServiceArgs``)."""
-    args = {"model_tag": model_tag, "id_type": id_kind}
+    args = {"model_tag": model_tag, "id_type": id_type}
     return {**args, **{k: str(v) for k, v in serve.model_dump().items()}}
 
 

@@ -18,7 +18,7 @@ from recommender.serving.bentoml_internals import worker_index
 from recommender.serving.http import one_line
 
 
-def load_serving_model(bento_model: Any, limits: dict[str, int], id_kind: str) -> ServingModel:
+def load_serving_model(bento_model: Any, limits: dict[str, int], id_type: str) -> ServingModel:
     """The :class:`ServingModel` of a BentoML model the package stage imported.
 
     The bundle inside the imported MLflow model is loaded by this Bento's own library (Keras with
@@ -47,10 +47,10 @@ def load_serving_model(bento_model: Any, limits: dict[str, int], id_kind: str) -
     ann = _load_ann(Path(bento_model.path_of("ann")), bundle, where)
     info = {**bento_model.info.metadata, "bento_model": str(bento_model.tag)}
     model = ServingModel(bundle, info, limits, ann=ann)
-    if model.id_kind != id_kind:
+    if model.id_type != id_type:
         cannot_serve(
-            f"the model {bento_model.tag} takes {model.id_kind} ids but the service was built "
-            f"for {id_kind} ids (rebuild the Bento with `make bento`)",
+            f"the model {bento_model.tag} takes {model.id_type} ids but the service was built "
+            f"for {id_type} ids (rebuild the Bento with `make bento`)",
             None,
         )
     # TensorFlow, Keras and MLflow leave millions of long-lived objects behind; freezing them
