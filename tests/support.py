@@ -7,6 +7,7 @@ stops it again.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import shutil
@@ -317,3 +318,22 @@ def change_first_user_id(vocab: Path) -> None:
     at = text.index("null,\n    ", text.index('"user"')) + len("null,\n    ")
     assert text[at].isdigit(), text[at - 20 : at + 20]
     vocab.write_text(text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1 :])
+
+
+# --- the library's imports, read with ast -------------------------------------------------------
+
+
+def imported_names(path: Path, package: str) -> set[str]:
+    """Dotted names ``path`` imports anywhere in its body (relative imports resolved)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}  # may be submodules
+    return names

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+if __name__ == "__main__":  # run as a script (see the end): tests/ holds support.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support import imported_names  # noqa: E402
 
 SRC = "src"
 
@@ -25,22 +30,6 @@ def module_file(src: Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def imported_names(path: Path, package: str) -> set[str]:
-    """Dotted names ``path`` imports anywhere in its body (relative imports resolved)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, base] if base else parts)
-            names.add(base)
-            names |= {f"{base}.{alias.name}" for alias in node.names}  # may be submodules
-    return names
 
 
 def import_closure(script: Path, src: Path) -> set[Path]:

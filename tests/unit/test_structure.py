@@ -17,6 +17,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from support import imported_names
+
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 PACKAGE = "recommender"
@@ -25,8 +27,6 @@ MAX_LINES = 80
 REASON = "# Long because"
 #: One package per DVC stage, under ``src/recommender``.
 STAGES = ("data", "validation", "preprocess", "training", "evaluation", "registry", "serving")
-#: Folders other work of issue 22 restructures; a failure there is named as theirs.
-ELSEWHERE = ("src/recommender/stack/", "src/recommender/serving/")
 
 
 def module_name(path: Path) -> str:
@@ -59,17 +59,7 @@ def long_functions(path: Path, limit: int = MAX_LINES) -> Iterator[tuple[str, in
 def imported(path: Path, name: str, known: dict[str, Path]) -> set[str]:
     """The library modules that module ``name`` (at ``path``) imports, anywhere in its code."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the package, up level - 1 packages
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, base] if base else parts)
-            names.add(base)
-            names |= {f"{base}.{alias.name}" for alias in node.names}  # may be submodules
+    names = imported_names(path, package)
     found = set()
     for dotted in names:
         while dotted and dotted not in known:  # a.b.func -> a.b; an outside package -> ""
@@ -132,17 +122,9 @@ def test_no_function_runs_over_80_lines_without_a_reason() -> None:
         for path in sorted((SRC / PACKAGE).rglob("*.py"))
         for name, line, length in long_functions(path)
     ]
-    theirs = [o for o in offenders if o.startswith(ELSEWHERE)]
     assert offenders == [], (
         f"functions over {MAX_LINES} lines: split them into named steps, or write why one reads "
-        f"best long on the line above its def ('{REASON} ...'):\n  "
-        + "\n  ".join(offenders)
-        + (
-            f"\n({len(theirs)} of them in {' and '.join(ELSEWHERE)}, restructured by other work "
-            "of issue 22)"
-            if theirs
-            else ""
-        )
+        f"best long on the line above its def ('{REASON} ...'):\n  " + "\n  ".join(offenders)
     )
 
 
