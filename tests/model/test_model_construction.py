@@ -443,3 +443,15 @@ def test_two_tower_positive_bits_match_the_positives_on_a_larger_table() -> None
     want = np.zeros_like(got)
     want[users[ratings >= 4.0], items[ratings >= 4.0]] = True
     np.testing.assert_array_equal(got, want)
+
+    # Set again (a refit's positives), in place: bits of the first set that are not in the
+    # second are cleared, the second's set; the table stays the variable a compiled step reads.
+    table = model._positives
+    ratings = rng.integers(1, 6, 400).astype(np.float32)
+    model.set_training_positives(users, items, ratings)
+    assert model._positives is table
+    for u in range(n_users + 1):
+        got[u] = ops.convert_to_numpy(model._liked(np.array([u]), np.arange(n_items + 1)))[0]
+    want[:] = False
+    want[users[ratings >= 4.0], items[ratings >= 4.0]] = True
+    np.testing.assert_array_equal(got, want)

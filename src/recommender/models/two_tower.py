@@ -137,6 +137,8 @@ class TwoTower(RatingModel):
         # How the sampled softmax's mask holds the positives: "bits" or "keys".
         self._mask_form = "bits"
         self._row_bytes = 0
+        #: The byte indices of the positives' bits table that hold a bit (:meth:`_hold_bits`).
+        self._bits_set = np.empty(0, np.int64)
         # In-batch and sampled softmax: log of each item's share of the train positives (log-Q
         # correction); sampled: their cumulative shares, what the negatives are drawn from
         # (uniform over the known items until set_training_positives).
@@ -217,7 +219,6 @@ class TwoTower(RatingModel):
             if self.softmax_kind == "in_batch":
                 return
         cells = (self.n_users + 1) * (self.n_items + 1)
-        keys = users * (self.n_items + 1) + items
         if self.softmax_kind == "sampled" and cells <= MASK_MAX_BITS:
             # One bit per cell, cell k in bit k % 8 of byte k // 8: 8x smaller than booleans,
             # so the random lookups of a step mostly hit the cache (ML-1M: 2.8 MB).
@@ -227,13 +228,11 @@ class TwoTower(RatingModel):
             cell = np.unique(users * self._row_bytes * 8 + items)
             byte = cell >> 3
             starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
-            packed = np.zeros((self.n_users + 1) * self._row_bytes, np.uint8)
-            packed[byte[starts]] = np.bitwise_or.reduceat(
-                np.left_shift(1, cell & 7).astype(np.uint8), starts
-            )
+            values = np.bitwise_or.reduceat(np.left_shift(1, cell & 7).astype(np.uint8), starts)
             self._mask_form = "bits"
-            self._hold("_positives", packed)
+            self._hold_bits(byte[starts], values, (self.n_users + 1) * self._row_bytes)
             return
+        keys = users * (self.n_items + 1) + items
         if self.softmax_kind == "sampled":
             self._mask_form = "keys"
             self._hold("_positives", np.unique(keys))
@@ -273,6 +272,24 @@ class TwoTower(RatingModel):
             held.assign(values)
             return
         setattr(self, name, tf.Variable(values, trainable=False, name=name.strip("_")))
+
+    def _hold_bits(self, index: np.ndarray, values: np.ndarray, size: int) -> None:
+        """Set the positives' bits: byte ``index[j]`` of the ``size``-byte table is ``values[j]``,
+        every other byte 0. Built in place in the variable, never as a whole array: at ML-25M's
+        shape the table is 1.2 GB, and a NumPy copy handed to the variable held three of it at
+        once (measured: 5.0 GB peak for a 1.2 GB table). A table of the same size is updated in
+        place, as :meth:`_hold` does: the bytes the last call set are cleared, then these set."""
+        import tensorflow as tf
+
+        held = self._positives
+        if isinstance(held, tf.Variable) and held.shape == (size,) and held.dtype == tf.uint8:
+            cleared = self._bits_set
+            held.scatter_nd_update(cleared[:, None], tf.zeros(cleared.size, tf.uint8))
+        else:
+            held = tf.Variable(tf.zeros([size], tf.uint8), trainable=False, name="positives")
+            self._positives = held
+        held.scatter_nd_update(index[:, None], values)
+        self._bits_set = index
 
     def trace_key(self) -> tuple[Any, ...]:
         """What a compiled train step has baked in beyond the weights: the mask's form and the
