@@ -313,9 +313,14 @@ class TwoTower(RatingModel):
         """``(rows, candidates)`` booleans: True where the candidate is a train positive of the
         row's user (the sampled softmax's mask: a lookup per candidate, whatever the catalog)."""
         if self._mask_form == "bits":
+            import tensorflow as tf
+
             candidates = ops.cast(candidates, "int32")
             row = ops.expand_dims(ops.cast(users, "int32") * self._row_bytes, 1)
-            byte = ops.take(self._positives, row + ops.right_shift(candidates, 3))
+            # Gathered from the variable itself (a ResourceGather), never read whole: the table
+            # is built by scatters, after which TensorFlow copies it at every whole read (1.2 GB
+            # at ML-25M's shape: 115 ms a step instead of 14, measured).
+            byte = tf.gather(self._positives, row + ops.right_shift(candidates, 3))
             bit = ops.expand_dims(ops.bitwise_and(candidates, 7), 0)
             return ops.bitwise_and(ops.right_shift(ops.cast(byte, "int32"), bit), 1) > 0
         keys = ops.expand_dims(ops.cast(users, "int64"), 1) * (self.n_items + 1)
