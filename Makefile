@@ -55,8 +55,8 @@ run: install ## Run the whole pipeline (dvc repro) on params.yaml's data (defaul
 # module's fixtures (trained models, servers) are built once; a session fixture (tests/serving's
 # packaged champion) is built once per worker that needs it.
 test: install ## Run every test (installs Debian's PostgreSQL for the mlflow-server test and Chromium for the Swagger UI test, fetches MovieLens 100K, if missing)
-	bash scripts/ensure_postgres.sh
-	bash tests/serving/ensure_chromium.sh
+	bash scripts/ensure_debian_package.sh postgresql '/usr/lib/postgresql/*/bin/pg_ctl'
+	bash scripts/ensure_debian_package.sh chromium /usr/bin/chromium
 	$(BIN)/python scripts/ensure_ml100k.py
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
@@ -77,7 +77,7 @@ ui: install ## MLflow UI on 127.0.0.1:$MLFLOW_PORT (default 5000): runs, model v
 STACK_DIR ?= .stack
 
 tracking-server: install ## Shared MLflow server with login (PostgreSQL + SeaweedFS S3 + basic-auth) on 127.0.0.1:$MLFLOW_PORT (default 5000)
-	bash scripts/ensure_postgres.sh
+	bash scripts/ensure_debian_package.sh postgresql '/usr/lib/postgresql/*/bin/pg_ctl'
 	$(BIN)/python -m recommender.stack up --dir $(STACK_DIR) --port $${MLFLOW_PORT:-5000}
 
 tracking-server-stop: ## Stop what make tracking-server started (the data stays in .stack/)

@@ -20,7 +20,8 @@ def postgres() -> Iterator[Postgres]:
     the launcher ``python -m recommender.stack`` uses too). Removed after the module."""
     try:
         cluster = start_postgres(databases=("mlflow",))
-    except (StackError, ImportError) as exc:  # no binaries (scripts/ensure_postgres.sh), no driver
+    # No binaries (make test installs them: scripts/ensure_debian_package.sh), or no driver.
+    except (StackError, ImportError) as exc:
         pytest.fail(f"cannot start PostgreSQL: {exc}")
     try:
         yield cluster.database("mlflow")

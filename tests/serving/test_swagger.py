@@ -2,7 +2,7 @@
 
 Checked twice: statically (the page's and its style sheet's URLs, with the Data Docs' check and
 test_hardening's, all local and served; the schema it reads is served), and in headless Chromium
-(Debian's, installed by ``tests/serving/ensure_chromium.sh``), offline (every host but 127.0.0.1
+(Debian's, installed by ``scripts/ensure_debian_package.sh``), offline (every host but 127.0.0.1
 resolves to nothing): the page renders the service's operations, and Chromium's network log lists
 no URL on another host.
 """
@@ -72,7 +72,10 @@ def _chromium(url: str, tmp_path: Path) -> tuple[str, str]:
     """Render ``url`` offline in headless Chromium: the DOM after its scripts ran, and the network
     log (every URL Chromium asked for)."""
     binary = shutil.which("chromium")
-    assert binary, "Chromium is missing: run tests/serving/ensure_chromium.sh (make test does)"
+    assert binary, (
+        "Chromium is missing: run scripts/ensure_debian_package.sh chromium /usr/bin/chromium "
+        "(make test does)"
+    )
     netlog = tmp_path / "netlog.json"
     args = [
         binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,6 +1,6 @@
 """A private PostgreSQL cluster on 127.0.0.1, for the shared tracking server and the tests.
 
-``initdb`` + ``pg_ctl`` from Debian's ``postgresql`` package (``scripts/ensure_postgres.sh``
+``initdb`` + ``pg_ctl`` from Debian's ``postgresql`` package (``scripts/ensure_debian_package.sh``
 installs it), in a folder of our own: listening on 127.0.0.1 only, on a free port, no Unix
 socket, password (SCRAM) authentication for every connection. No system cluster is touched.
 PostgreSQL refuses to run as root, so under root the server runs as the ``postgres`` user the
@@ -73,7 +73,8 @@ def pg_bin() -> Path:
         return Path(which).resolve().parent
     raise StackError(
         "PostgreSQL server binaries (pg_ctl, initdb) not found under /usr/lib/postgresql/*/bin "
-        "or on PATH: run `bash scripts/ensure_postgres.sh` (installs Debian's postgresql package)"
+        "or on PATH: install Debian's postgresql package (`make test` does it through "
+        "scripts/ensure_debian_package.sh)"
     )
 
 
