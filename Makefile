@@ -28,7 +28,7 @@ DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
 .PHONY: help install run test test-fast lint format clean ui bench bench-scale bench-synthetic tune bento serve bench-serve \
-	tracking-server tracking-server-stop bench-ann bench-distributed push pull
+	tracking-server tracking-server-stop bench-ann bench-distributed push pull monitor retrain bench-loop bench-monitor
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -138,6 +138,19 @@ serve: install ## Serve the packaged Bento on 127.0.0.1 (port: params serve.port
 	@$(BIN)/python -c 'import json, sys; r = json.load(open("reports/package.json")); r.get("packaged") or sys.exit("nothing packaged: " + r["reason"])'
 	$(BIN)/bentoml serve $$($(call PACKAGED,["bento"])) --host 127.0.0.1 \
 		--port $${PORT:-$$($(call PACKAGED,["serve"]["port"]))}
+
+monitor: install ## Read a window of the service's inference log: traffic, drift, online quality, retrain verdict -> reports/monitor/ and an MLflow run
+	$(BIN)/python pipeline/monitor.py --out reports/monitor
+
+retrain: install ## Retrain on the data plus the logged feedback, through the registry's gate; packages only a promoted model (dvc repro)
+	$(BIN)/dvc repro
+	@$(BIN)/python -m recommender.summary
+
+bench-loop: install ## Replay ML-100K's later ratings against a served v1, monitor, retrain through the gate, serve v2 -> reports/bench_loop.md
+	$(BIN)/python benchmarks/loop.py --ml100k $(ML100K_DIR) --out reports/bench_loop.md --json reports/bench_loop.json
+
+bench-monitor: install ## make monitor's reader and report on 1M synthetic log records: time and peak RSS -> reports/bench_monitor.md
+	$(BIN)/python benchmarks/monitor_scale.py --records 1000000 --out reports/bench_monitor.md
 
 bench-serve: bento ## Load-test the Bento (1 and 2 workers) vs a no-op BentoML service with wrk -> reports/bench_serve.md
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; \

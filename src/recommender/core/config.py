@@ -503,6 +503,33 @@ class ServeConfig(Section):
     #: The index probes the fewest lists whose top-10 matches exact ranking on a sample of users
     #: at least this well (measured at build); if none does, the service ranks exactly.
     ann_min_recall: float = Field(0.99, gt=0, le=1)
+    #: Record every predict / recommend / similar_items / feedback call as one JSON line
+    #: (``bentoml.monitor``'s log-file exporter) under ``log_dir/<endpoint>/data/``.
+    inference_log: bool = True
+    #: Where the service writes its inference log (relative to where ``bentoml serve`` runs) and
+    #: where ``make monitor`` and the feedback stage read it.
+    log_dir: str = Field("logs/inference", min_length=1)
+
+
+class MonitorConfig(Section):
+    """``make monitor``: the window of inference log it reads and the retrain verdict's thresholds."""
+
+    #: The window: the last ``window_hours`` before ``until`` (``null``: all of the log).
+    window_hours: float | None = Field(168.0, gt=0)
+    #: The window's end, an ISO date or time in UTC (``null``: now).
+    until: str | None = None
+    #: Cut-off of the served lists' hit rate@K and NDCG@K.
+    k: int = Field(10, ge=1)
+    #: Feedback counts for a served list when it follows it (same user) within this many hours.
+    horizon_hours: float = Field(24.0, gt=0)
+    #: Retrain when a population stability index (ratings, item or user popularity) passes this.
+    psi_threshold: float = Field(0.2, gt=0)
+    #: Retrain when the window holds at least this many feedback ratings.
+    min_feedback: int = Field(1000, ge=1)
+    #: Retrain when online NDCG@K is below the champion's offline NDCG@K by more than this
+    #: fraction of it (judged only with at least ``min_served`` followed lists).
+    online_margin: float = Field(0.5, gt=0, le=1)
+    min_served: int = Field(100, ge=1)
 
 
 class Params(Section):
@@ -522,6 +549,7 @@ class Params(Section):
     # ``register`` would shadow ABCMeta.register on the model class, hence the alias.
     register_: RegisterConfig = Field(RegisterConfig(), alias="register")
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
