@@ -530,6 +530,9 @@ class MonitorConfig(Section):
     #: fraction of it (judged only with at least ``min_served`` followed lists).
     online_margin: float = Field(0.5, gt=0, le=1)
     min_served: int = Field(100, ge=1)
+    #: Drift (PSI) is judged only with at least this many feedback ratings in the window: on
+    #: fewer, a PSI over ~11 bins is mostly sampling noise (about 10 / n on unchanged traffic).
+    min_drift_rows: int = Field(200, ge=1)
 
 
 class Params(Section):
