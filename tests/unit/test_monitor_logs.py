@@ -104,6 +104,7 @@ def test_malformed_and_truncated_lines_are_counted_and_skipped(tmp_path: Path) -
         json.dumps({k: v for k, v in good[0].items() if k != "event"}),  # a column missing
         json.dumps({**good[0], "time": "yesterday"}),
         json.dumps({**good[0], "user_id": 1.5}),  # an id that is neither int nor str
+        json.dumps({**good[0], "rating": 10**400}),  # a number no float holds
         "\xff\xfe garbage bytes",
     ]
     path = write_log(tmp_path, "feedback", good[:2])

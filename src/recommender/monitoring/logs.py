@@ -205,8 +205,8 @@ class Column:
         return _number(value, self.name, self.kind == OPT_FLOAT)
 
     def _int(self, value: Any) -> int:
-        if type(value) is not int:
-            raise Bad(f"column {self.name!r}: expected an integer, got {value!r}")
+        if type(value) is not int or not -(2**63) <= value < 2**63:
+            raise Bad(f"column {self.name!r}: expected a 64-bit integer, got {value!r}")
         return int(value)
 
     def _bool(self, value: Any) -> int:
@@ -333,7 +333,7 @@ def scan_log(
     return columns, stats
 
 
-# Long because it is the reader's hot loop: one pass per line, no function call it can avoid.
+# The reader's hot loop: one pass per line, no function call it can avoid.
 def _scan_file(
     path: Path, columns: list[Column], since: float | None, until: float | None, stats: LogStats
 ) -> None:
@@ -365,7 +365,7 @@ def _scan_file(
             except KeyError as exc:
                 _malformed(stats, path, lineno, line, f"no column {exc.args[0]!r}")
                 continue
-            except (Bad, ValueError, TypeError, RecursionError) as exc:
+            except (Bad, ValueError, TypeError, OverflowError, RecursionError) as exc:
                 what = str(exc) if isinstance(exc, Bad) else f"not JSON ({exc})"
                 _malformed(stats, path, lineno, line, what)
                 continue
@@ -387,7 +387,10 @@ def _raw_ids(interner: Interner) -> np.ndarray:
     """Raw ids by code: int64 when every id is an int, else objects."""
     values = interner.values
     if values and all(type(v) is int for v in values):
-        return np.asarray(values, dtype=np.int64)
+        try:
+            return np.asarray(values, dtype=np.int64)
+        except OverflowError:  # an id past 64 bits stays a Python int
+            return interner.raw()
     return interner.raw() if values else np.zeros(0, dtype=np.int64)
 
 
