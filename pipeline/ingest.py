@@ -1,9 +1,11 @@
 """DVC stage ``ingest``: read the configured data source into the canonical tables.
 
-    python pipeline/ingest.py --out data/interim [--params params.yaml]
+    python pipeline/ingest.py --out data/interim [--feedback data/feedback] [--params params.yaml]
 
-Writes ``ratings.parquet``, ``items.parquet``, ``users.parquet`` and ``dataset.json`` to ``--out``,
-replacing the folder atomically: a failure leaves the previous output untouched.
+With ``--feedback``, the ratings the service's users sent back (the ``feedback`` stage's snapshot)
+are appended to the source's before ``ingest.duplicates`` applies. Writes ``ratings.parquet``,
+``items.parquet``, ``users.parquet`` and ``dataset.json`` to ``--out``, replacing the folder
+atomically: a failure leaves the previous output untouched.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ log = logging.getLogger("recommender")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (e.g. data/interim)")
+    parser.add_argument("--feedback", help="the feedback stage's snapshot folder (data/feedback)")
 
 
 def ingest(params: Params, args: argparse.Namespace) -> None:
@@ -30,7 +33,7 @@ def ingest(params: Params, args: argparse.Namespace) -> None:
     estimate = ingest_estimate(params)
     if estimate is not None:
         memory.check(estimate)
-    dataset = load_dataset(params)
+    dataset = load_dataset(params, feedback=args.feedback)
     write_dataset(dataset, args.out)
     r = dataset.ratings
     log.info(

@@ -70,11 +70,13 @@ def resolve_duplicates(ratings: pd.DataFrame, policy: str) -> tuple[pd.DataFrame
     return out, merged
 
 
-def load_dataset(params: Params) -> Dataset:
+def load_dataset(params: Params, feedback: str | Path | None = None) -> Dataset:
     """Read ``params.data.source`` into canonical tables.
 
     Args:
         params: Reads ``seed``, ``data``, ``synthetic``, ``csv`` and ``ingest``.
+        feedback: The ``feedback`` stage's snapshot folder: its ratings are appended to the
+            source's before the duplicate policy applies (:mod:`recommender.data.feedback`).
 
     Returns:
         The dataset, its info carrying the rating scale (``data.rating_scale`` if set, else the
@@ -106,6 +108,10 @@ def load_dataset(params: Params) -> Dataset:
             download=params.data.download,
             fold=params.ingest.ml100k_fold,
         )
+    if feedback is not None:
+        from recommender.data.feedback import merge_feedback, read_snapshot
+
+        dataset = merge_feedback(dataset, read_snapshot(feedback, dataset.info.id_type))
     ratings, merged = resolve_duplicates(dataset.ratings, params.ingest.duplicates)
     extra = dict(dataset.info.extra)
     if merged:
