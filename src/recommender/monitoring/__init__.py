@@ -4,8 +4,9 @@
   stage's entry point; :func:`~.logs.scan_log` keeps only chosen columns, as compact arrays);
 - :mod:`.drift`: population stability index and Jensen-Shannon distance over training-fixed bins;
 - :mod:`.online`: hit rate@K and NDCG@K of the served lists that positive feedback followed;
-- :mod:`.feedback`: the window's ratings as canonical ratings, run through the validate stage's
+- :mod:`.checks`: the window's ratings as canonical ratings, run through the validate stage's
   Great Expectations suites;
+- :mod:`.feedback`: the ``feedback`` stage's snapshot of every logged rating;
 - :mod:`.figures`: traffic, drift and online figures and the retrain verdict;
 - :mod:`.runlog`: the champion's offline NDCG@K and the ``monitoring`` MLflow run;
 - :mod:`.report`, :mod:`.run`: the self-contained ``index.html`` and the run that writes

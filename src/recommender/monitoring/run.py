@@ -40,7 +40,7 @@ import numpy as np
 from recommender.core.config import Params
 from recommender.core.io import staged_dir
 from recommender.monitoring import figures, logs, runlog
-from recommender.monitoring.feedback import canonical_ratings, validate_feedback
+from recommender.monitoring.checks import canonical_ratings, validate_feedback
 from recommender.monitoring.logs import (
     BOOL,
     COUNT,
