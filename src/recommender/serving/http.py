@@ -16,6 +16,9 @@
   (:class:`NoClientErrorTracebacks`), the access log is escaped to one bounded line, and uvicorn's
   warning per unparsable request is replaced by the INFO line above.
 - :func:`client_errors` maps the library's request errors to BentoML's 4xx exceptions.
+- Request ids: every response carries ``X-Request-ID``, the client's own when it sent a valid one
+  (:data:`CLIENT_REQUEST_ID`), else a new ``uuid4().hex``; the API functions read it with
+  :func:`request_id` (the inference log records it, ``/feedback`` answers it).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import json
 import logging
 import re
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Any, ClassVar, cast
 
@@ -62,6 +67,28 @@ LINGER_SLOTS = 1024
 
 logger = logging.getLogger("recommender.serving")
 logger.setLevel(logging.INFO)
+
+#: A client's own ``X-Request-ID`` is kept when it is this (else the response gets a new id): short
+#: and plain enough to go into a log line or a header as is.
+CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+#: The current request's id, set by :class:`HttpGuard` for the request's task. BentoML runs a
+#: sync API function in a worker thread with a copy of that task's context, so it sees it too.
+REQUEST_ID: ContextVar[str | None] = ContextVar("recommender_request_id", default=None)
+
+
+def request_id() -> str:
+    """This request's ``X-Request-ID`` (a new id outside an HTTP request: a direct call)."""
+    return REQUEST_ID.get() or uuid.uuid4().hex
+
+
+def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` if valid (the first such header), else a new id."""
+    for name, value in headers:
+        if name.lower() == b"x-request-id":
+            if CLIENT_REQUEST_ID.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
 
 
 def max_body(max_pairs: int) -> int:
@@ -159,6 +186,8 @@ class HttpGuard:
       request timeout would answer 504). BentoML also accepts form and multipart bodies and
       answers some malformed ones with a 500; this service's contract is JSON only.
     - Every 4xx has one shape, ``{"error": ...}`` (see :func:`json_errors`), and one INFO log line.
+    - Every response carries ``X-Request-ID`` (:func:`request_id_of`), also in :data:`REQUEST_ID`
+      while the request is handled.
 
     BentoML's own timeout middleware wraps this one, so ``body_timeout`` must be shorter than the
     service's ``traffic.timeout``. ``routes`` are the service's ``(route, summary)`` pairs, listed
@@ -180,6 +209,15 @@ class HttpGuard:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        rid = request_id_of(scope["headers"])
+        token = REQUEST_ID.set(rid)
+        try:
+            # Outermost, so the id is on every response, the 4xx rewritten below included.
+            return await self._handle(scope, receive, with_request_id(send, rid))
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _handle(self, scope: dict, receive: Callable, send: Send) -> None:
         method, path = scope["method"], scope["path"]
         send = json_errors(send, method, path)
         if method in ("GET", "HEAD"):
@@ -233,6 +271,19 @@ class HttpGuard:
             )
             return None
         return body
+
+
+def with_request_id(send: Send, rid: str) -> Send:
+    """Wrap ``send`` so the response's headers carry ``X-Request-ID: rid`` (and no other)."""
+    header = (b"x-request-id", rid.encode("ascii"))
+
+    async def wrapped(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+            message = {**message, "headers": [*headers, header]}
+        await send(message)
+
+    return wrapped
 
 
 def json_errors(send: Send, method: str, path: str) -> Send:
@@ -354,12 +405,16 @@ async def _send_asset(send: Send, content: bytes, media_type: str) -> None:
 
 
 def error_response(status: int, message: str) -> bytes:
-    """A whole ``{"error": message}`` response that closes the connection, as bytes to write."""
+    """A whole ``{"error": message}`` response that closes the connection, as bytes to write.
+
+    No request was read (or none could be parsed), so its ``X-Request-ID`` is always a new one.
+    """
     body = json.dumps({"error": message}).encode()
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
+        f"x-request-id: {uuid.uuid4().hex}\r\n"
         "connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body
