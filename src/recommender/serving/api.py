@@ -37,6 +37,8 @@ IntId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 #: A text raw id.
 StrId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
 Id = TypeVar("Id")
+#: What a client did with an item, as ``feedback`` reports it.
+Event = Literal["click", "view", "add_to_cart", "purchase", "skip", "rate"]
 #: A genre name in a ``recommend`` filter.
 Genre = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 #: Largest number of genres one filter may list.
@@ -124,6 +126,13 @@ class SimilarResponse(_Strict, Generic[Id]):
     item_id: Id
     items: list[RecommendedItem[Id]]
     model_version: str
+
+
+class FeedbackResponse(_Strict):
+    """``feedback``'s answer: logged, under this request's id (its ``X-Request-ID``)."""
+
+    request_id: str
+    accepted: bool
 
 
 class ModelInfo(_Strict):
@@ -283,6 +292,17 @@ class ServingModel:
         return self._similar_response.model_construct(
             item_id=item, items=self._items(top.items, top.scores), model_version=self.version
         )
+
+    def check_rating(self, rating: float) -> None:
+        """Refuse a ``feedback`` rating the model's dataset could not hold: off its scale, or
+        between two of its steps (it would be retrained on, and fail the data's validation)."""
+        scale = self.bundle.scale
+        steps = (rating - scale.min) / scale.step
+        if not scale.min <= rating <= scale.max or abs(steps - round(steps)) > 1e-6:
+            raise BadRequest(
+                f"rating: {rating:g} is not on the model's rating scale ({scale.min:g} to "
+                f"{scale.max:g} in steps of {scale.step:g})"
+            )
 
     def model_info(self) -> ModelInfo:
         """The served model's registry identity, metrics and lineage."""

@@ -44,6 +44,9 @@ ROOTS: dict[str, tuple[str, ...]] = {
 FOLDER = Path(__file__).with_name("requirements")
 #: Packaging tools pip leaves out of a lock (``pip freeze``); every Python image has them.
 TOOLS = frozenset({"pip", "setuptools", "wheel"})
+#: Files of the library, not modules, that the service reads at run time (relative to the folder
+#: holding ``recommender/``): the inference log's logging config.
+DATA_FILES = ("recommender/serving/inference_log.yaml",)
 #: Modules the service imports inside functions (the closure of their module-level imports is
 #: carried too): always, with an ANN index, and for a family scored by its Keras graph.
 LAZY: dict[str, tuple[str, ...]] = {

@@ -1,7 +1,7 @@
 """Every use of BentoML's private API (``bentoml._internal``) in the project, in one place.
 
 BentoML 1.4 has no public way to read three things the package stage and the service need, so
-this module reaches into its internals, and nothing else in the project does:
+this module reaches into its internals, and nothing else in the project does (one more, below):
 
 - :func:`bentoml_home`: the store this process resolved (``BentoMLContainer.bentoml_home``), so
   the package stage can refuse to switch stores once BentoML has fixed one.
@@ -10,6 +10,11 @@ this module reaches into its internals, and nothing else in the project does:
 - :func:`request_error_logger`: the logger BentoML reports each exception a request raised with
   (``bentoml._internal.server.http_app.logger``, used by ``log_exception``), so the service can
   drop the tracebacks of client errors.
+
+And one private method the project overrides: ``bentoml.monitoring.DefaultMonitor._init_logger``
+(where BentoML's log-file monitor configures its loggers), which
+:class:`recommender.serving.inference_log.InferenceMonitor` replaces so that each monitor writes
+to its own files.
 
 :func:`check` touches each of them and raises :class:`MovedAPI` naming the one an upgrade moved;
 ``tests/serving/test_bentoml_internals.py`` runs it, so a BentoML upgrade that moves any of them
@@ -29,6 +34,7 @@ PRIVATE_APIS = (
     "bentoml._internal.context:server_context.worker_index",
     "bentoml._internal.server.http_app:logger",
     "bentoml._internal.server.http_app:log_exception",
+    "bentoml.monitoring:DefaultMonitor._init_logger",
 )
 #: The name of the logger :func:`request_error_logger` returns (BentoML 1.4.40's module name).
 REQUEST_ERROR_LOGGER = "bentoml._internal.server.http_app"

@@ -337,7 +337,8 @@ def build_context(
     ann: bool = False,
 ) -> Path:
     """Assemble the Bento's build context: ``serving/``'s files, the library modules the service
-    imports (:func:`~recommender.serving.bento_contents.modules`), the Swagger UI assets, and
+    imports (:func:`~recommender.serving.bento_contents.modules`) and the files it reads
+    (``DATA_FILES``: the inference log's config), the Swagger UI assets, and
     ``requirements.txt``: the serving requirement sets for a model that needs Keras (``keras``)
     and FAISS (``ann``) or not, each pin checked against ``requirements`` (the lock) if given."""
     import recommender
@@ -354,6 +355,8 @@ def build_context(
         (dest / module).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / module, dest / module)
     shutil.copytree(swagger.ASSETS, dest / swagger.ASSETS.relative_to(root))
+    for name in bento_contents.DATA_FILES:
+        shutil.copy2(root / name, dest / name)
     if requirements is not None and not Path(requirements).is_file():
         raise PackagingError(f"{requirements}: missing (expected the pinned requirements)")
     try:
