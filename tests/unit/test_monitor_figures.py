@@ -209,3 +209,53 @@ def test_feedback_past_the_window_follows_its_last_lists_but_is_not_counted(
     assert (
         result["online"]["coverage"] == 3 / 200 and result["online"]["distinct_items_served"] == 3
     )
+
+
+def brute_force(lists: list, positives: list, k: int, horizon_s: float) -> tuple[int, float, float]:
+    """Online quality list by list, with sets: the definition, written plainly."""
+    scores, hits = [], []
+    for user, t, items in lists:
+        relevant = {i for u, i, e in positives if u == user and t <= e < t + horizon_s}
+        if not relevant:
+            continue
+        top = items[:k]  # an item served twice counts once, at its first rank
+        dcg = sum(
+            1 / math.log2(r + 2) for r, i in enumerate(top) if i in relevant and i not in top[:r]
+        )
+        ideal = sum(1 / math.log2(r + 2) for r in range(min(len(relevant), k)))
+        scores.append(dcg / ideal)
+        hits.append(dcg > 0)
+    return len(scores), sum(hits) / len(hits), sum(scores) / len(scores)
+
+
+@pytest.mark.parametrize("block", [None, 37])
+def test_online_quality_equals_the_definition_on_random_logs(
+    block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recommender.monitoring import online
+
+    if block:  # many small blocks must give the same figures as one
+        monkeypatch.setattr(online, "BLOCK", block)
+    rng = np.random.default_rng(3)
+    lists = [
+        (
+            int(rng.integers(20)),
+            float(rng.integers(0, 20_000)),
+            rng.choice(40, int(rng.integers(0, 12)), replace=bool(n % 7 == 0)).tolist(),
+        )
+        for n in range(400)
+    ]  # every 7th list may serve an item twice
+    # Repeats on purpose: the same user and item positive twice within a horizon.
+    positives = [(int(rng.integers(20)), int(rng.integers(40)), float(rng.integers(0, 24_000)))
+                 for _ in range(900)]  # fmt: skip
+    served = ServedLists(
+        time=np.array([t for _, t, _ in lists]),
+        user=np.array([u for u, _, _ in lists]),
+        offsets=np.cumsum([0] + [len(items) for _, _, items in lists]),
+        items=np.array([i for _, _, items in lists for i in items], dtype=np.int64),
+    )
+    pos = Positives(*(np.array(column) for column in zip(*positives, strict=True)))
+    quality = online_quality(served, pos, k=5, horizon_hours=0.5)
+    followed, hit_rate, ndcg = brute_force(lists, positives, 5, 1800.0)
+    assert quality.followed == followed > 100
+    assert quality.hit_rate == pytest.approx(hit_rate) and quality.ndcg == pytest.approx(ndcg)

@@ -222,13 +222,17 @@ def online_figures(
     positives = Positives(fb.user[pos], fb.item[pos], fb.event_time[pos])
     quality = online_quality(lists, positives, k, cfg.horizon_hours)
 
+    # Per item code, not per served slot: memory follows the catalog, not the traffic.
     item_raw = interners.item.raw()
-    served = np.unique(lists.items)
+    shown = np.bincount(lists.items, minlength=len(item_raw))
+    served = np.flatnonzero(shown)
     in_catalog = pd.Index(ref.catalog["item_id"]).get_indexer(pd.Index(list(item_raw[served])))
     counts = ref.item_counts
     catalog_counts = counts[code_index(ref.catalog["item_id"].to_numpy(), ref.item_vocab)]
-    served_counts = counts[code_index(item_raw, ref.item_vocab)[lists.items]]
-    percentile = popularity_percentiles(catalog_counts, served_counts)
+    percentile = popularity_percentiles(
+        catalog_counts, counts[code_index(item_raw[served], ref.item_vocab)]
+    )
+    mean_percentile = float(np.average(percentile, weights=shown[served])) if served.size else None
     return {
         "k": k,
         "horizon_hours": cfg.horizon_hours,
@@ -240,7 +244,7 @@ def online_figures(
         "distinct_items_served": int(np.count_nonzero(in_catalog >= 0)),
         "catalog_items": len(ref.catalog),
         "coverage": _share(np.count_nonzero(in_catalog >= 0), len(ref.catalog)),
-        "popularity_percentile": _round(float(percentile.mean()) if percentile.size else None),
+        "popularity_percentile": _round(mean_percentile),
     }
 
 

@@ -49,31 +49,116 @@ class OnlineQuality:
     ndcg: float | None
 
 
-def followed_ranges(
-    lists: ServedLists, positives: Positives, horizon_s: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per list, the range ``[lo, hi)`` of its positives in the returned (user, time) order.
+#: Most (list, positive) pairs or served slots handled at once: bounds the memory of a window
+#: whose users send much feedback (about 100 MB of temporary arrays a block).
+BLOCK = 2_000_000
 
-    Returns:
-        ``(lo, hi, order)``: ``order`` sorts the positives by user then time.
+
+@dataclass(frozen=True)
+class _Index:
+    """The positives, indexed for the per-list questions, on one integer clock (``ticks``).
+
+    ``by_user``: positions sorted by (user, tick), with ``user_key`` (user * span + tick) to find
+    a list's range; ``prev``: each positive's previous positive on the same (user, item), in
+    ticks (-1 for none), which tells a repeat from a new relevant item; ``pair_key`` (pair rank *
+    span + tick, sorted) and ``pair_codes`` (the distinct user * n_items + item) find whether a
+    served item was a positive of its list.
     """
+
+    t0: float
+    scale: float
+    span: int
+    horizon: int
+    by_user: np.ndarray
+    user_key: np.ndarray
+    prev: np.ndarray
+    pair_codes: np.ndarray
+    pair_key: np.ndarray
+    n_items: int
+
+    def ticks(self, t: np.ndarray) -> np.ndarray:
+        return _ticks(t, self.t0, self.scale)
+
+
+def _ticks(t: np.ndarray, t0: float, scale: float) -> np.ndarray:
+    return np.floor((np.asarray(t, np.float64) - t0) * scale).astype(np.int64)
+
+
+def _index(lists: ServedLists, positives: Positives, horizon_s: float) -> _Index:
     t0 = float(min(lists.time.min(), positives.event_time.min()))
     span_s = float(max(lists.time.max() + horizon_s, positives.event_time.max())) - t0 + 1.0
     users = int(max(lists.user.max(), positives.user.max())) + 1
-    # Milliseconds where the key fits in int64 with room to spare, else seconds.
-    scale = 1000.0 if span_s * 1000.0 * users < 2.0**62 else 1.0
+    n_items = int(max(lists.items.max(initial=0), positives.item.max())) + 1
+    # Milliseconds where every key fits in int64 with room to spare, else seconds.
+    scale = 1000.0 if span_s * 1000.0 * max(users, len(positives.user)) < 2.0**62 else 1.0
     span = int(np.ceil(span_s * scale)) + 1
+    tick = _ticks(positives.event_time, t0, scale)
+    user = positives.user.astype(np.int64)
+    user_key = user * span + tick
+    by_user = np.argsort(user_key, kind="stable")
+    pair = user * n_items + positives.item.astype(np.int64)
+    pair_codes, pair_rank = np.unique(pair, return_inverse=True)
+    pair_key = pair_rank.astype(np.int64) * span + tick
+    by_pair = np.argsort(pair_key, kind="stable")
+    sorted_rank = pair_rank[by_pair]
+    prev_sorted = np.full(by_pair.size, -1, dtype=np.int64)
+    same = sorted_rank[1:] == sorted_rank[:-1]
+    prev_sorted[1:][same] = tick[by_pair][:-1][same]
+    prev = np.empty_like(prev_sorted)
+    prev[by_pair] = prev_sorted
+    horizon = int(round(horizon_s * scale))
+    return _Index(t0, scale, span, horizon, by_user, user_key[by_user], prev, pair_codes,
+                  pair_key[by_pair], n_items)  # fmt: skip
 
-    def key(user: np.ndarray, t: np.ndarray) -> np.ndarray:
-        ticks = np.floor((t - t0) * scale).astype(np.int64)
-        return user.astype(np.int64) * span + ticks
 
-    pos_key = key(positives.user, positives.event_time)
-    order = np.argsort(pos_key, kind="stable")
-    pos_key = pos_key[order]
-    lo = np.searchsorted(pos_key, key(lists.user, lists.time), side="left")
-    hi = np.searchsorted(pos_key, key(lists.user, lists.time + horizon_s), side="left")
-    return lo, hi, order
+def _blocks(weights: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive ranges of items whose ``weights`` sum to about :data:`BLOCK` (one item
+    heavier than that makes a block of its own)."""
+    total = np.cumsum(weights)
+    cuts = np.searchsorted(total, np.arange(BLOCK, int(total[-1]), BLOCK), side="left") + 1
+    bounds = np.unique(np.concatenate([[0], cuts, [len(weights)]])).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _relevant_counts(
+    idx: _Index, lo: np.ndarray, counts: np.ndarray, list_tick: np.ndarray
+) -> np.ndarray:
+    """Distinct relevant items of each list: its positives whose previous positive on the same
+    item came before the list (a repeat inside the horizon is the same relevant item)."""
+    local = np.repeat(np.arange(len(lo)), counts)
+    first = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+    positive = idx.by_user[first + np.arange(local.size)]
+    new = idx.prev[positive] < list_tick[local]
+    return np.bincount(local, weights=new, minlength=len(lo))
+
+
+def _dcg(
+    idx: _Index, lists: ServedLists, ids: np.ndarray, list_tick: np.ndarray, k: int
+) -> np.ndarray:
+    """DCG@K of lists ``ids``: each of their first K items that the user's positives within the
+    horizon hold adds the discount of its rank."""
+    starts = lists.offsets[ids]
+    lengths = np.minimum(lists.offsets[ids + 1] - starts, k)
+    local = np.repeat(np.arange(len(ids)), lengths)
+    rank = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
+        np.cumsum(lengths) - lengths, lengths
+    )
+    item = lists.items[np.repeat(starts, lengths) + rank].astype(np.int64)
+    code = lists.user[ids][local].astype(np.int64) * idx.n_items + item
+    at = np.minimum(np.searchsorted(idx.pair_codes, code), idx.pair_codes.size - 1)
+    known = idx.pair_codes[at] == code
+    t = list_tick[local]
+    first = np.searchsorted(idx.pair_key, at * idx.span + t, side="left")
+    found = np.minimum(first, idx.pair_key.size - 1)
+    # The pair's first positive at or after the list: within the horizon, and still this pair.
+    hit = known & (first < idx.pair_key.size) & (idx.pair_key[found] < at * idx.span + t
+                                                 + idx.horizon)  # fmt: skip
+    # An item served twice in one list counts once, at its first rank.
+    hit_at = np.flatnonzero(hit)
+    _, first_of = np.unique(local[hit_at] * idx.n_items + item[hit_at], return_index=True)
+    hit_at = hit_at[first_of]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    return np.bincount(local[hit_at], weights=discounts[rank[hit_at]], minlength=len(ids))
 
 
 def online_quality(
@@ -83,43 +168,26 @@ def online_quality(
     n = len(lists.time)
     if n == 0 or len(positives.user) == 0:
         return OnlineQuality(n, 0, None, None)
-    lo, hi, order = followed_ranges(lists, positives, horizon_hours * 3600.0)
-    counts = hi - lo
+    idx = _index(lists, positives, horizon_hours * 3600.0)
+    list_tick = idx.ticks(lists.time)
+    start = lists.user.astype(np.int64) * idx.span + list_tick
+    lo = np.searchsorted(idx.user_key, start, side="left")
+    counts = np.searchsorted(idx.user_key, start + idx.horizon, side="left") - lo
     followed = np.flatnonzero(counts > 0)
     if followed.size == 0:
         return OnlineQuality(n, 0, None, None)
-    # Every (followed list, positive) pair, then each list's distinct relevant items.
-    pair_list = np.repeat(followed, counts[followed])
-    starts = np.repeat(lo[followed] - np.cumsum(counts[followed]) + counts[followed],
-                       counts[followed])  # fmt: skip
-    pos_index = order[starts + np.arange(pair_list.size)]
-    n_codes = int(max(lists.items.max(initial=0), positives.item.max())) + 1
-    relevant = np.unique(pair_list * n_codes + positives.item[pos_index].astype(np.int64))
-    rel_list = relevant // n_codes
-    n_relevant = np.bincount(rel_list, minlength=n)
-
-    # Where each relevant item sits in its list's first K (only the followed lists' slots).
-    starts = lists.offsets[followed]
-    lengths = np.minimum(lists.offsets[followed + 1] - starts, k)
-    served_rank = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(
-        np.cumsum(lengths) - lengths, lengths
-    )
-    served_list = np.repeat(followed, lengths)
-    served_item = lists.items[np.repeat(starts, lengths) + served_rank].astype(np.int64)
-    served_key = served_list * n_codes + served_item
-    by_key = np.argsort(served_key, kind="stable")
-    served_key, served_rank = served_key[by_key], served_rank[by_key]
-    if served_key.size == 0:  # every followed list was empty: nothing could hit
-        return OnlineQuality(n, int(followed.size), 0.0, 0.0)
-    at = np.minimum(np.searchsorted(served_key, relevant), served_key.size - 1)
-    hit = served_key[at] == relevant
-
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = np.bincount(rel_list[hit], weights=discounts[served_rank[at[hit]]], minlength=n)
-    ideal = np.cumsum(discounts)[np.minimum(n_relevant[followed], k) - 1]
-    ndcg = dcg[followed] / ideal
-    hits = np.bincount(rel_list[hit], minlength=n)[followed] > 0
-    return OnlineQuality(n, int(followed.size), float(hits.mean()), float(ndcg.mean()))
+    ideal_of = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
+    weight = counts[followed] + k  # pairs and served slots a list costs
+    ndcg_sum = hits = 0.0
+    for a, b in _blocks(weight):
+        ids = followed[a:b]
+        n_rel = _relevant_counts(idx, lo[ids], counts[ids], list_tick[ids])
+        dcg = _dcg(idx, lists, ids, list_tick[ids], k)
+        ideal = ideal_of[np.clip(n_rel.astype(np.int64), 1, k) - 1]
+        ndcg_sum += float((dcg / ideal).sum())
+        hits += float(np.count_nonzero(dcg > 0))
+    m = followed.size
+    return OnlineQuality(n, int(m), hits / m, ndcg_sum / m)
 
 
 def popularity_percentiles(catalog_counts: np.ndarray, counts: np.ndarray) -> np.ndarray:
