@@ -88,6 +88,36 @@ print(json.dumps({n: getattr(m, "__file__", None) for n, m in sorted(sys.modules
 """
 
 
+def loaded_distributions(loaded: dict[str, str | None]) -> set[str]:
+    """The distributions whose modules ``loaded`` (module name -> file) holds.
+
+    A top-level name most often belongs to one distribution. A namespace package shared by
+    several (``opentelemetry``: api, sdk, proto, exporters...) counts only the distributions that
+    own a loaded module's file: BentoML loads ``opentelemetry.sdk``, not ``opentelemetry.proto``.
+    """
+    by_module = metadata.packages_distributions()
+    owners: dict[str, str] = {}  # file -> distribution, of the shared namespaces met
+    indexed: set[str] = set()
+    dists: set[str] = set()
+    for name, path in loaded.items():
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names:
+            continue
+        candidates = by_module.get(top, [])
+        if len(candidates) <= 1:
+            dists.update(contents.normalize(d) for d in candidates)
+            continue
+        if top not in indexed:
+            indexed.add(top)
+            for dist in candidates:
+                for file in metadata.distribution(dist).files or []:
+                    owners[str(Path(str(file.locate())).resolve())] = dist
+        owner = owners.get(str(Path(path).resolve())) if path else None
+        if owner:  # a namespace package itself has no file
+            dists.add(contents.normalize(owner))
+    return dists
+
+
 @pytest.mark.slow
 def test_a_served_model_imports_only_what_the_bento_carries(packaged: Packaged) -> None:
     from recommender.serving.packaging import model_needs
@@ -117,14 +147,7 @@ def test_a_served_model_imports_only_what_the_bento_carries(packaged: Packaged) 
     pins = {}
     for name in sets:
         pins.update(contents.read_pins(contents.FOLDER / f"{name}.txt"))
-    by_module = metadata.packages_distributions()
-    dists = {
-        contents.normalize(d)
-        for m in {m.partition(".")[0] for m in loaded}
-        if m not in sys.stdlib_module_names
-        for d in by_module.get(m, [])
-    }
-    extra = dists - {"deep-recommender"} - contents.TOOLS - set(pins)
+    extra = loaded_distributions(loaded) - {"deep-recommender"} - contents.TOOLS - set(pins)
     assert not extra, sorted(extra)
     if not needs["keras"]:  # a factor family serves without TensorFlow
         assert "tensorflow" not in loaded and "keras" not in loaded

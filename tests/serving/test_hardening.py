@@ -306,12 +306,13 @@ def test_no_page_loads_anything_from_another_host(server: Server) -> None:
     index = requests.get(server.url + "/", timeout=30)
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
     assert "default-src 'none'" in index.headers["content-security-policy"]
-    for route in ("/predict", "/recommend", "/similar_items", "/model_info", "docs.json"):
+    routes = ("/predict", "/recommend", "/similar_items", "/feedback", "/model_info")
+    for route in (*routes, "docs.json"):
         assert route in index.text
     # The OpenAPI schema is still served.
     spec = requests.get(server.url + "/docs.json", timeout=30)
     assert spec.status_code == 200
-    assert {"/recommend", "/predict", "/similar_items", "/model_info"} <= set(spec.json()["paths"])
+    assert set(routes) <= set(spec.json()["paths"])
     assert requests.head(server.url + "/", timeout=30).status_code == 200
 
 

@@ -109,6 +109,23 @@ BAD_REQUESTS = [
     ("similar_items", '{"item_id": 1, "k": 1000}', "application/json", 400, "less than"),
     ("model_info", '{"verbose": true}', "application/json", 400, "verbose"),
 ]
+# /feedback's hostile bodies: (raw JSON body, expected status, a word the message must contain).
+BAD_FEEDBACK = [
+    ('{"user_id": 1, "item_id": 2}', 400, "rating or event"),
+    ('{"user_id": 1, "item_id": 2, "rating": null, "event": null}', 400, "rating or event"),
+    ('{"user_id": 1, "item_id": 2, "rating": 99}', 400, "scale"),
+    ('{"user_id": 1, "item_id": 2, "rating": 1e999}', 400, "finite"),
+    ('{"user_id": 1, "item_id": 2, "event": "like"}', 400, "event"),
+    ('{"user_id": 1, "item_id": 2, "event": "view", "timestamp": -5}', 400, "timestamp"),
+    ('{"user_id": "a", "item_id": 2, "event": "view"}', 400, "integer"),
+    ('{"user_id": 1, "item_id": 2, "event": "view", "why": 1}', 400, "why"),
+    ('{"item_id": 2, "rating": 3}', 400, "user_id"),
+    ('{"user_id": 1, "item_id": 2, "event": "view", "request_id": ""}', 400, "request_id"),
+]
+BAD_REQUESTS += [("feedback", b, "application/json", code, w) for b, code, w in BAD_FEEDBACK]
+BAD_REQUESTS.append(
+    ("feedback", "user_id=1&event=view", "application/x-www-form-urlencoded", 415, "json")
+)
 
 
 @pytest.mark.parametrize(("endpoint", "body", "ctype", "status", "word"), BAD_REQUESTS)
@@ -178,6 +195,15 @@ FIELDS = {
         {"pairs": st.lists(st.fixed_dictionaries({"user_id": IDS, "item_id": IDS}), max_size=5)}
     ),
     "model_info": st.just({}),
+    "feedback": st.fixed_dictionaries(
+        {"user_id": IDS, "item_id": IDS},
+        optional={
+            "rating": st.floats() | st.integers(-2, 8) | JSON,
+            "event": st.sampled_from(["click", "view", "rate", "like", ""]) | JSON,
+            "timestamp": st.floats() | st.integers(-(2**64), 2**64) | JSON,
+            "request_id": st.text(max_size=200) | JSON,
+        },
+    ),
 }
 # Bodies shaped for their endpoint (with wrong values inside), and any JSON at all.
 MATCHED = st.sampled_from(sorted(FIELDS)).flatmap(lambda e: st.tuples(st.just(e), FIELDS[e]))

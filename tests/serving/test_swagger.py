@@ -26,7 +26,7 @@ from recommender.serving import swagger
 
 pytestmark = pytest.mark.slow
 
-OPERATIONS = ("/predict", "/recommend", "/similar_items", "/model_info")
+OPERATIONS = ("/predict", "/recommend", "/similar_items", "/feedback", "/model_info")
 #: Hosts headless Chromium itself calls at start whatever the page (sign-in, update, connectivity
 #: checks), none of them a page's load: the resolver rule refuses them offline.
 BROWSER_HOSTS = {"www.google.com", "accounts.google.com", "clients2.google.com"}
