@@ -309,6 +309,14 @@ Verdict: retrain = {s["retrain"]} ({s["reason"]}).
 """
 
 
+def _record(result: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in result.items() if k not in ("summary", "monitor", "read_feedback")}
+    for name in ("monitor", "read_feedback"):
+        out[name] = {k: v for k, v in result[name].items() if k not in ("stdout", "stderr")}
+    out["monitor_timings"] = result["summary"]["timings"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -326,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(result)
     write_text(text, args.out)
     Path(args.out).with_suffix(".json").write_text(
-        json.dumps({k: v for k, v in result.items() if k != "summary"}, indent=2, default=str)
+        # No process output: it names the scratch folder, a path of this machine.
+        json.dumps(_record(result), indent=2, default=str) + "\n"
     )
     print(text)
     return 0

@@ -163,6 +163,9 @@ def _number(value: Any, name: str, nullable: bool) -> float:
     raise Bad(f"column {name!r}: expected a number{' or null' if nullable else ''}, got {value!r}")
 
 
+_ID_TYPES = {int, str}
+
+
 def _id(value: Any, name: str) -> Any:
     kind = type(value)
     if kind is int or kind is str:
@@ -228,8 +231,13 @@ class Column:
         if type(value) is not list:
             raise Bad(f"column {self.name!r}: expected a list of ids, got {value!r}")
         assert self.ids is not None
-        code = self.ids.code
-        return [code(_id(v, self.name)) for v in value]
+        if not set(map(type, value)) <= _ID_TYPES:
+            bad = next(v for v in value if type(v) not in _ID_TYPES)
+            raise Bad(f"column {self.name!r}: expected ids (int or str), got {bad!r}")
+        try:  # every id seen before: the common case, a dict lookup each
+            return list(map(self.ids.codes.__getitem__, value))
+        except KeyError:
+            return list(map(self.ids.code, value))
 
     def _count(self, value: Any) -> int:
         if type(value) is not list:
