@@ -239,6 +239,27 @@ class _TestSplit:
         users, items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
         return cls(path, users, items, test["rating"].to_numpy(dtype=np.float64))
 
+    def where(self, keep: np.ndarray) -> _TestSplit:
+        return _TestSplit(self.path, self.users[keep], self.items[keep], self.y[keep])
+
+
+def _unseen_by(model: Any, test: _TestSplit) -> np.ndarray:
+    """Which test rows ``model`` did not train on (a mask over ``test``'s rows).
+
+    A retrain on grown data draws a new split, so some of the candidate's test rows may be rows the
+    champion trained on. The champion masks its own train items out of its rankings, so on those
+    rows it could never score a hit, and its errors there are in-sample: the two models are
+    compared only on the rows neither of them saw.
+    """
+    users, items = model.user_index(test.users), model.item_index(test.items)
+    seen = model.seen
+    width = np.int64(model.n_items + 1)
+    per_user = np.diff(seen.indptr)
+    seen_keys = np.repeat(np.arange(per_user.size, dtype=np.int64), per_user) * width
+    seen_keys += seen.indices.astype(np.int64)
+    test_keys = users.astype(np.int64) * width + items.astype(np.int64)
+    return ~np.isin(test_keys, seen_keys) | (users == 0) | (items == 0)
+
 
 def _squared_errors(bundle: Any, test: _TestSplit) -> np.ndarray:
     """Each test rating's squared error, from the model's raw (unclipped) predictions."""
@@ -274,22 +295,12 @@ def _new_gate(
         float(metrics["baselines"]["popularity"][ndcg_name] or 0.0),
         "popularity ranking",
     )
-    champion_rmse = champion_ndcg = None
+    head_to_head: dict[str, Any] = {}
     if champion is not None:
         held = _load_champion(
             params.tracking.registered_model, str(champion.version), tmp / "champion"
         )
-        sq_h = _squared_errors(held, test)
-        champion_rmse = _rmse(sq_h)
-        _, ndcg_h = ndcg_by_user(held, bundle, test.users, test.items, test.y, k, threshold)
-        champion_ndcg = round6(np.mean(ndcg_h)) if ndcg_h.size else 0.0
-        n, conf, seed = cfg.bootstrap_resamples, cfg.confidence, params.seed
-        rmse = replace(rmse, interval=paired_bootstrap(sq_c, sq_h, test.users, n, conf, seed))
-        if ndcg_c.size:
-            ndcg_change = paired_bootstrap(
-                ndcg_c, ndcg_h, ranked_users, n, conf, seed, statistic="mean"
-            )
-            ndcg = replace(ndcg, interval=ndcg_change)
+        rmse, ndcg, head_to_head = _against_champion(params, test, bundle, sq_c, held, rmse, ndcg)
     ranking = cfg.primary == "ndcg" or (cfg.primary == "auto" and bundle.retrieval is not None)
     primary, guard = (ndcg, rmse) if ranking else (rmse, ndcg)
     verdict = decide(primary, guard, cfg.min_delta, cfg.guard_delta)
@@ -301,10 +312,10 @@ def _new_gate(
         "candidate_version": int(version),
         "champion_version": int(champion.version) if champion is not None else None,
         "candidate_rmse": rmse.candidate,
-        "champion_rmse": champion_rmse,
+        "champion_rmse": head_to_head.get("champion_rmse"),
         "bias_rmse": round6(bias_rmse),
         "candidate_ndcg": ndcg.candidate,
-        "champion_ndcg": champion_ndcg,
+        "champion_ndcg": head_to_head.get("champion_ndcg"),
         "popularity_ndcg": round6(ndcg.baseline),
         "ranked_users": int(ndcg_c.size),
         "interval": asdict(primary.interval) if primary.interval else None,
@@ -314,7 +325,53 @@ def _new_gate(
         "confidence": cfg.confidence,
         "resamples": cfg.bootstrap_resamples,
         "test_rows": int(test.y.size),
+        # Of them, the rows the champion did not train on, where the intervals compare the two.
+        "compared_rows": head_to_head.get("rows"),
+        "candidate_rmse_compared": head_to_head.get("candidate_rmse"),
+        "candidate_ndcg_compared": head_to_head.get("candidate_ndcg"),
     }
+
+
+def _against_champion(
+    params: Params,
+    test: _TestSplit,
+    bundle: Any,
+    sq_c: np.ndarray,
+    held: Any,
+    rmse: Comparison,
+    ndcg: Comparison,
+) -> tuple[Comparison, Comparison, dict[str, Any]]:
+    """The paired bootstrap intervals of the candidate's change against the champion ``held``,
+    on the test rows the champion did not train on (:func:`_unseen_by`), and both models'
+    figures there."""
+    from recommender.scoring.metrics import ndcg_by_user
+
+    cfg = params.register_
+    k, threshold = params.evaluate.k, params.evaluate.relevance_threshold
+    unseen = _unseen_by(held, test)
+    if not unseen.any():
+        raise RegistryError(
+            f"the champion trained on every one of the {unseen.size} test rows in {test.path}: "
+            "the candidate cannot be compared with it on data neither saw (give the split new "
+            "rows, e.g. a temporal split after new ratings came in)"
+        )
+    both = test.where(unseen)
+    sq_c, sq_h = sq_c[unseen], _squared_errors(held, both)
+    users, ndcg_c = ndcg_by_user(bundle, bundle, both.users, both.items, both.y, k, threshold)
+    _, ndcg_h = ndcg_by_user(held, bundle, both.users, both.items, both.y, k, threshold)
+    n, conf, seed = cfg.bootstrap_resamples, cfg.confidence, params.seed
+    rmse = replace(rmse, interval=paired_bootstrap(sq_c, sq_h, both.users, n, conf, seed))
+    if ndcg_c.size:
+        change = paired_bootstrap(ndcg_c, ndcg_h, users, n, conf, seed, statistic="mean")
+        ndcg = replace(ndcg, interval=change)
+    figures = {
+        "rows": int(unseen.sum()),
+        "candidate_rmse": _rmse(sq_c),
+        "champion_rmse": _rmse(sq_h),
+        "candidate_ndcg": round6(np.mean(ndcg_c)) if ndcg_c.size else 0.0,
+        "champion_ndcg": round6(np.mean(ndcg_h)) if ndcg_h.size else 0.0,
+    }
+    return rmse, ndcg, figures
 
 
 def _load_champion(name: str, version: str, dst: Path) -> Any:
