@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from monitor_support import record, write_log
-from support import child_env, tiny_raw
+from support import child_env, closed_port, tiny_raw
 from test_datadocs import problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,3 +200,26 @@ def test_a_failed_run_keeps_the_previous_report(
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json", "monitor"]
+
+
+def test_with_the_tracking_server_down_the_report_says_so_and_uses_metrics_json(
+    project: tuple[Path, str],
+    processed_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder, _ = project
+    with closed_port() as port:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        code, err = run_monitor(folder, processed_dir)
+    assert code == 0, err
+    summary = json.loads((folder / "reports" / "monitor" / "summary.json").read_text())
+    assert summary["mlflow"]["run_id"] is None
+    assert (
+        f"cannot reach the MLflow tracking store at http://127.0.0.1:{port}"
+        in (summary["mlflow"]["error"])
+    )
+    assert summary["online"]["offline_ndcg@10"] == 0.35
+    assert summary["online"]["offline_source"].startswith("reports/metrics.json (ranking.ndcg@10)")
+    assert "no MLflow run: cannot reach the MLflow tracking store" in caplog.text
+    assert (folder / "reports" / "monitor" / "index.html").is_file()
