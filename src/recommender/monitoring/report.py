@@ -42,8 +42,15 @@ def _num(value: Any, digits: int = 4) -> str:
     return _e(value)
 
 
+def _pct(value: float | None) -> str:
+    return "&ndash;" if value is None else f"{value:.1%}"
+
+
 def _table(rows: list[tuple[str, Any]]) -> str:
-    cells = "".join(f"<tr><th>{_e(k)}</th><td class='n'>{_num(v)}</td></tr>" for k, v in rows)
+    cells = "".join(
+        f"<tr><th>{_e(k)}</th><td class='n'>{_pct(v) if 'share' in k else _num(v)}</td></tr>"
+        for k, v in rows
+    )
     return f"<table>{cells}</table>"
 
 
@@ -73,8 +80,8 @@ def _traffic(t: dict[str, Any]) -> str:
         [
             ("cold-start share of recommend", t["cold_start_share"]),
             ("unknown-item share of similar_items", t["unknown_item_share"]),
-            ("unknown users among predict pairs", t["predict_unknown_user_share"]),
-            ("unknown items among predict pairs", t["predict_unknown_item_share"]),
+            ("unknown-user share of predict pairs", t["predict_unknown_user_share"]),
+            ("unknown-item share of predict pairs", t["predict_unknown_item_share"]),
             ("malformed log lines (skipped)", t["malformed_lines"]),
             ("of which truncated last lines", t["truncated_lines"]),
         ]
@@ -119,7 +126,7 @@ def _online(o: dict[str, Any]) -> str:
                 (f"hit rate@{k}", o[f"hit_rate@{k}"]),
                 (f"NDCG@{k} online", o[f"ndcg@{k}"]),
                 (f"NDCG@{k} offline (champion)", o.get(f"offline_ndcg@{k}")),
-                ("coverage (distinct served items / catalog)", o["coverage"]),
+                ("coverage: catalog share served", o["coverage"]),
                 ("mean training-popularity percentile of served items", o["popularity_percentile"]),
             ]
         )
