@@ -51,6 +51,8 @@ def write_project(folder: Path, processed, with_bad_lines: bool = True) -> None:
             rating = float(rng.integers(1, 6))
             feedback.append(record("feedback", t + 60, user_id=int(user), item_id=i, rating=rating))
     feedback.append(record("feedback", T0 + 99, user_id=99_999, item_id=int(items[0]), rating=5.0))
+    # An item the catalog does not have yet: new data, not a validation failure.
+    feedback.append(record("feedback", T0 + 98, user_id=99_999, item_id=88_888, rating=4.0))
     write_log(log, "recommend", served[:30], rotated="2026-11-03")
     write_log(log, "recommend", served[30:], tail='{"x_request_id": "cut' if with_bad_lines else "")
     write_log(log, "feedback", feedback)
@@ -125,13 +127,14 @@ def test_the_report_its_data_docs_and_the_mlflow_run(
     assert summary["window"]["since"] == "2026-11-01T00:00:00Z"
     traffic = summary["traffic"]
     assert traffic["requests"] == {"recommend": 60, "similar_items": 2, "predict": 1,
-                                   "feedback": 181}  # fmt: skip
+                                   "feedback": 182}  # fmt: skip
     assert traffic["malformed_lines"] == 1 and traffic["truncated_lines"] == 1
     assert traffic["unknown_item_share"] == 0.5 and traffic["cold_start_share"] == 0.0
     assert traffic["predict_unknown_item_share"] == 0.5
     assert traffic["latency_ms"]["recommend"] == {"p50": 2.5, "p95": 2.5}
     drift = summary["drift"]
-    assert drift["feedback_ratings"] == 181 and drift["new_users"] == 1
+    assert drift["feedback_ratings"] == 182 and drift["new_users"] == 1
+    assert drift["new_items"] == 1
     for name in ("ratings", "item_popularity", "user_activity"):
         assert drift[name]["psi"] >= 0 and 0 <= drift[name]["js"] <= 1
     online = summary["online"]
@@ -142,7 +145,7 @@ def test_the_report_its_data_docs_and_the_mlflow_run(
     # Volume alone passes min_feedback (50): a reason of kind "volume".
     assert summary["retrain"] is True
     assert "volume" in [r["kind"] for r in summary["reasons"]]
-    assert summary["validation"]["success"] is True and summary["validation"]["rows"] == 181
+    assert summary["validation"]["success"] is True and summary["validation"]["rows"] == 182
 
     # The page and the Data Docs load nothing from another host, and every local file exists.
     assert (out / "index.html").is_file() and (out / "validation" / "index.html").is_file()

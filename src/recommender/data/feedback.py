@@ -102,10 +102,10 @@ def merge_feedback(dataset: Dataset, feedback: pd.DataFrame) -> Dataset:
     if GIVEN_SPLIT in dataset.ratings.columns:
         rows[GIVEN_SPLIT] = "train"
     ratings = pd.concat([dataset.ratings, rows[list(dataset.ratings.columns)]], ignore_index=True)
-    items = _with_unknown_ids(dataset.items, ITEM, rows[ITEM], {"title": "", "genres": ""})
+    items = with_unknown_ids(dataset.items, ITEM, rows[ITEM], {"title": "", "genres": ""})
     users = dataset.users
     if users is not None:
-        users = _with_unknown_ids(users, USER, rows[USER], {"gender": "", "occupation": ""})
+        users = with_unknown_ids(users, USER, rows[USER], {"gender": "", "occupation": ""})
     extra = dict(dataset.info.extra)
     extra["feedback_ratings"] = len(rows)
     info = dataclasses.replace(dataset.info, extra=extra)
@@ -118,9 +118,11 @@ def merge_feedback(dataset: Dataset, feedback: pd.DataFrame) -> Dataset:
     return dataclasses.replace(dataset, ratings=ratings, items=items, users=users, info=info)
 
 
-def _with_unknown_ids(
+def with_unknown_ids(
     table: pd.DataFrame, column: str, ids: pd.Series, text: dict[str, str]
 ) -> pd.DataFrame:
+    """``table`` (items or users) with a row of unknown attributes for each id it lacks: ``text``
+    columns get the given text, the others a missing value."""
     new = pd.Index(ids.unique()).difference(pd.Index(table[column]))
     if new.empty:
         return table

@@ -5,7 +5,8 @@ whole seconds), the schema every source is turned into (:mod:`recommender.core.s
 rated twice keeps its latest rating, as a ratings table has one per pair. The items table is the
 preprocessed catalog. The suites are the validate stage's own
 (:func:`recommender.validation.validate_dataset`, Data Docs made offline the same way), with one
-change said in the report: the table-size floors (``min_ratings``, ``min_users``, ``min_items``)
+change said in the report (and items new to the catalog join its table, as ``ingest`` adds them
+from the feedback snapshot): the table-size floors (``min_ratings``, ``min_users``, ``min_items``)
 are for a training set, and a window's size is judged by ``monitor.min_feedback`` instead.
 """
 
@@ -28,11 +29,13 @@ from recommender.core.schema import (
     Dataset,
     DatasetInfo,
 )
+from recommender.data.feedback import with_unknown_ids
 
 #: What the report says about the suites' size floors.
 SIZE_NOTE = (
     "the validate stage's suites, with min_ratings, min_users and min_items set to 1 "
-    "(table-size floors for a training set; a window's size is judged by monitor.min_feedback)"
+    "(table-size floors for a training set; a window's size is judged by monitor.min_feedback), "
+    "items new to the catalog added to its table as ingest's merge adds them"
 )
 
 
@@ -91,6 +94,9 @@ def validate_feedback(
 
     relaxed = cfg.model_copy(update={"min_ratings": 1, "min_users": 1, "min_items": 1})
     items = catalog[[c for c in ITEM_COLUMNS if c in catalog.columns]].reset_index(drop=True)
+    # An item new to the catalog is what feedback brings, not an error: it joins the items
+    # table as ingest's merge would add it (the drift figures count new items).
+    items = with_unknown_ids(items, ITEM, ratings[ITEM], {"title": "", "genres": ""})
     # Feedback has no given train/test split, whatever the training source had.
     dataset = Dataset(
         ratings=ratings, items=items, users=None, info=replace(info, has_given_split=False)
