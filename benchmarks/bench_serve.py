@@ -9,6 +9,12 @@ with ``wrk`` and a Lua script that POSTs JSON bodies cycling over real test-spli
 Markdown table of p50/p99 latency and requests/s with the ratios to the no-op, and checks the
 targets (for the 1-worker service): recommend p50 within 1.3x of the no-op, its throughput at
 least 0.8x, and no errors.
+
+The inference log's cost: the 1-worker service logs every call (``serve.inference_log``, as
+packaged); a Bento of the same model with the log off (``service 1w log off``) runs in the same
+rounds, and a table sets the two side by side (p50 and req/s, and their ratios; the target: the
+log costs at most 10% of recommend's p50 and req/s). ``--no-log-compare`` leaves it out. Every
+server runs in a temporary folder, so their logs never mix with the project's ``logs/``.
 Exit status 1 when a request failed (non-2xx, socket error or timeout).
 """
 
@@ -32,6 +38,9 @@ from recommender.core.processes import NotReady, free_port, start_in_group, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 P50_TARGET, RPS_TARGET = 1.3, 0.8
+#: The inference log may cost at most this share of recommend's p50 and req/s.
+LOG_COST_TARGET = 0.10
+LOG_OFF = "service 1w log off"
 
 LUA = """
 local bodies = {%s}
@@ -65,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", default="1,2", help="worker counts of the service to run")
+    parser.add_argument(
+        "--log-compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the 1-worker service with the inference log off, side by side",
+    )
     parser.add_argument("--out", default="reports/bench_serve.md")
     args = parser.parse_args(argv)
     counts = sorted({int(w) for w in args.workers.split(",") if w.strip()})
@@ -81,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     env = server_env(Path(args.bentoml_home))
     bentos = {n: bento_with_workers(record, n, args) for n in counts}
     names = ["noop", *(service_name(n) for n in counts)]
+    extra = {}
+    if args.log_compare and 1 in counts and not args.bento:
+        extra[LOG_OFF] = bento_with_workers(record, 1, args, inference_log=False)
+        names.append(LOG_OFF)
+    elif args.log_compare:
+        print("no log on/off comparison: it needs --workers with 1 and no --bento", flush=True)
+    # Each server's working folder: a relative serve.log_dir (the inference log) lands there.
+    scratch = Path(tempfile.mkdtemp(prefix="bench_serve_"))
 
     servers = {}
     try:
@@ -88,10 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         # Started one after the other: a starting server picks free ports for its own sockets,
         # which could be the port the next one was given but has not bound yet.
         for n, tag in bentos.items():
-            servers[service_name(n)] = start(["serve", tag], env, f"service{n}")
+            servers[service_name(n)] = start(["serve", tag], env, f"service{n}", scratch)
             wait_ready(servers[service_name(n)], service_name(n))
+        for name, tag in extra.items():
+            servers[name] = start(["serve", tag], env, "service1-nolog", scratch)
+            wait_ready(servers[name], name)
         servers["noop"] = start(
-            ["serve", "noop_service:Noop", "--working-dir", str(ROOT / "benchmarks")], env, "noop"
+            ["serve", "noop_service:Noop", "--working-dir", str(ROOT / "benchmarks")],
+            env,
+            "noop",
+            scratch,
         )
         wait_ready(servers["noop"], "noop")
         rows = []
@@ -115,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for _, proc, _ in servers.values():
             stop_group(proc)
+        logged = sum(1 for _ in scratch.glob("*/logs/inference/*/data/data.*.log*"))
+        shutil.rmtree(scratch, ignore_errors=True)
+    if LOG_OFF in names and not logged:
+        print("warning: the service with the inference log on wrote no log file", flush=True)
 
     table = pd.DataFrame(rows)
     report, ok_errors = render(table, ", ".join(f"{n}w `{t}`" for n, t in bentos.items()), args)
@@ -128,16 +161,19 @@ def service_name(workers: int) -> str:
     return f"service {workers}w"
 
 
-def bento_with_workers(record: dict, workers: int, args: argparse.Namespace) -> str:
-    """The packaged Bento with ``serve.workers`` set to ``workers``: the same model, files and
-    other arguments (the package stage's own build, reused when it exists already)."""
+def bento_with_workers(
+    record: dict, workers: int, args: argparse.Namespace, **serve_overrides: object
+) -> str:
+    """The packaged Bento with ``serve.workers`` set to ``workers`` (and ``serve_overrides``):
+    the same model, files and other arguments (the package stage's own build, reused when it
+    exists already)."""
     from recommender.core.config import ServeConfig
     from recommender.serving.packaging import build_bento, use_bentoml_home
 
     if args.bento:
         return args.bento
     use_bentoml_home(args.bentoml_home)
-    serve = ServeConfig(**{**record["serve"], "workers": workers})
+    serve = ServeConfig(**{**record["serve"], "workers": workers, **serve_overrides})
     tag, _ = build_bento(ROOT / "serving", record["bento_model"], serve, ROOT / "requirements.lock")
     return tag
 
@@ -174,13 +210,18 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
-def start(cmd: list[str], env: dict[str, str], name: str) -> tuple[str, subprocess.Popen, Path]:
+def start(
+    cmd: list[str], env: dict[str, str], name: str, scratch: Path
+) -> tuple[str, subprocess.Popen, Path]:
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"bench_serve_{name}_{port}.log"
+    cwd = scratch / f"{name}_{port}"
+    cwd.mkdir()
     proc = start_in_group(
         [sys.executable, "-m", "bentoml", *cmd, "--host", "127.0.0.1", "--port", str(port)],
         log,
         env=env,
+        cwd=cwd,
     )
     return f"http://127.0.0.1:{port}", proc, log
 
@@ -299,9 +340,40 @@ def render(table: pd.DataFrame, bentos: str, args: argparse.Namespace) -> tuple[
         ),
         ("no failed requests (every service)", errors == 0, str(errors)),
     ]
+    log_lines, log_checks = log_cost(table)
+    lines += log_lines
+    checks += log_checks
     lines += ["", "| target | measured | met |", "|---|---:|:---:|"]
     lines += [f"| {name} | {value} | {'yes' if ok else 'NO'} |" for name, ok, value in checks]
     return "\n".join(lines) + "\n", errors == 0
+
+
+def log_cost(table: pd.DataFrame) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    """The table of the 1-worker service with the inference log on vs off, and its target."""
+    on_name = service_name(1)
+    if LOG_OFF not in set(table.server) or on_name not in set(table.server):
+        return [], []
+    lines = [
+        "",
+        f"Inference log on (`{on_name}`, as packaged: one JSON line per call) vs off "
+        f"(`{LOG_OFF}`), same rounds:",
+        "",
+        "| endpoint | p50 ms on | p50 ms off | p50 on/off | req/s on | req/s off | req/s on/off |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratios = {}
+    for endpoint, part in table.groupby("endpoint", sort=False):
+        on = part[part.server == on_name].iloc[0]
+        off = part[part.server == LOG_OFF].iloc[0]
+        ratios[endpoint] = (on.p50_ms / off.p50_ms, on.rps / off.rps)
+        lines.append(
+            f"| {endpoint} | {on.p50_ms:.2f} | {off.p50_ms:.2f} | {ratios[endpoint][0]:.2f}x "
+            f"| {on.rps:.0f} | {off.rps:.0f} | {ratios[endpoint][1]:.2f}x |"
+        )
+    p50, rps = ratios["recommend"]
+    ok = p50 <= 1 + LOG_COST_TARGET and rps >= 1 - LOG_COST_TARGET
+    name = f"the inference log costs recommend at most {LOG_COST_TARGET:.0%} (p50, req/s)"
+    return lines, [(name, ok, f"p50 {p50:.2f}x, req/s {rps:.2f}x")]
 
 
 if __name__ == "__main__":
