@@ -512,7 +512,7 @@ class ServeConfig(Section):
 
 
 class MonitorConfig(Section):
-    """``make monitor``: the window of inference log it reads and the retrain verdict's thresholds."""
+    """``make monitor``: the window of inference log it reads and the retrain thresholds."""
 
     #: The window: the last ``window_hours`` before ``until`` (``null``: all of the log).
     window_hours: float | None = Field(168.0, gt=0)
