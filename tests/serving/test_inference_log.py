@@ -10,6 +10,7 @@ on the same home would wipe the first one's Prometheus files).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -298,6 +299,27 @@ def serve_in(packaged: Packaged, folder: Path) -> Server:
     return start_server(args, "/readyz", env, folder / "serve.log", timeout=120)
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_a_killed_server_leaves_every_answered_record_whole(
     packaged: Packaged, tmp_path: Path
 ) -> None:
@@ -326,19 +348,32 @@ def test_a_killed_server_leaves_every_answered_record_whole(
                     answered[name].append(resp.headers["x-request-id"])
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    # The workers, which write the log: BentoML starts each in a process group of its own, so
+    # killing the server's group would leave them running.
+    workers = children(server.proc.pid)
+    assert workers
     try:
         for t in threads:
             t.start()
         deadline = time.monotonic() + 30
         while sum(map(len, answered.values())) < 400 and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.killpg(server.proc.pid, signal.SIGKILL)  # mid-traffic: the clients are still sending
+        for pid in workers:  # mid-traffic: the clients are still sending
+            os.kill(pid, signal.SIGKILL)
+        os.killpg(server.proc.pid, signal.SIGKILL)
         server.proc.wait(timeout=30)
     finally:
         stop_sending.set()
         for t in threads:
             t.join(timeout=30)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         stop(server.proc)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
     assert sum(map(len, answered.values())) >= 400, {k: len(v) for k, v in answered.items()}
     log_dir = tmp_path / "logs" / "inference"
     for name, ids in answered.items():
