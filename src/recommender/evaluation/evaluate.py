@@ -16,6 +16,7 @@ import pandas as pd
 
 from recommender.core import memory
 from recommender.core.config import EvaluateConfig
+from recommender.core.metric_names import flat_metrics
 from recommender.dataset.processed import Processed, with_val_in_train
 from recommender.evaluation.baselines import EASE, BiasBaseline, GlobalMean
 from recommender.scoring import metrics
@@ -215,20 +216,8 @@ def _rounded(value: Any) -> Any:
 
 
 def mlflow_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """Flatten ``metrics.json`` into MLflow metric names (``test_rmse``, ``ranking_ndcg_at_10``);
-    MLflow names may not contain ``@``."""
-    flat: dict[str, float] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix}_{key}" if prefix else str(key), sub)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            name = prefix.replace("@", "_at_").replace("+", "_plus").replace("-", "_to_")
-            flat[name] = float(value)
-
-    walk("", result)
-    return flat
+    """Flatten ``metrics.json`` into MLflow metric names (``test_rmse``, ``ranking_ndcg_at_10``)."""
+    return flat_metrics(result)
 
 
 #: Bytes per score cell while ranking a block of users (float32 scores, their float64 copy,

@@ -29,8 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import numpy as np
 
 from recommender.core.config import Params
 from recommender.core.io import staged_dir
+from recommender.core.metric_names import flat_metrics
 from recommender.monitoring import figures, logs, runlog
 from recommender.monitoring.checks import canonical_ratings, validate_feedback
 from recommender.monitoring.logs import (
@@ -123,27 +122,12 @@ def metrics_of(summary: dict[str, Any]) -> dict[str, float]:
     """The summary's numbers as MLflow metrics (``drift.item_popularity.psi`` ->
     ``drift_item_popularity_psi``; ``@`` -> ``_at_``); lists, text and nulls left out."""
     flat: dict[str, float] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                walk(f"{prefix}_{key}" if prefix else str(key), sub)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            if math.isfinite(value):
-                flat[_metric_name(prefix)] = float(value)
-        elif isinstance(value, bool):
-            flat[_metric_name(prefix)] = float(value)
-
     for section in ("traffic", "drift", "online"):
-        walk(section, summary[section])
-    walk("validation", {k: summary["validation"].get(k) for k in ("rows", "success")})
+        flat.update(flat_metrics(summary[section], section))
+    validation = {k: summary["validation"].get(k) for k in ("rows", "success")}
+    flat.update(flat_metrics(validation, "validation"))
     flat["retrain"] = float(summary["retrain"])
     return flat
-
-
-def _metric_name(name: str) -> str:
-    """An MLflow metric name: ``@`` as ``_at_``, other characters MLflow refuses as ``_``."""
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name.replace("@", "_at_"))
 
 
 def _run_params(summary: dict[str, Any]) -> dict[str, Any]:
