@@ -105,7 +105,9 @@ def _drift(d: dict[str, Any], threshold: float, min_rows: int) -> str:
     ]
     for name in ("ratings", "item_popularity", "user_activity"):
         c = d[name]
-        flag = " &#9888;" if c["psi"] is not None and c["psi"] > threshold else ""
+        # The warning sign only where the verdict looks at it (enough ratings to judge drift).
+        past = c["psi"] is not None and c["psi"] > threshold
+        flag = " &#9888;" if past and d.get("judged") else ""
         parts.append(
             f"<h3>{_e(name.replace('_', ' '))}: PSI {_num(c['psi'])}{flag}, "
             f"JS distance {_num(c['js'])}</h3>{_bars(c)}"
