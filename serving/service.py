@@ -33,6 +33,7 @@ Besides the five APIs, BentoML serves ``/healthz``, ``/readyz``, ``/metrics`` (P
 from __future__ import annotations
 
 import os
+import time
 from typing import Annotated
 
 from recommender.core.telemetry import disable_telemetry
@@ -232,9 +233,10 @@ class Recommender:
     ) -> FeedbackResponse:
         """Record a user's rating or event on an item, for retraining (new ids are welcome)."""
         clock = Clock()
-        if rating is not None:
-            with http.client_errors():
+        with http.client_errors():
+            if rating is not None:
                 self.model.check_rating(rating)
+            self.model.check_timestamp(timestamp, time.time())
         rid = http.request_id()
         fields = {"user_id": user_id, "item_id": item_id, "rating": rating, "event": event}
         self.log.feedback(clock, rid, {**fields, "timestamp": timestamp, "request_id": request_id})

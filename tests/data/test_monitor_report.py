@@ -104,6 +104,9 @@ def add_champion(uri: str, ndcg: float) -> str:
 def project(tmp_path: Path, processed, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # MLflow keeps the registry URI apart (an earlier test in this worker may have written one into
+    # the environment); MlflowClient(uri) alone would register there.
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     # MLflow resolves a store's artifact root (./mlruns) from the folder it is first used in.
     monkeypatch.chdir(tmp_path)
     write_project(tmp_path, processed)

@@ -54,6 +54,10 @@ def raw_id_type(id_type: str) -> Any:
     return IntId if id_type == "int" else StrId
 
 
+#: How far ahead of the server's clock a ``feedback`` timestamp may be (as ``validate`` allows).
+CLOCK_SKEW_S = 86_400
+
+
 class BadRequest(RecommenderError):
     """A request the model cannot answer as asked (wrong id type, unknown genre): HTTP 400."""
 
@@ -302,6 +306,17 @@ class ServingModel:
             raise BadRequest(
                 f"rating: {rating:g} is not on the model's rating scale ({scale.min:g} to "
                 f"{scale.max:g} in steps of {scale.step:g})"
+            )
+
+    @staticmethod
+    def check_timestamp(timestamp: float | None, now: float) -> None:
+        """Refuse a ``feedback`` time later than the server's clock plus a day: retraining would
+        take it as the newest rating there is, and the data's validation refuses it (its default
+        ``validate.timestamp_max`` is now plus the same day of clock skew)."""
+        if timestamp is not None and timestamp > now + CLOCK_SKEW_S:
+            raise BadRequest(
+                f"timestamp: {timestamp:g} is later than the server's clock plus a day "
+                f"({now + CLOCK_SKEW_S:.0f}); send unix seconds of when the user acted"
             )
 
     def model_info(self) -> ModelInfo:
