@@ -87,7 +87,9 @@ def add_champion(uri: str, ndcg: float) -> str:
     """A registered model whose ``@champion`` version's run logged ``ranking_ndcg_at_10``."""
     import mlflow
 
-    client = mlflow.MlflowClient(uri)
+    # Both URIs: MlflowClient(uri) alone registers in the process-wide registry URI, which an
+    # earlier test in this worker may have set to its own store.
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("recommender")
     run = client.create_run(experiment)
     client.log_metric(run.info.run_id, "ranking_ndcg_at_10", ndcg)
@@ -104,9 +106,6 @@ def add_champion(uri: str, ndcg: float) -> str:
 def project(tmp_path: Path, processed, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    # MLflow keeps the registry URI apart (an earlier test in this worker may have written one into
-    # the environment); MlflowClient(uri) alone would register there.
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     # MLflow resolves a store's artifact root (./mlruns) from the folder it is first used in.
     monkeypatch.chdir(tmp_path)
     write_project(tmp_path, processed)
