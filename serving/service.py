@@ -33,7 +33,6 @@ Besides the five APIs, BentoML serves ``/healthz``, ``/readyz``, ``/metrics`` (P
 from __future__ import annotations
 
 import os
-import time
 from typing import Annotated
 
 from recommender.core.telemetry import disable_telemetry
@@ -236,7 +235,7 @@ class Recommender:
         with http.client_errors():
             if rating is not None:
                 self.model.check_rating(rating)
-            self.model.check_timestamp(timestamp, time.time())
+            self.model.check_timestamp(timestamp, clock.time)
         rid = http.request_id()
         fields = {"user_id": user_id, "item_id": item_id, "rating": rating, "event": event}
         self.log.feedback(clock, rid, {**fields, "timestamp": timestamp, "request_id": request_id})

@@ -69,8 +69,8 @@ def test_snapshot_keeps_the_logged_ratings_and_is_stable(tmp_path: Path) -> None
     ratings, summary = collect_feedback(logs)
 
     assert ratings.to_dict("list") == {
-        USER: ["2", "1", "7"],
-        ITEM: ["5", "3", "3"],
+        USER: [2, 1, 7],
+        ITEM: [5, 3, 3],
         RATING: [2.0, 5.0, 4.0],
         TIMESTAMP: [int(T0) - 101, int(T0) + 20, int(T0) + 20],
     }

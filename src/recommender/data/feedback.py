@@ -112,7 +112,7 @@ def merge_feedback(dataset: Dataset, feedback: pd.DataFrame) -> Dataset:
     log.info(
         "feedback: %d ratings appended (%d new users, %d new items)",
         len(rows),
-        len(set(rows[USER]) - set(dataset.ratings[USER])),
+        int((~pd.Index(rows[USER].unique()).isin(dataset.ratings[USER].unique())).sum()),
         len(items) - len(dataset.items),
     )
     return dataclasses.replace(dataset, ratings=ratings, items=items, users=users, info=info)

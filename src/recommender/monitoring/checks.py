@@ -23,13 +23,13 @@ from recommender.core.config import ValidateConfig
 from recommender.core.schema import (
     ITEM,
     ITEM_COLUMNS,
-    RATING,
     TIMESTAMP,
     USER,
     Dataset,
     DatasetInfo,
 )
 from recommender.data.feedback import with_unknown_ids
+from recommender.monitoring.feedback import rated_rows
 
 #: What the report says about the suites' size floors.
 SIZE_NOTE = (
@@ -42,36 +42,12 @@ SIZE_NOTE = (
 def canonical_ratings(
     user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray, event_time: np.ndarray
 ) -> tuple[pd.DataFrame, int]:
-    """The rated feedback as a canonical ratings table, and how many repeated pairs it dropped.
-
-    Args:
-        user_ids, item_ids: Raw ids, one per feedback row.
-        ratings: The rows' ratings (NaN: no rating; those rows are left out).
-        event_time: The rows' ``event_time`` in unix seconds.
-    """
-    rated = ~np.isnan(ratings)
-    frame = pd.DataFrame(
-        {
-            USER: _ids(user_ids[rated]),
-            ITEM: _ids(item_ids[rated]),
-            RATING: ratings[rated].astype(np.float64),
-            TIMESTAMP: np.floor(event_time[rated]).astype(np.int64),
-        }
-    )
+    """:func:`rated_rows` with one rating per pair, its latest, and how many repeats it dropped."""
+    frame = rated_rows(user_ids, item_ids, ratings, event_time)
     # The latest rating of a pair wins (a stable sort keeps log order among equal times).
     frame = frame.sort_values(TIMESTAMP, kind="stable")
     deduped = frame.drop_duplicates([USER, ITEM], keep="last").sort_index()
     return deduped.reset_index(drop=True), len(frame) - len(deduped)
-
-
-def _ids(values: np.ndarray) -> Any:
-    """Raw ids as the canonical column: int64 when every id is an int, else text."""
-    if values.dtype != object or all(type(v) is int for v in values):
-        try:
-            return values.astype(np.int64)
-        except OverflowError:  # past 64 bits: GX reports the type, the row stays
-            return values
-    return values
 
 
 def validate_feedback(

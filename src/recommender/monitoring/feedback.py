@@ -1,4 +1,5 @@
-"""Logged feedback as canonical ratings: what the ``feedback`` stage snapshots.
+"""Logged feedback as canonical ratings: what the ``feedback`` stage snapshots, and what the
+monitor validates (:func:`rated_rows`, one conversion for both).
 
 Kept apart from :mod:`recommender.data.feedback` (the snapshot's file and ``ingest``'s merge) so
 that ``ingest`` does not depend on the log reader.
@@ -16,6 +17,37 @@ from recommender.core.schema import ITEM, RATING, TIMESTAMP, USER
 from recommender.monitoring.logs import read_log
 
 
+def rated_rows(
+    user_ids: np.ndarray, item_ids: np.ndarray, ratings: np.ndarray, event_time: np.ndarray
+) -> pd.DataFrame:
+    """The feedback rows with a rating, in the canonical ratings schema (log order, repeats kept).
+
+    Args:
+        user_ids, item_ids: Raw ids, one per feedback row.
+        ratings: The rows' ratings (NaN: no rating; those rows are left out).
+        event_time: The rows' ``event_time`` in unix seconds (whole seconds in ``timestamp``).
+    """
+    rated = ~np.isnan(ratings)
+    return pd.DataFrame(
+        {
+            USER: _ids(user_ids[rated]),
+            ITEM: _ids(item_ids[rated]),
+            RATING: ratings[rated].astype(np.float64),
+            TIMESTAMP: np.floor(event_time[rated]).astype(np.int64),
+        }
+    )
+
+
+def _ids(values: np.ndarray) -> Any:
+    """Raw ids as the canonical column: int64 when every id is an int, else text."""
+    if values.dtype != object or all(type(v) is int for v in values):
+        try:
+            return values.astype(np.int64)
+        except OverflowError:  # past 64 bits: GX reports the type, the row stays
+            return values
+    return values
+
+
 def collect_feedback(log_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every rating ``POST /feedback`` logged under ``log_dir``, as canonical ratings.
 
@@ -28,16 +60,18 @@ def collect_feedback(log_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
         records, malformed lines, events without a rating.
     """
     records, stats = read_log(log_dir, "feedback")
-    rated = records[records[RATING].notna()]
-    ratings = pd.DataFrame(
-        {
-            USER: rated[USER].astype(str),
-            ITEM: rated[ITEM].astype(str),
-            RATING: rated[RATING].astype("float64"),
-            TIMESTAMP: np.floor(rated["event_time"].astype("float64")).astype("int64"),
-        }
+    ratings = rated_rows(
+        records[USER].to_numpy(),
+        records[ITEM].to_numpy(),
+        records[RATING].to_numpy(dtype=np.float64),
+        records["event_time"].to_numpy(dtype=np.float64),
     )
-    ratings = ratings.sort_values([TIMESTAMP, USER, ITEM], kind="stable").reset_index(drop=True)
+    # Repeats are kept (ingest's duplicate policy decides); ids order as text, whatever their type.
+    ratings = ratings.sort_values(
+        [TIMESTAMP, USER, ITEM],
+        kind="stable",
+        key=lambda c: c if c.name == TIMESTAMP else c.astype(str),
+    ).reset_index(drop=True)
     summary = {
         "log_dir": str(log_dir),
         "files": stats.files,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,20 +442,3 @@ def read_log(
     columns, stats = scan_log(log_dir, endpoint, since, until)
     frame = pd.DataFrame({name: _frame_column(c) for name, c in columns.items()})
     return frame, stats
-
-
-def total(stats: Iterable[LogStats], name: str) -> int:
-    """The sum of one counter over several endpoints' stats."""
-    return sum(int(getattr(s, name)) for s in stats)
-
-
-__all__ = [
-    "CONTRACT",
-    "ENDPOINTS",
-    "Interner",
-    "Interners",
-    "LogStats",
-    "log_files",
-    "read_log",
-    "scan_log",
-]

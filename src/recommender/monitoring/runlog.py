@@ -30,7 +30,6 @@ class Offline:
 
     ndcg: float | None
     source: str
-    version: str | None = None
 
 
 def connect() -> str | None:
@@ -64,7 +63,7 @@ def offline_ndcg(
                     if value is not None:
                         source = f"registry: {model_name}@{CHAMPION} (version {version.version}, "
                         source += f"run {version.run_id}, metric {metric})"
-                        return Offline(float(value), source, str(version.version))
+                        return Offline(float(value), source)
                     why = f"the @{CHAMPION} run {version.run_id} has no metric {metric!r}"
         except Exception as exc:  # noqa: BLE001 (MLflow raises many kinds; all mean "unusable")
             why = f"could not read @champion from the registry ({first_line(exc)})"

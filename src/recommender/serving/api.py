@@ -301,8 +301,8 @@ class ServingModel:
         """Refuse a ``feedback`` rating the model's dataset could not hold: off its scale, or
         between two of its steps (it would be retrained on, and fail the data's validation)."""
         scale = self.bundle.scale
-        steps = (rating - scale.min) / scale.step
-        if not scale.min <= rating <= scale.max or abs(steps - round(steps)) > 1e-6:
+        # The validate stage's own rule (its in-set expectation over RatingScale.values()).
+        if rating not in scale.values():
             raise BadRequest(
                 f"rating: {rating:g} is not on the model's rating scale ({scale.min:g} to "
                 f"{scale.max:g} in steps of {scale.step:g})"
