@@ -304,7 +304,7 @@ class ServingModel:
         # The validate stage's own rule (its in-set expectation over RatingScale.values()).
         if rating not in scale.values():
             raise BadRequest(
-                f"rating: {rating:g} is not on the model's rating scale ({scale.min:g} to "
+                f"rating: {rating!r} is not on the model's rating scale ({scale.min:g} to "
                 f"{scale.max:g} in steps of {scale.step:g})"
             )
 
