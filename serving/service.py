@@ -18,10 +18,11 @@ and the model): ``model_tag``, ``id_type``, ``max_k``, ``max_pairs``, ``port``, 
 ``ann_min_recall`` (the package stage builds the model's ANN index of a large catalog by them; the
 service uses the index it finds), ``inference_log`` and ``log_dir`` (the inference log: one JSON
 line per predict / recommend / similar_items / feedback call under ``log_dir/<endpoint>/data/``,
-see :mod:`recommender.serving.inference_log`). Every response carries an ``X-Request-ID`` (the
-client's own if valid), which the log records and ``/feedback`` answers. For serving this
-folder directly during development, ``RECOMMENDER_BENTO_MODEL`` and ``RECOMMENDER_ID_TYPE`` in
-the environment override the first two.
+see :mod:`recommender.serving.inference_log`), ``inference_log_exporter`` and ``otlp_endpoint``
+(``otlp``: the same records to an OpenTelemetry collector instead). Every response carries an
+``X-Request-ID`` (the client's own if valid), which the log records and ``/feedback`` answers.
+For serving this folder directly during development, ``RECOMMENDER_BENTO_MODEL`` and
+``RECOMMENDER_ID_TYPE`` in the environment override the first two.
 
 Besides the five APIs, BentoML serves ``/healthz``, ``/readyz``, ``/metrics`` (Prometheus, with
 ``recommender_unknown_ids_total`` counting ids the model has never seen,
@@ -153,7 +154,9 @@ inference_log.install(LOG_ERRORS)
     name="recommender",
     workers=ARGS.workers,
     traffic={"timeout": http.BODY_TIMEOUT + http.HANDLER_TIMEOUT},
-    monitoring=inference_log.monitoring_config(ARGS.inference_log, ARGS.log_dir),
+    monitoring=inference_log.monitoring_config(
+        ARGS.inference_log, ARGS.log_dir, ARGS.inference_log_exporter, ARGS.otlp_endpoint
+    ),
 )
 class Recommender:
     """Ratings, top-K recommendations and similar items from the packaged champion; feedback."""

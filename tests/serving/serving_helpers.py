@@ -9,6 +9,7 @@ package stage's own code: import into a BentoML store and ``bentoml build``.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,3 +127,28 @@ def serve(packaged: Packaged, log: Path) -> Server:
     """The built Bento served by a real ``bentoml serve`` process, ready (``/readyz`` 200)."""
     args = [sys.executable, "-m", "bentoml", "serve", packaged.record["bento"]]
     return start_server(args, "/readyz", env_for_children(packaged), log, timeout=120)
+
+
+def bento_with(packaged: Packaged, **serve: Any) -> str:
+    """The packaged champion in a Bento built (by the package stage's code) with these ``serve``
+    settings changed; returns its tag."""
+    from recommender.serving.packaging import build_bento
+
+    settings = packaged.params.serve.model_copy(update=serve)
+    bento, _ = build_bento(
+        SERVING, packaged.record["bento_model"], settings, ROOT / "requirements.lock"
+    )
+    return bento
+
+
+def serve_in(packaged: Packaged, folder: Path, bento: str | None = None) -> Server:
+    """``bento`` (default: the packaged one) served from ``folder`` (so a relative
+    ``serve.log_dir`` is under ``folder``), with a copy of the BentoML store of its own: a
+    ``bentoml serve`` empties its store's Prometheus folder, another server's metrics included."""
+    home = folder / "bentoml"
+    shutil.copytree(
+        packaged.bentoml_home, home, ignore=shutil.ignore_patterns("prometheus_multiproc_dir")
+    )
+    env = {**env_for_children(packaged), "BENTOML_HOME": str(home)}
+    args = [sys.executable, "-m", "bentoml", "serve", bento or packaged.record["bento"]]
+    return start_server(args, "/readyz", env, folder / "serve.log", timeout=120)

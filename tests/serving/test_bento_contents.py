@@ -151,3 +151,29 @@ def test_a_served_model_imports_only_what_the_bento_carries(packaged: Packaged) 
     assert not extra, sorted(extra)
     if not needs["keras"]:  # a factor family serves without TensorFlow
         assert "tensorflow" not in loaded and "keras" not in loaded
+
+
+#: Imports the OTLP exporter's module of the inference log, prints what it imported.
+OTLP_PROBE = """
+import json, sys
+import recommender.serving.inference_otlp
+print(json.dumps({n: getattr(m, "__file__", None) for n, m in sorted(sys.modules.items())}))
+"""
+
+
+def test_the_otlp_set_and_module_come_only_with_the_otlp_exporter() -> None:
+    base = {p.as_posix() for p in contents.modules(SERVING / "service.py", ["base"])}
+    otlp = {p.as_posix() for p in contents.modules(SERVING / "service.py", ["base", "otlp"])}
+    assert otlp - base == {"recommender/serving/inference_otlp.py"}
+    assert contents.sets_for(keras=False, ann=False, otlp=True) == ("base", "otlp")
+
+    proc = subprocess.run(
+        [sys.executable, "-c", OTLP_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.splitlines()[-1])
+    pins: dict[str, str] = {}
+    for name in ("base", "otlp"):
+        pins.update(contents.read_pins(contents.FOLDER / f"{name}.txt"))
+    extra = loaded_distributions(loaded) - {"deep-recommender"} - contents.TOOLS - set(pins)
+    assert not extra, sorted(extra)

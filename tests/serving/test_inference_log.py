@@ -5,7 +5,8 @@
 The session's server runs in the packaged champion's folder with ``serve.log_dir`` relative
 (``logs/inference``), so its log is there; the tests that kill a server or break its log folder
 start one of their own, in a folder of their own, with a BentoML home of its own (a second server
-on the same home would wipe the first one's Prometheus files).
+on the same home would wipe the first one's Prometheus files). The log sent over OTLP is
+``test_inference_otlp.py``'s.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 import requests
-from serving_helpers import Packaged, env_for_children
-from support import Server, child_env, start_server, stop
+from serving_helpers import Packaged, serve_in
+from support import Server, child_env, stop
 
 pytestmark = pytest.mark.slow
 
@@ -287,18 +287,6 @@ def test_feedback_takes_unknown_ids_events_and_times(server: Server, packaged: P
 # --- a killed server -----------------------------------------------------------------------------
 
 
-def serve_in(packaged: Packaged, folder: Path) -> Server:
-    """The packaged Bento served from ``folder`` (so its log is under ``folder/logs/``), with a
-    copy of the BentoML store of its own."""
-    home = folder / "bentoml"
-    shutil.copytree(
-        packaged.bentoml_home, home, ignore=shutil.ignore_patterns("prometheus_multiproc_dir")
-    )
-    env = {**env_for_children(packaged), "BENTOML_HOME": str(home)}
-    args = [sys.executable, "-m", "bentoml", "serve", packaged.record["bento"]]
-    return start_server(args, "/readyz", env, folder / "serve.log", timeout=120)
-
-
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (from ``/proc``)."""
     found = []
@@ -454,8 +442,8 @@ from recommender.serving import inference_log as il
 
 class Counter:
     n = 0
-    def inc(self):
-        Counter.n += 1
+    def inc(self, amount=1):
+        Counter.n += amount
 
 il.install(Counter())
 @bentoml.service(monitoring=il.monitoring_config(True, "logs"))

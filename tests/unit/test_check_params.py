@@ -74,8 +74,18 @@ def _check_in_process(folder: Path, params_text: str) -> tuple[int, str]:
         (lambda text: text + "\ntrian:\n  epochs: 3\n", "trian"),  # a section no stage declares
         (lambda text: text.replace("n_trials: 20", "n_trails: 20"), "tune.n_trails"),
         (lambda text: text.replace("max_k: 100", "max_k: lots"), "serve.max_k"),  # a wrong type
+        (
+            lambda text: text.replace(
+                "inference_log_exporter: file", "inference_log_exporter: kafka"
+            ),
+            "serve.inference_log_exporter",
+        ),
+        (
+            lambda text: text.replace("http://127.0.0.1:4318/v1/logs", "127.0.0.1:4318"),
+            "serve.otlp_endpoint",
+        ),
     ],
-    ids=["top-level", "nested", "type"],
+    ids=["top-level", "nested", "type", "exporter", "endpoint"],
 )
 def test_a_typo_anywhere_exits_1_naming_the_key(tmp_path: Path, edit, key: str) -> None:  # noqa: ANN001
     params = (ROOT / "params.yaml").read_text()

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recommender.core.errors import ConfigError
 
@@ -509,6 +516,25 @@ class ServeConfig(Section):
     #: Where the service writes its inference log (relative to where ``bentoml serve`` runs) and
     #: where ``make monitor`` and the feedback stage read it.
     log_dir: str = Field("logs/inference", min_length=1)
+    #: Where the records go: ``file`` (``log_dir``, what ``make monitor`` and the feedback stage
+    #: read) or ``otlp`` (the same records to an OpenTelemetry collector at ``otlp_endpoint``,
+    #: none to files).
+    inference_log_exporter: Literal["file", "otlp"] = "file"
+    #: The collector's OTLP/HTTP logs endpoint, the full URL (used only with ``otlp``).
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/logs"
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                "expected the http(s) URL of the collector's OTLP/HTTP logs endpoint, path "
+                "included (e.g. http://127.0.0.1:4318/v1/logs)"
+            )
+        return value
 
 
 class MonitorConfig(Section):

@@ -198,7 +198,8 @@ def run_monitor(
     read_s = time.perf_counter() - started
     if not any(stats.files for _, stats in scans.values()):
         log.warning("no inference log files under %s (the service writes them there when "
-                    "serve.inference_log is true)", log_dir)  # fmt: skip
+                    "serve.inference_log is true and serve.inference_log_exporter is file)",
+                    log_dir)  # fmt: skip
     log.info("read %s log records in %.1f s", f"{sum(s.records for _, s in scans.values()):,}",
              read_s)  # fmt: skip
     result = compute(params, ref, scans, interners, window)

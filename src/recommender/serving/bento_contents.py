@@ -10,9 +10,10 @@ The service needs far less than the project: BentoML (with its server), NumPy, p
 bundle's tables) and pyarrow (its parquet files), pydantic and PyYAML (the model layout), for a
 family scored by its factors
 (``two_tower``'s retrieval factors, the matrix-factorization families), plus FAISS for a model
-with an ANN index. A family scored by its Keras graph (``ncf``, ``hybrid``, ``autorec`` ...)
+with an ANN index, plus OpenTelemetry's OTLP/HTTP exporter for ``serve.inference_log_exporter:
+otlp``. A family scored by its Keras graph (``ncf``, ``hybrid``, ``autorec`` ...)
 also loads TensorFlow and Keras in the worker, so its Bento installs them too: the package stage
-picks the sets by the champion's bundle (:func:`sets_for`), and carries
+picks the sets by the champion's bundle and ``serve`` (:func:`sets_for`), and carries
 ``recommender/models/`` only then (:data:`LAZY`).
 
 Each set is the dependency closure of its :data:`ROOTS` in this environment (installed from
@@ -39,6 +40,7 @@ ROOTS: dict[str, tuple[str, ...]] = {
     "base": ("bentoml", "numpy", "pandas", "pyarrow", "pydantic", "PyYAML"),
     "ann": ("faiss-cpu",),
     "keras": ("keras", "tensorflow-cpu"),
+    "otlp": ("opentelemetry-exporter-otlp-proto-http",),
 }
 #: Where the sets are written (package data, so the package stage finds them installed).
 FOLDER = Path(__file__).with_name("requirements")
@@ -48,11 +50,13 @@ TOOLS = frozenset({"pip", "setuptools", "wheel"})
 #: holding ``recommender/``): the inference log's logging config.
 DATA_FILES = ("recommender/serving/inference_log.yaml",)
 #: Modules the service imports inside functions (the closure of their module-level imports is
-#: carried too): always, with an ANN index, and for a family scored by its Keras graph.
+#: carried too): always, with an ANN index, for a family scored by its Keras graph, and for an
+#: inference log sent over OTLP.
 LAZY: dict[str, tuple[str, ...]] = {
     "base": ("recommender.tracking.layout", "recommender.scoring.bundle"),
     "ann": ("recommender.scoring.ann",),
     "keras": ("recommender.core.imports", "recommender.models.factory"),
+    "otlp": ("recommender.serving.inference_otlp",),
 }
 
 
@@ -106,9 +110,11 @@ def compute(lock: str | Path) -> dict[str, dict[str, str]]:
     return sets
 
 
-def sets_for(keras: bool, ann: bool) -> tuple[str, ...]:
-    """The sets a Bento installs: the base set, FAISS with an ANN index, Keras for its graph."""
-    return ("base", *(("ann",) if ann else ()), *(("keras",) if keras else ()))
+def sets_for(keras: bool, ann: bool, otlp: bool = False) -> tuple[str, ...]:
+    """The sets a Bento installs: the base set, FAISS with an ANN index, Keras for its graph, the
+    OTLP exporter for an inference log sent to a collector."""
+    extras = (("ann", ann), ("keras", keras), ("otlp", otlp))
+    return ("base", *(name for name, wanted in extras if wanted))
 
 
 def requirements_text(names: Iterable[str], lock: str | Path | None = None) -> str:

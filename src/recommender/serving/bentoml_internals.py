@@ -14,7 +14,8 @@ this module reaches into its internals, and nothing else in the project does (on
 And one private method the project overrides: ``bentoml.monitoring.DefaultMonitor._init_logger``
 (where BentoML's log-file monitor configures its loggers), which
 :class:`recommender.serving.inference_log.InferenceMonitor` replaces so that each monitor writes
-to its own files.
+to its own files (and :class:`recommender.serving.inference_otlp.InferenceOTLPMonitor`, to send
+them to an OpenTelemetry collector instead).
 
 :func:`check` touches each of them and raises :class:`MovedAPI` naming the one an upgrade moved;
 ``tests/serving/test_bentoml_internals.py`` runs it, so a BentoML upgrade that moves any of them

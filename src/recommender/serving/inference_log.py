@@ -19,6 +19,9 @@ How it is wired:
   dropped; the first such error of a process is one WARNING line, never a traceback per request.
 - Records are written only inside a ``bentoml serve`` worker: the service class used in-process
   (tests, scripts) writes no log files into whatever folder it runs in.
+- ``serve.inference_log_exporter: otlp`` sends the same records (and each monitor's schema) to an
+  OpenTelemetry collector instead of files (:mod:`recommender.serving.inference_otlp`); nothing
+  is sent anywhere unless that is set.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ import yaml
 from bentoml.monitoring import DefaultMonitor
 
 from recommender.serving.bentoml_internals import worker_index
-
-logger = logging.getLogger("recommender.serving")
+from recommender.serving.inference_errors import WriteErrors
+from recommender.serving.inference_errors import install as install  # the service's call
 
 #: The logging config the service gives BentoML (``monitoring.options.log_config_file``).
 LOG_CONFIG = Path(__file__).resolve().with_name("inference_log.yaml")
@@ -102,9 +105,27 @@ COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
 MONITORS = tuple(COLUMNS)
 
 
-def monitoring_config(enabled: bool, log_dir: str) -> dict[str, Any]:
+def monitoring_config(
+    enabled: bool, log_dir: str, exporter: str = "file", otlp_endpoint: str | None = None
+) -> dict[str, Any]:
     """The ``monitoring`` section of ``@bentoml.service``: the log under ``log_dir``
-    (:func:`serve_path`)."""
+    (:func:`serve_path`), or with ``exporter="otlp"`` the same records sent to the OpenTelemetry
+    collector at ``otlp_endpoint`` (``serve.inference_log_exporter``, ``serve.otlp_endpoint``)."""
+    if exporter not in ("file", "otlp"):
+        raise ValueError(f"inference log exporter must be 'file' or 'otlp', got {exporter!r}")
+    # With the log off, the Bento carries no exporter (packaging.build_bento): none to import.
+    if exporter == "otlp" and enabled:
+        if not otlp_endpoint:
+            raise ValueError("the otlp exporter needs the collector's endpoint (otlp_endpoint)")
+        # Imported here, as the service starts: a Bento built without the exporter fails then,
+        # not record by record; one that logs to files never imports OpenTelemetry's exporter.
+        from recommender.serving.inference_otlp import InferenceOTLPMonitor
+
+        return {
+            "enabled": bool(enabled),
+            "type": f"{InferenceOTLPMonitor.__module__}.{InferenceOTLPMonitor.__name__}",
+            "options": {"endpoint": otlp_endpoint},
+        }
     return {
         "enabled": bool(enabled),
         "type": f"{__name__}.{InferenceMonitor.__name__}",
@@ -131,64 +152,19 @@ def serve_path(path: str | Path) -> Path:
     return base / path
 
 
-# --- errors: counted, warned about once ---------------------------------------------------------
-
-
-class _Errors:
-    """Where write errors go: the service's Prometheus counter (:func:`install`), and one WARNING
-    line per process (a failing disk fails every record: one line says it, the counter counts).
-
-    The warning is only noted by :meth:`add` and written by :meth:`warn`, after the record's
-    write returned: :meth:`add` runs inside a handler's ``emit``, holding its lock, and logging
-    from there could deadlock with a monitor's first ``dictConfig`` (which holds logging's module
-    lock and waits for every handler's).
-    """
-
-    counter: Any = None
-    pending: tuple[str, str] | None = None
-    warned = False
-    lock = threading.Lock()
-
-    @classmethod
-    def add(cls, what: str, exc: BaseException | None) -> None:
-        if cls.counter is not None:
-            cls.counter.inc()
-        with cls.lock:
-            if cls.warned:
-                return
-            cls.warned = True
-            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
-            cls.pending = (what, " ".join(reason.split())[:300])
-
-    @classmethod
-    def warn(cls) -> None:
-        with cls.lock:
-            pending, cls.pending = cls.pending, None
-        if pending is not None:
-            logger.warning(
-                "inference log: cannot write %s (%s); requests are still answered, their "
-                "records are dropped and counted on recommender_inference_log_errors_total "
-                "(this warning is not repeated)",
-                *pending,
-            )
-
-
-def install(counter: Any) -> None:
-    """Count the log's write errors on ``counter`` (a Prometheus counter without labels)."""
-    _Errors.counter = counter
-
-
 class InferenceLogHandler(TimedRotatingFileHandler):
     """BentoML's daily-rotated log file, whose write errors are counted, not printed.
 
     ``logging`` reports an error while writing a record (``OSError`` of a full disk, a file that
     cannot be opened) through ``handleError``, which by default prints a traceback to stderr,
-    per record. Here it is :class:`_Errors`: a counter and one warning line per process.
+    per record. Here it is
+    :class:`~recommender.serving.inference_errors.WriteErrors`: a counter and one warning line
+    per process.
     """
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         # Called by emit, under the handler's lock, while the error is being handled.
-        _Errors.add(self.baseFilename, sys.exc_info()[1])
+        WriteErrors.add(self.baseFilename, sys.exc_info()[1])
         # Drop the file and whatever its buffer still holds: a write that failed leaves the
         # record in the buffer, and a full disk would make it grow with every record. The next
         # record opens the file again (FileHandler.emit), so the log resumes once it can.
@@ -349,9 +325,9 @@ class InferenceLog:
                     monitor = contextvars.copy_context().run(_first_record, name, record)
                     self._monitors[name] = monitor
         except Exception as exc:  # noqa: BLE001 (a record never fails its request)
-            _Errors.add(f"the {name} monitor's records", exc)
-        if _Errors.pending is not None:  # a first error, noted by this record's write
-            _Errors.warn()
+            WriteErrors.add(f"the {name} monitor's records", exc)
+        if WriteErrors.pending is not None:  # a first error, noted by this record's write
+            WriteErrors.warn()
 
 
 def _ranked(items: Sequence[Any]) -> dict[str, list[Any]]:

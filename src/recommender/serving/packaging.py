@@ -11,7 +11,8 @@ Two steps, each idempotent for the same inputs:
    context assembled from ``serving/``, the library modules the service imports (so the Bento
    imports ``recommender`` without the project installed; ``stack/``, ``training/`` and the
    other stages stay out) and the serving requirement sets the model needs
-   (:mod:`recommender.serving.bento_contents`: Keras only for a family scored by its graph).
+   (:mod:`recommender.serving.bento_contents`: Keras only for a family scored by its graph; the
+   OTLP exporter only for ``serve.inference_log_exporter: otlp``).
    The model tag and the ``serve`` limits go in as Bento arguments. A Bento already built from the
    same files, model and arguments is reused.
 
@@ -335,12 +336,14 @@ def build_context(
     *,
     keras: bool = False,
     ann: bool = False,
+    otlp: bool = False,
 ) -> Path:
     """Assemble the Bento's build context: ``serving/``'s files, the library modules the service
     imports (:func:`~recommender.serving.bento_contents.modules`) and the files it reads
     (``DATA_FILES``: the inference log's config), the Swagger UI assets, and
     ``requirements.txt``: the serving requirement sets for a model that needs Keras (``keras``)
-    and FAISS (``ann``) or not, each pin checked against ``requirements`` (the lock) if given."""
+    and FAISS (``ann``) or not, and for an inference log sent over OTLP (``otlp``), each pin
+    checked against ``requirements`` (the lock) if given."""
     import recommender
     from recommender.serving import bento_contents, swagger
 
@@ -350,7 +353,7 @@ def build_context(
             raise PackagingError(f"{serving_dir / name}: missing (expected the service files)")
         shutil.copy2(serving_dir / name, dest / name)
     root = Path(recommender.__file__).parent.parent
-    sets = bento_contents.sets_for(keras=keras, ann=ann)
+    sets = bento_contents.sets_for(keras=keras, ann=ann, otlp=otlp)
     for module in bento_contents.modules(serving_dir / "service.py", sets, root):
         (dest / module).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / module, dest / module)
@@ -417,7 +420,8 @@ def build_bento(
 
     args = build_args(model_tag, model_id_type(model_tag), serve)
     with tempfile.TemporaryDirectory(prefix="bento-ctx-") as tmp:
-        ctx = build_context(serving_dir, tmp, requirements, **model_needs(model_tag))
+        otlp = serve.inference_log and serve.inference_log_exporter == "otlp"
+        ctx = build_context(serving_dir, tmp, requirements, **model_needs(model_tag), otlp=otlp)
         files = sorted(p for p in ctx.iterdir())
         digest = hashlib.sha256(
             (tracking.file_digest(files) + json.dumps(args, sort_keys=True)).encode()
