@@ -3,10 +3,10 @@
 ``/tmp/loop/contract.md``), and ``POST /feedback``.
 
 The session's server runs in the packaged champion's folder with ``serve.log_dir`` relative
-(``logs/inference``), so its log is there; the tests that kill a server or break its log folder
-start one of their own, in a folder of their own, with a BentoML home of its own (a second server
-on the same home would wipe the first one's Prometheus files). The log sent over OTLP is
-``test_inference_otlp.py``'s.
+(``logs/inference``), so its log is there; the tests that kill a server, break its log folder or
+turn the log off start one of their own, in a folder of their own, with a BentoML home of its own
+(a second server on the same home would wipe the first one's Prometheus files). The log sent over
+OTLP is ``test_inference_otlp.py``'s.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from serving_helpers import Packaged, serve_in
+from serving_helpers import Packaged, bento_with, serve_in
 from support import Server, child_env, stop
 
 pytestmark = pytest.mark.slow
@@ -422,6 +422,37 @@ def test_an_unwritable_log_still_answers_counts_and_warns_once(
     assert "[WARNING]" in warnings[0]
     assert "recommend/data/data." in warnings[0] and "No space left on device" in warnings[0]
     assert "Traceback" not in text, text[-3000:]
+
+
+def test_with_the_log_off_nothing_is_written_and_every_answer_still_has_its_id(
+    packaged: Packaged, tmp_path: Path
+) -> None:
+    server = serve_in(packaged, tmp_path, bento_with(packaged, inference_log=False))
+    try:
+        user, item = _known(packaged)
+        calls = [
+            ("recommend", {"user_id": user, "k": 3}),
+            ("recommend", {"user_id": 10**12, "k": 3}),  # cold start
+            ("similar_items", {"item_id": item, "k": 3}),
+            ("similar_items", {"item_id": 10**12}),  # 404, logged when the log is on
+            ("predict", {"pairs": [{"user_id": user, "item_id": item}]}),
+            ("feedback", {"user_id": user, "item_id": item, "event": "click"}),
+            ("model_info", {}),
+        ]
+        responses = [post(server, name, body, **{"X-Request-ID": f"off-{i}"})
+                     for i, (name, body) in enumerate(calls)]  # fmt: skip
+        assert [r.status_code for r in responses] == [200, 200, 200, 404, 200, 200, 200]
+        assert [r.headers["x-request-id"] for r in responses] == [
+            f"off-{i}" for i in range(len(calls))
+        ]
+        assert responses[5].json() == {"request_id": "off-5", "accepted": True}
+        assert _errors_counted(server) == 0
+    finally:
+        stop(server.proc)
+    # Not under serve.log_dir (relative to where the server ran), nor anywhere else it could reach.
+    assert not (tmp_path / packaged.params.serve.log_dir).exists()
+    written = [*tmp_path.rglob("data.*.log*"), *tmp_path.rglob("schema.*.log*")]
+    assert written == [], written
 
 
 def test_the_x_request_id_is_unique_per_request(server: Server) -> None:
