@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from support import ROOT, Server, child_env, start_server, tiny_params
 
 SERVING = ROOT / "serving"
@@ -152,3 +153,12 @@ def serve_in(packaged: Packaged, folder: Path, bento: str | None = None) -> Serv
     env = {**env_for_children(packaged), "BENTOML_HOME": str(home)}
     args = [sys.executable, "-m", "bentoml", "serve", bento or packaged.record["bento"]]
     return start_server(args, "/readyz", env, folder / "serve.log", timeout=120)
+
+
+def errors_counted(server: Server) -> float:
+    """``recommender_inference_log_errors_total`` on the server's ``/metrics`` (0 before any)."""
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("recommender_inference_log_errors_total "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

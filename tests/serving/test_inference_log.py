@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from serving_helpers import Packaged, bento_with, serve_in
+from serving_helpers import Packaged, bento_with, errors_counted, serve_in
 from support import Server, child_env, stop
 
 pytestmark = pytest.mark.slow
@@ -378,14 +378,6 @@ def test_a_killed_server_leaves_every_answered_record_whole(
 # --- an unwritable log ---------------------------------------------------------------------------
 
 
-def _errors_counted(server: Server) -> float:
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith("recommender_inference_log_errors_total "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_an_unwritable_log_still_answers_counts_and_warns_once(
     packaged: Packaged, tmp_path: Path
 ) -> None:
@@ -401,17 +393,17 @@ def test_an_unwritable_log_still_answers_counts_and_warns_once(
     server = serve_in(packaged, tmp_path)
     try:
         user, item = _known(packaged)
-        before = _errors_counted(server)
+        before = errors_counted(server)
         for _ in range(5):
             assert post(server, "recommend", {"user_id": user, "k": 3}).status_code == 200
             pairs = [{"user_id": user, "item_id": item}]
             assert post(server, "predict", {"pairs": pairs}).status_code == 200
-        assert _errors_counted(server) == before + 10
+        assert errors_counted(server) == before + 10
         # The other monitors write as usual.
         fb = post(server, "feedback", {"user_id": user, "item_id": item, "event": "skip"})
         assert fb.status_code == 200
         assert fb.headers["x-request-id"] in by_request_id(log_dir, "feedback")
-        assert _errors_counted(server) == before + 10
+        assert errors_counted(server) == before + 10
         time.sleep(0.5)  # let the server's output reach its log
         text = server.log.read_text()
     finally:
@@ -446,7 +438,7 @@ def test_with_the_log_off_nothing_is_written_and_every_answer_still_has_its_id(
             f"off-{i}" for i in range(len(calls))
         ]
         assert responses[5].json() == {"request_id": "off-5", "accepted": True}
-        assert _errors_counted(server) == 0
+        assert errors_counted(server) == 0
     finally:
         stop(server.proc)
     # Not under serve.log_dir (relative to where the server ran), nor anywhere else it could reach.

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import requests
-from serving_helpers import Packaged, bento_with, serve_in
+from serving_helpers import Packaged, bento_with, errors_counted, serve_in
 from support import Server, free_port, stop
 
 from recommender.serving.inference_log import COLUMNS
@@ -138,14 +138,6 @@ def otlp(packaged: Packaged, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def post(server: Server, endpoint: str, body: Any, request_id: str) -> requests.Response:
     headers = {"X-Request-ID": request_id}
     return requests.post(f"{server.url}/{endpoint}", json=body, headers=headers, timeout=30)
-
-
-def errors_counted(server: Server) -> float:
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith("recommender_inference_log_errors_total "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_only_an_otlp_bento_installs_the_exporter(otlp: Otlp, packaged: Packaged) -> None:
