@@ -176,3 +176,35 @@ def test_the_stage_writes_the_snapshot_from_the_params_log_dir(tmp_path: Path) -
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["ratings"] == 1 and summary["log_dir"] == str(logs)
     assert read_snapshot(tmp_path / "out", "int")[USER].tolist() == [4]
+
+
+def test_the_stage_leaves_out_ratings_validate_would_refuse_for_their_time(tmp_path: Path) -> None:
+    """A client's clock at 0 or a week ahead would stop the next retrain at validate (and every
+    good rating of the snapshot with it): the stage leaves those rows out, counts and warns."""
+    import time
+
+    logs = tmp_path / "inference"
+    week_ahead = time.time() + 7 * 86_400
+    write_log(
+        logs,
+        [
+            feedback_record(4, 2, 5.0, T0),
+            feedback_record(5, 2, 4.0, T0, event_time=0.0),  # 1970, before timestamp_min
+            feedback_record(6, 2, 3.0, T0, event_time=week_ahead),  # past now + 1 day
+        ],
+    )
+    params = tmp_path / "params.yaml"
+    params.write_text(f"serve:\n  log_dir: {logs}\nvalidate:\n  timestamp_min: '1995-01-01'\n")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / "feedback.py"), "--params", str(params)]
+        + ["--out", str(tmp_path / "out")],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["ratings"], summary["out_of_time_range"]) == (1, 2)
+    assert read_snapshot(tmp_path / "out", "int")[USER].tolist() == [4]
+    assert "2 feedback ratings left out" in done.stderr
+    assert "validate.timestamp_min" in done.stderr

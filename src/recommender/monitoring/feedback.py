@@ -48,16 +48,25 @@ def _ids(values: np.ndarray) -> Any:
     return values
 
 
-def collect_feedback(log_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def collect_feedback(
+    log_dir: str | Path, timestamps: tuple[int, int] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Every rating ``POST /feedback`` logged under ``log_dir``, as canonical ratings.
 
     Ids stay as the service received them (JSON numbers or strings):
     :func:`recommender.data.feedback.read_snapshot` gives them the dataset's id type. Rows are
     sorted by time, user and item, so the same log gives the same bytes.
 
+    Args:
+        log_dir: The inference log's folder (``serve.log_dir``).
+        timestamps: ``[min, max]`` unix seconds a rating's time must fall in (``validate``'s, see
+            :func:`recommender.validation.suites.timestamp_bounds`); the others are left out
+            and counted: a client's clock or a replayed old event would otherwise stop the
+            next retrain at ``validate``, with every good rating of the snapshot.
+
     Returns:
         The ratings (``user_id``, ``item_id``, ``rating``, ``timestamp``) and what was read: files,
-        records, malformed lines, events without a rating.
+        records, malformed lines, events without a rating, ratings out of the time range.
     """
     records, stats = read_log(log_dir, "feedback")
     ratings = rated_rows(
@@ -66,6 +75,10 @@ def collect_feedback(log_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
         records[RATING].to_numpy(dtype=np.float64),
         records["event_time"].to_numpy(dtype=np.float64),
     )
+    rated = len(ratings)
+    if timestamps is not None:
+        low, high = timestamps
+        ratings = ratings[ratings[TIMESTAMP].between(low, high)]
     # Repeats are kept (ingest's duplicate policy decides); ids order as text, whatever their type.
     ratings = ratings.sort_values(
         [TIMESTAMP, USER, ITEM],
@@ -78,7 +91,8 @@ def collect_feedback(log_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
         "records": stats.records,
         "malformed_lines": stats.malformed,
         "ratings": len(ratings),
-        "events_without_rating": int(stats.records - len(ratings)),
+        "events_without_rating": int(stats.records - rated),
+        "out_of_time_range": int(rated - len(ratings)),
         "users": int(ratings[USER].nunique()),
         "items": int(ratings[ITEM].nunique()),
     }
