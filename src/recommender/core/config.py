@@ -329,10 +329,6 @@ class TrainConfig(Section):
     #: ``mirrored``: the same loop data-parallel over this machine's devices (one on a CPU).
     #: ``multi_worker``: over the workers ``TF_CONFIG`` names, one process each.
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
-    #: Threads TensorFlow gives one op (0: its default, one per core); these models' ops are
-    #: small, and two of them side by side on one thread each train faster
-    #: (:func:`recommender.training.strategy.set_op_threads`).
-    intra_op_threads: int = Field(1, ge=0)
     search: SearchConfig = SearchConfig()
     mf: MFHyper = MFHyper()
     biased_mf: BiasedMFHyper = BiasedMFHyper()

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     replicas = 1
     task = "local"
     if cfg.distribute != "none":
-        replicas = strategy_for(cfg.distribute, cfg.intra_op_threads).num_replicas_in_sync
+        replicas = strategy_for(cfg.distribute).num_replicas_in_sync
         if cfg.distribute == "multi_worker":
             spec = cluster_spec()["task"]
             task = "chief" if spec["type"] == "chief" else f"worker-{spec['index']}"

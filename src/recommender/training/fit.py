@@ -264,7 +264,7 @@ def fit(
         model: Continue training this model (its weights and optimizer state) instead of
             building a new one (a refit from the fitted model).
     """
-    strategy = strategy_for(cfg.distribute, cfg.intra_op_threads)  # first: before any op
+    strategy = strategy_for(cfg.distribute)  # first: before any TensorFlow op
     import keras
     import tensorflow as tf
 

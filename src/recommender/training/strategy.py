@@ -17,14 +17,12 @@ keras-team/keras#18624).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from typing import Any
 
 from recommender.core.errors import ConfigError
 
 TF_CONFIG = "TF_CONFIG"
-log = logging.getLogger("recommender")
 _strategies: dict[str, Any] = {}
 
 
@@ -79,41 +77,14 @@ def is_chief(kind: str) -> bool:
     return "chief" not in spec["cluster"] and task["index"] == 0
 
 
-def set_op_threads(intra_op: int) -> None:
-    """Give each TensorFlow op ``intra_op`` threads (``train.intra_op_threads``; 0: TensorFlow's
-    default, one per core). Only before the runtime starts: a process whose runtime already
-    runs keeps its setting, and a warning says so when it differs.
-
-    These models' ops are small: each split over both cores of a 2-core machine spends more on
-    the split than it gains, while two ops of a step, one thread each, run side by side on
-    TensorFlow's inter-op pool (at ML-1M's shape, one thread per op: ``two_tower``'s fit loop
-    +16-35%, ``biased_mf`` +15-37%, ``ncf`` +12-24%; ML-100K's full softmax the same).
-    """
-    import tensorflow as tf
-
-    if tf.config.threading.get_intra_op_parallelism_threads() == intra_op:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-    except RuntimeError:
-        log.warning(
-            "train.intra_op_threads %d not applied: TensorFlow's runtime already started in "
-            "this process with %d",
-            intra_op,
-            tf.config.threading.get_intra_op_parallelism_threads(),
-        )
-
-
-def strategy_for(kind: str, intra_op_threads: int = 0) -> Any:
+def strategy_for(kind: str) -> Any:
     """The strategy ``train.distribute`` names, made once per process (a second
     ``MultiWorkerMirroredStrategy`` cannot re-join the cluster: it resets the process's
     collective state while its peers may already use it, and the first collective hangs; see
     the ``__main__`` block of :mod:`recommender.training.distributed`): call it before any
-    TensorFlow op, which would fix the runtime's collective setup (and its threads:
-    :func:`set_op_threads`, with ``intra_op_threads``)."""
+    TensorFlow op, which would fix the runtime's collective setup."""
     import tensorflow as tf
 
-    set_op_threads(intra_op_threads)
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind in _strategies:
