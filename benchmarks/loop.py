@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import math
 import os
 import subprocess
 import sys
@@ -53,6 +52,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from recommender.core import processes  # noqa: E402
+from recommender.scoring import metrics  # noqa: E402
 
 K = 10
 RELEVANT = 4.0
@@ -131,9 +131,10 @@ def sessions(window: pd.DataFrame) -> list[Session]:
 
 
 def ndcg(served: list[int], relevant: set[int]) -> float:
-    dcg = sum(1 / math.log2(rank + 2) for rank, i in enumerate(served[:K]) if i in relevant)
-    ideal = sum(1 / math.log2(rank + 2) for rank in range(min(len(relevant), K)))
-    return dcg / ideal if ideal else 0.0
+    """NDCG@K of one served list (-1 pads a short one), as evaluate scores a ranking."""
+    top = np.full((1, K), -1, np.int64)
+    top[0, : min(len(served), K)] = served[:K]
+    return float(metrics.ndcg_per_user(top, [relevant], K)[0])
 
 
 class Client:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recommender.scoring.metrics import discounts
+
 #: Feedback events that count as positive whatever the rating.
 POSITIVE_EVENTS = ("click", "add_to_cart", "purchase")
 
@@ -157,8 +159,7 @@ def _dcg(
     hit_at = np.flatnonzero(hit)
     _, first_of = np.unique(local[hit_at] * idx.n_items + item[hit_at], return_index=True)
     hit_at = hit_at[first_of]
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    return np.bincount(local[hit_at], weights=discounts[rank[hit_at]], minlength=len(ids))
+    return np.bincount(local[hit_at], weights=discounts(k)[rank[hit_at]], minlength=len(ids))
 
 
 def online_quality(
@@ -176,7 +177,7 @@ def online_quality(
     followed = np.flatnonzero(counts > 0)
     if followed.size == 0:
         return OnlineQuality(n, 0, None, None)
-    ideal_of = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
+    ideal_of = np.cumsum(discounts(k))
     weight = counts[followed] + k  # pairs and served slots a list costs
     ndcg_sum = hits = 0.0
     for a, b in _blocks(weight):

@@ -101,7 +101,8 @@ def recall_at_k(top_items: np.ndarray, relevant: Sequence[Collection[int]], k: i
     return _mean(hits.sum(axis=1) / n_rel)
 
 
-def _discounts(k: int) -> np.ndarray:
+def discounts(k: int) -> np.ndarray:
+    """NDCG's discount of ranks 1..k: ``1 / log2(rank + 1)``."""
     return 1.0 / np.log2(np.arange(2, k + 2))
 
 
@@ -113,7 +114,7 @@ def ndcg_per_user(top_items: np.ndarray, relevant: Sequence[Collection[int]], k:
     both at ranks 1 and 2 scores 1.0.
     """
     hits, n_rel = _hits(top_items, relevant, k)
-    disc = _discounts(k)
+    disc = discounts(k)
     dcg = hits @ disc
     ideal = np.cumsum(disc)[np.minimum(n_rel, k).astype(int) - 1]
     return np.asarray(dcg / ideal, dtype=np.float64)
