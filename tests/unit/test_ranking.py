@@ -168,3 +168,10 @@ def test_movielens_sized_ranking_is_correct():
     seen.mask_scores(masked, users)
     masked[:, 0] = -np.inf
     assert np.array_equal(result.items, _reference_top_k(masked, 10))
+
+
+def test_seen_items_knows_which_pairs_were_rated_in_train() -> None:
+    seen = SeenItems(np.array([1, 1, 2]), np.array([3, 5, 3]), n_users=3)
+    got = seen.contains(np.array([1, 1, 2, 2, 3, 9]), np.array([3, 4, 3, 5, 3, 3]))
+    # user 3 rated nothing; user 9 is outside the table; item 4 is no one's
+    assert got.tolist() == [True, False, True, False, False, False]

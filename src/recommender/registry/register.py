@@ -252,13 +252,7 @@ def _unseen_by(model: Any, test: _TestSplit) -> np.ndarray:
     compared only on the rows neither of them saw.
     """
     users, items = model.user_index(test.users), model.item_index(test.items)
-    seen = model.seen
-    width = np.int64(model.n_items + 1)
-    per_user = np.diff(seen.indptr)
-    seen_keys = np.repeat(np.arange(per_user.size, dtype=np.int64), per_user) * width
-    seen_keys += seen.indices.astype(np.int64)
-    test_keys = users.astype(np.int64) * width + items.astype(np.int64)
-    return ~np.isin(test_keys, seen_keys) | (users == 0) | (items == 0)
+    return ~model.seen.contains(users, items) | (users == 0) | (items == 0)
 
 
 def _squared_errors(bundle: Any, test: _TestSplit) -> np.ndarray:

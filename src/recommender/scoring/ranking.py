@@ -64,6 +64,17 @@ class SeenItems:
             return np.empty(0, dtype=np.int64)
         return self.indices[self.indptr[user] : self.indptr[user + 1]]
 
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether each ``(users[j], items[j])`` pair was rated in train (False for users
+        outside the table)."""
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        width = max(int(self.indices.max(initial=0)), int(items.max(initial=0))) + 1
+        per_user = np.diff(self.indptr)
+        seen = np.repeat(np.arange(per_user.size, dtype=np.int64), per_user) * width
+        seen += self.indices
+        return np.isin(users * width + items, seen)
+
     def mask_scores(self, scores: np.ndarray, users: np.ndarray) -> None:
         """Set ``scores[r, i] = -inf`` in place for each item ``i`` that user ``users[r]`` rated."""
         users = np.asarray(users, dtype=np.int64)
