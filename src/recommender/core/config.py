@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -322,6 +323,11 @@ class TrainConfig(Section):
     #: this, at least one epoch. One pass of the validation ratings (factor 1) left them
     #: underused: on ML-100K's five folds NDCG@10 0.397 (EASE 0.398), 0.402 at 2.5, 0.401 at 4.
     refit_epochs_factor: float = Field(2.5, gt=0)
+    #: Rows of one user kept together in a batch (each epoch permutes blocks of up to this many
+    #: rows of a user instead of single rows): fewer distinct users a step, so fewer table rows
+    #: for lazy Adam to move. ``auto``: 16 where a batch would otherwise hold mostly distinct
+    #: users (more users than batch rows), else 1 (see ``training.loop.resolve_user_block``).
+    user_block: Literal["auto"] | PositiveInt = "auto"
     #: ``lazy_adam`` moves only the table rows a batch used, so a step costs the batch, not the
     #: catalog; ``adam`` (Keras') updates every row of every table each step.
     optimizer: Literal["adam", "lazy_adam"] = "lazy_adam"

@@ -20,12 +20,15 @@ how the step is built decides the speed (``reports/epoch_profile.md``). So one l
   ``model.stop_training``, as with ``fit``.
 
 Each global batch is the one a single process would train on: a permutation per epoch keyed by
-``(seed, epoch)``, so every worker computes the same one. Replica ``k`` of ``n`` takes the batch's
-rows ``k, k + n, ...`` and weighs its loss by its share of the batch, so the summed gradients are
-those of the whole batch's mean loss. Every worker runs every step (a worker that leaves a
-collective early blocks the others forever) and computes the validation metrics on the whole
-validation part; the epoch's logs and the stop decision are then averaged across workers, so all
-take the same decision.
+``(seed, epoch)``, so every worker computes the same one. With ``user_block`` > 1 it permutes
+blocks of up to that many rows of one user instead of single rows (:func:`user_blocks`): a
+step's cost is mostly its distinct table rows (lazy Adam's gathers and scatters, the mask's
+lookups), and where a batch's users would otherwise be nearly all distinct, blocks cut them.
+Replica ``k`` of ``n`` takes the batch's rows ``k, k + n, ...`` and weighs its loss by its
+share of the batch, so the summed gradients are those of the whole batch's mean loss. Every
+worker runs every step (a worker that leaves a collective early blocks the others forever) and
+computes the validation metrics on the whole validation part; the epoch's logs and the stop
+decision are then averaged across workers, so all take the same decision.
 """
 
 from __future__ import annotations
@@ -74,6 +77,37 @@ class Ratings:
         return self.users, self.items, self.ratings
 
 
+#: ``user_block: auto``'s block where it applies (see :func:`resolve_user_block`). Measured with
+#: the default (``two_tower``, batch 4096), fit loop in rating-epochs/s against single rows:
+#: ML-1M's shape 366k -> 459k at 8, 492k at 16; ML-10M's 297k -> 364k at 8, 420k at 16.
+AUTO_USER_BLOCK = 16
+
+
+def resolve_user_block(setting: int | str, n_users: int, batch_size: int) -> int:
+    """The rows of one user kept together in a batch: ``setting``, or for ``auto``
+    :data:`AUTO_USER_BLOCK` where a batch of single rows would hold mostly distinct users (more
+    users than a batch has rows), else 1.
+
+    Below that, a batch repeats its users already (ML-100K: 943 users, batches of 4,096), blocks
+    save nothing, and on ML-100K's folds they cost rating error (u1 RMSE 0.9248 -> 0.9256 at 16).
+    """
+    if setting == "auto":
+        return AUTO_USER_BLOCK if n_users > batch_size else 1
+    return int(setting)
+
+
+def user_blocks(users: np.ndarray, block: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, starts)``: the row indices grouped by user, in a seeded random order within
+    each user, and where each block of up to ``block`` consecutive rows of one user starts in
+    ``rows`` (a block never spans two users)."""
+    rows = np.lexsort((np.random.default_rng(seed).random(len(users)), users))
+    grouped = users[rows]
+    first = np.r_[True, grouped[1:] != grouped[:-1]]
+    user_start = np.flatnonzero(first)
+    position = np.arange(len(rows)) - np.repeat(user_start, np.diff(np.r_[user_start, len(rows)]))
+    return rows.astype(np.int64), np.flatnonzero(position % block == 0).astype(np.int64)
+
+
 def shard_batches(
     n_rows: int,
     batch_size: int,
@@ -82,23 +116,39 @@ def shard_batches(
     epochs: int,
     seed: int,
     shuffle: bool = True,
+    users: np.ndarray | None = None,
+    user_block: int = 1,
 ) -> Any:
     """``tf.data`` of ``(rows, share)``: for every global batch of every epoch, one element per
     shard in ``shards`` (this input pipeline's replicas), with the rows ``shard, shard + n_shards,
     ...`` of the batch and the shard's share of it.
 
-    A permutation per epoch keyed by ``(seed, epoch)``, so every worker computes the same one. A
-    last batch smaller than ``n_shards`` (some replica would get no row) is left out of the epoch.
+    A permutation per epoch keyed by ``(seed, epoch)``, so every worker computes the same one: of
+    the rows, or with ``user_block`` > 1 (and ``users``, each row's user) of the blocks of
+    :func:`user_blocks`. A last batch smaller than ``n_shards`` (some replica would get no row) is
+    left out of the epoch.
     """
     import tensorflow as tf
 
     n_batches = steps_per_epoch(n_rows, batch_size, n_shards)
     local = tf.constant(list(shards), tf.int64)
+    blocked = shuffle and user_block > 1 and users is not None
+    if blocked:
+        grouped, block_starts = user_blocks(np.asarray(users), user_block, seed)
+        by_user = tf.constant(grouped)
+        starts = tf.constant(block_starts)
+        ends = tf.constant(np.r_[block_starts[1:], n_rows].astype(np.int64))
 
     def epoch_batches(epoch: Any) -> Any:
         order = tf.range(n_rows, dtype=tf.int64)
-        if shuffle:
-            key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        if blocked:
+            blocks = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.size(starts, out_type=tf.int64)), seed=key
+            )
+            within = tf.ragged.range(tf.gather(starts, blocks), tf.gather(ends, blocks))
+            order = tf.gather(by_user, within.flat_values)
+        elif shuffle:
             order = tf.random.experimental.stateless_shuffle(order, seed=key)
 
         def shard_rows(b: Any) -> Any:
@@ -192,6 +242,7 @@ def train(
     verbose: int | str = 0,
     across_workers: bool = False,
     steps_per_call: int = STEPS_PER_CALL,
+    user_block: int = 1,
 ) -> tuple[dict[str, list[float]], float]:
     """Train ``model`` (built and compiled in ``strategy``'s scope) for at most ``epochs``.
 
@@ -210,6 +261,7 @@ def train(
         verbose: 0 quiet, 1 a progress bar, 2 a line per epoch.
         across_workers: Average the logs and the stop decision over the workers (multi-worker).
         steps_per_call: Batches per call into the compiled train function, at most.
+        user_block: Rows of one user kept together in a batch (see :func:`shard_batches`).
 
     Returns:
         The history (per-epoch logs) and the seconds the loop took.
@@ -218,7 +270,7 @@ def train(
 
     n_rows = len(train_rows)
     n_steps = steps_per_epoch(n_rows, batch_size, strategy.num_replicas_in_sync)
-    batches = _batches(strategy, train_rows, batch_size, epochs, seed)
+    batches = _batches(strategy, train_rows, batch_size, epochs, seed, user_block)
     train_steps = _compiled_steps(model, strategy, across_workers)
     if across_workers:
         steps_per_call = min(steps_per_call, UNROLLED_STEPS)
@@ -259,7 +311,7 @@ def train(
 
 
 def _batches(
-    strategy: Any, train_rows: Ratings, batch_size: int, epochs: int, seed: int
+    strategy: Any, train_rows: Ratings, batch_size: int, epochs: int, seed: int, user_block: int
 ) -> Iterator[Any]:
     """Every epoch's batches, each replica's share gathered from the rows kept on the device."""
     import tensorflow as tf
@@ -272,7 +324,14 @@ def _batches(
         per_pipeline = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * per_pipeline
         ds = shard_batches(
-            n_rows, batch_size, replicas, range(first, first + per_pipeline), epochs, seed
+            n_rows,
+            batch_size,
+            replicas,
+            range(first, first + per_pipeline),
+            epochs,
+            seed,
+            users=train_rows.users,
+            user_block=user_block,
         )
         ds = ds.map(
             lambda rows, share: (
