@@ -211,3 +211,56 @@ def test_a_continued_model_keeps_its_compiled_step_and_reads_the_new_positives()
 
     for kept, fresh in zip(continued(False), continued(True), strict=True):
         np.testing.assert_allclose(kept, fresh, rtol=1e-6, atol=1e-7)
+
+
+def test_user_blocks_group_a_users_rows_and_cover_every_row_once() -> None:
+    users = np.array([3, 1, 3, 2, 3, 1, 3, 3, 2, 3], np.int32)
+    rows, starts = loop.user_blocks(users, 2, seed=0)
+    assert sorted(rows.tolist()) == list(range(len(users)))
+    blocks = np.split(rows, starts[1:])
+    assert all(1 <= len(b) <= 2 and len(set(users[b])) == 1 for b in blocks)
+    # User 3's six rows make three blocks, user 1's two one, user 2's two one.
+    assert sorted(int(users[b[0]]) for b in blocks) == [1, 2, 3, 3, 3]
+    again, _ = loop.user_blocks(users, 2, seed=0)
+    other, _ = loop.user_blocks(users, 2, seed=1)
+    assert again.tolist() == rows.tolist() and other.tolist() != rows.tolist()
+
+
+def _epochs(dataset: object) -> list[np.ndarray]:
+    return [rows.numpy() for rows, _ in dataset]  # type: ignore[attr-defined]
+
+
+def test_blocked_epochs_cover_every_row_once_with_fewer_users_a_batch() -> None:
+    """Each epoch still trains on every row once, in batches of the same size; the batches hold
+    blocks of one user's rows, so far fewer distinct users than a permutation of rows gives;
+    two shards split each batch as before, and every epoch has its own order."""
+    rng = np.random.default_rng(0)
+    users = rng.integers(1, 500, 4000).astype(np.int32)
+    n, batch = len(users), 256
+
+    def batches(block: int, shards: int = 1, shard: int = 0) -> list[np.ndarray]:
+        data = loop.shard_batches(n, batch, shards, [shard], 2, 7, users=users, user_block=block)
+        return _epochs(data)
+
+    single, blocked = batches(1), batches(16)
+    steps = loop.steps_per_epoch(n, batch)
+    assert len(blocked) == len(single) == 2 * steps
+    for epoch in (blocked[:steps], blocked[steps:]):
+        assert sorted(np.concatenate(epoch).tolist()) == list(range(n))
+    distinct = [np.mean([len(set(users[b])) for b in run]) for run in (single, blocked)]
+    assert distinct[1] < distinct[0] / 3, distinct
+    assert blocked[0].tolist() != blocked[steps].tolist()  # another order each epoch
+    halves = batches(16, 2, 0), batches(16, 2, 1)
+    for whole, first, second in zip(blocked, *halves, strict=True):
+        assert sorted([*first, *second]) == sorted(whole)
+        assert first.tolist() == whole[0::2].tolist()
+
+
+@pytest.mark.parametrize(
+    ("setting", "n_users", "batch", "block"),
+    [("auto", 70_000, 4096, loop.AUTO_USER_BLOCK), ("auto", 943, 4096, 1), (4, 943, 4096, 4)],
+)
+def test_user_block_auto_blocks_only_where_a_batchs_users_would_be_distinct(
+    setting: int | str, n_users: int, batch: int, block: int
+) -> None:
+    assert loop.resolve_user_block(setting, n_users, batch) == block

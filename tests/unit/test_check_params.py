@@ -84,8 +84,9 @@ def _check_in_process(folder: Path, params_text: str) -> tuple[int, str]:
             lambda text: text.replace("http://127.0.0.1:4318/v1/logs", "127.0.0.1:4318"),
             "serve.otlp_endpoint",
         ),
+        (lambda text: text.replace("user_block: auto", "user_block: 0"), "train.user_block"),
     ],
-    ids=["top-level", "nested", "type", "exporter", "endpoint"],
+    ids=["top-level", "nested", "type", "exporter", "endpoint", "user-block"],
 )
 def test_a_typo_anywhere_exits_1_naming_the_key(tmp_path: Path, edit, key: str) -> None:  # noqa: ANN001
     params = (ROOT / "params.yaml").read_text()

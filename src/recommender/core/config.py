@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -327,7 +326,7 @@ class TrainConfig(Section):
     #: rows of a user instead of single rows): fewer distinct users a step, so fewer table rows
     #: for lazy Adam to move. ``auto``: 16 where a batch would otherwise hold mostly distinct
     #: users (more users than batch rows), else 1 (see ``training.loop.resolve_user_block``).
-    user_block: Literal["auto"] | PositiveInt = "auto"
+    user_block: int | str = "auto"
     #: ``lazy_adam`` moves only the table rows a batch used, so a step costs the batch, not the
     #: catalog; ``adam`` (Keras') updates every row of every table each step.
     optimizer: Literal["adam", "lazy_adam"] = "lazy_adam"
@@ -343,6 +342,13 @@ class TrainConfig(Section):
     autorec: AutoRecHyper = AutoRecHyper()
     ensemble: EnsembleHyper = EnsembleHyper()
     two_tower: TwoTowerHyper = TwoTowerHyper()
+
+    @field_validator("user_block", mode="before")
+    @classmethod
+    def _user_block_is_auto_or_positive(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f"expected 'auto' or an integer >= 1, got {value!r}")
 
     @model_validator(mode="after")
     def _members_are_valid(self) -> TrainConfig:
