@@ -334,6 +334,28 @@ def test_two_tower_sampled_softmax_matches_a_hand_computation(
     )
 
 
+def test_two_tower_sampled_softmax_without_train_positives_masks_only_the_own_item():
+    """Before ``set_training_positives`` there is no mask and no log-Q: each positive meets
+    every drawn item but a copy of its own, scored row by row (users repeat in the batch)."""
+    model = models.build_model(
+        "two_tower", 2, 3, SCALE, 3.5, embedding_dim=2, l2=0.0, softmax="sampled", negatives=4
+    )
+    users = ops.convert_to_numpy(model.user_tower.embeddings)
+    items = ops.convert_to_numpy(model.item_tower.embeddings)
+    prior = ops.convert_to_numpy(model.item_prior.embeddings)[:, 0]
+    x = models.model_inputs([1, 2, 2, 1], [1, 3, 1, 2])
+    rating = np.array([5.0, 4.0, 4.0, 2.0], np.float32)
+    negatives = np.array([2, 1, 2, 3], np.int32)
+    got = float(ops.convert_to_numpy(model.retrieval_loss(x, rating, negatives=negatives)))
+    ce = []
+    for u, i in zip([1, 2, 2], [1, 3, 1], strict=True):
+        own = users[u] @ items[i] + prior[i]
+        drawn = [users[u] @ items[j] + prior[j] for j in negatives if j != i]
+        logits = np.array([own, *drawn])
+        ce.append(np.log(np.exp(logits).sum()) - own)
+    assert got == pytest.approx(np.mean(ce), rel=1e-5)
+
+
 def test_two_tower_samples_negatives_by_popularity_never_the_unknown_item():
     import keras
     import tensorflow as tf

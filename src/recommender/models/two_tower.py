@@ -7,6 +7,7 @@ table), while a dot product trained for the task beats it (Rendle et al. 2020).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -443,6 +444,8 @@ class TwoTower(RatingModel):
             return prior if self._log_q is None else prior - ops.take(self._log_q, candidates)
 
         n = ops.shape(items)[0]
+        if not self.in_batch_negatives:
+            return self._sampled_per_user(v, w, users, items, negatives, corrected)
         sampled = ops.matmul(v, ops.transpose(self.item_tower(negatives)))
         sampled = sampled + ops.reshape(corrected(negatives), (1, -1))
         if self._positives is not None:
@@ -452,26 +455,56 @@ class TwoTower(RatingModel):
         else:
             own = ops.expand_dims(items, 1) == ops.expand_dims(negatives, 0)
         sampled = ops.where(own, _NEVER, sampled)
-        if self.in_batch_negatives:
-            batch = ops.matmul(v, ops.transpose(w))
-            batch = batch + ops.reshape(corrected(items), (1, -1))
-            same_item = ops.expand_dims(items, 1) == ops.expand_dims(items, 0)
-            others = ops.logical_and(same_item, ops.logical_not(ops.eye(n, dtype="bool")))
-            if self._positives is not None:
-                liked = ops.logical_and(self._liked(users, items), ops.logical_not(same_item))
-                others = ops.logical_or(others, liked)
-            logits = ops.concatenate([ops.where(others, _NEVER, batch), sampled], axis=1)
-            labels = ops.arange(n)
-        else:
-            # The cross-entropy of the positive against the sampled candidates, as the full
-            # softmax's dense path writes it: softplus(LSE(sampled) - positive) is
-            # -log(e^p / (e^p + sum e^s)), without the concatenated logits, and at ML-1M's shape
-            # half the time of TensorFlow's sparse cross-entropy kernel (2.5 ms a step).
-            positive = ops.sum(v * w, axis=-1) + corrected(items)
-            return ops.sum(ops.softplus(ops.logsumexp(sampled, axis=1) - positive))
+        batch = ops.matmul(v, ops.transpose(w))
+        batch = batch + ops.reshape(corrected(items), (1, -1))
+        same_item = ops.expand_dims(items, 1) == ops.expand_dims(items, 0)
+        others = ops.logical_and(same_item, ops.logical_not(ops.eye(n, dtype="bool")))
+        if self._positives is not None:
+            liked = ops.logical_and(self._liked(users, items), ops.logical_not(same_item))
+            others = ops.logical_or(others, liked)
+        logits = ops.concatenate([ops.where(others, _NEVER, batch), sampled], axis=1)
         return ops.sum(
-            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            keras.losses.sparse_categorical_crossentropy(ops.arange(n), logits, from_logits=True)
         )
+
+    def _sampled_per_user(
+        self,
+        v: Any,
+        w: Any,
+        users: Any,
+        items: Any,
+        negatives: Any,
+        corrected: Callable[[Any], Any],
+    ) -> Any:
+        """The sampled softmax without in-batch negatives, scored once per distinct user.
+
+        The cross-entropy of a positive against the sampled candidates, as the full softmax's
+        dense path writes it: softplus(LSE(sampled) - positive) is -log(e^p / (e^p + sum e^s)),
+        without the concatenated logits (at ML-1M's shape half the time of TensorFlow's sparse
+        cross-entropy kernel). The sampled logits and their mask depend on the row's user only
+        (its tower row, its positives), so they are computed once per user of the batch: with
+        ``train.user_block`` a batch holds blocks of one user's rows, and the matmul, its
+        gradient and the mask's lookups shrink with the distinct users.
+        """
+        import tensorflow as tf
+
+        distinct, of_row = tf.unique(users)
+        first = tf.math.unsorted_segment_min(
+            tf.range(tf.shape(users)[0]), of_row, tf.shape(distinct)[0]
+        )
+        sampled = ops.matmul(ops.take(v, first, axis=0), ops.transpose(self.item_tower(negatives)))
+        sampled = sampled + ops.reshape(corrected(negatives), (1, -1))
+        if self._positives is not None:
+            # The row's own item is one of its user's train positives (the mask holds the rows
+            # trained on), so the mask covers a drawn copy of it too.
+            own = self._liked(distinct, negatives)
+        else:  # no mask: only a drawn copy of the row's own item is left out, row by row
+            own = ops.expand_dims(items, 1) == ops.expand_dims(negatives, 0)
+            sampled = ops.take(sampled, of_row, axis=0)
+            of_row = ops.arange(ops.shape(items)[0])
+        others = ops.take(ops.logsumexp(ops.where(own, _NEVER, sampled), axis=1), of_row)
+        positive = ops.sum(v * w, axis=-1) + corrected(items)
+        return ops.sum(ops.softplus(others - positive))
 
     def compute_loss(
         self,
