@@ -207,13 +207,18 @@ def write_log(log_dir: Path, records: int, processed: Any, seed: int = 0) -> dic
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run ``cmd``; wall seconds, exit code and peak RSS (MB) of the process."""
+    """Run ``cmd``; wall seconds, exit code and peak RSS (MB) of the process.
+
+    Its output goes to files, not pipes: waited for with ``os.wait4`` (for its rusage), a child
+    that filled a pipe's 64 KiB would block forever with nobody reading."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read().decode(), stderr.read().decode()
     code = os.waitstatus_to_exitcode(status)
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "code": code, "stdout": out,
