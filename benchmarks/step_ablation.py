@@ -69,7 +69,6 @@ def ratings(n_users: int, n_items: int, n: int, seed: int = 0) -> Any:
 def measure(way: tuple[str, str, str, dict[str, Any], bool], size: str, rows: Any) -> float:
     """Median seconds of epochs 2..4 of ``way`` over ``rows``."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from recommender.core.config import RatingScale, load_params
@@ -100,10 +99,7 @@ def measure(way: tuple[str, str, str, dict[str, Any], bool], size: str, rows: An
         batch_size=train.family_batch_size,
         seed=0,
         producers=[epoch_timer(len(rows))],
-        # As the train stage batches them (train.user_block).
-        user_block=loop.resolve_user_block(
-            train.user_block, len(np.unique(rows.users)), train.family_batch_size
-        ),
+        user_block=train.user_block,  # as the train stage batches them
     )
     seconds = history["epoch_seconds"]
     print(f"[step_ablation] {label}: epochs {', '.join(f'{s:.2f}' for s in seconds)} s",

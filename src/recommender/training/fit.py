@@ -311,9 +311,7 @@ def fit(
         consumers=[*(callbacks if chief else ()), *([stopper] if stopper else [])],
         verbose=verbose if chief else 0,
         across_workers=cfg.distribute == "multi_worker",
-        user_block=loop.resolve_user_block(
-            cfg.user_block, int(train["user_idx"].nunique()), cfg.family_batch_size
-        ),
+        user_block=cfg.user_block,
     )
     epochs_run = len(history["loss"])
     epochs_of = dict(getattr(stopper, "epochs", {}))

@@ -242,7 +242,7 @@ def train(
     verbose: int | str = 0,
     across_workers: bool = False,
     steps_per_call: int = STEPS_PER_CALL,
-    user_block: int = 1,
+    user_block: int | str = 1,
 ) -> tuple[dict[str, list[float]], float]:
     """Train ``model`` (built and compiled in ``strategy``'s scope) for at most ``epochs``.
 
@@ -261,7 +261,7 @@ def train(
         verbose: 0 quiet, 1 a progress bar, 2 a line per epoch.
         across_workers: Average the logs and the stop decision over the workers (multi-worker).
         steps_per_call: Batches per call into the compiled train function, at most.
-        user_block: Rows of one user kept together in a batch (see :func:`shard_batches`).
+        user_block: Rows of one user kept together in a batch, or ``auto``: see ``_batches``.
 
     Returns:
         The history (per-epoch logs) and the seconds the loop took.
@@ -311,10 +311,19 @@ def train(
 
 
 def _batches(
-    strategy: Any, train_rows: Ratings, batch_size: int, epochs: int, seed: int, user_block: int
+    strategy: Any,
+    train_rows: Ratings,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    user_block: int | str,
 ) -> Iterator[Any]:
-    """Every epoch's batches, each replica's share gathered from the rows kept on the device."""
+    """Every epoch's batches, each replica's share gathered from the rows kept on the device;
+    blocks of one user's rows as :func:`resolve_user_block` settles ``user_block``."""
     import tensorflow as tf
+
+    n_users = int(np.count_nonzero(np.bincount(train_rows.users)))
+    block = resolve_user_block(user_block, n_users, batch_size)
 
     replicas = strategy.num_replicas_in_sync
     n_rows = len(train_rows)
@@ -331,7 +340,7 @@ def _batches(
             epochs,
             seed,
             users=train_rows.users,
-            user_block=user_block,
+            user_block=block,
         )
         ds = ds.map(
             lambda rows, share: (
