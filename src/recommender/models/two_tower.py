@@ -7,7 +7,6 @@ table), while a dot product trained for the task beats it (Rendle et al. 2020).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -439,13 +438,10 @@ class TwoTower(RatingModel):
         the full softmax masks them (on ML-100K u1: NDCG@10 0.471 with, 0.456 without).
         """
 
-        def corrected(candidates: Any) -> Any:  # row lookups: sparse gradients for lazy Adam
-            prior = ops.reshape(self.item_prior(candidates), (-1,))
-            return prior if self._log_q is None else prior - ops.take(self._log_q, candidates)
-
-        n = ops.shape(items)[0]
         if not self.in_batch_negatives:
-            return self._sampled_per_user(v, w, users, items, negatives, corrected)
+            return self._sampled_per_user(v, w, users, items, negatives)
+        corrected = self._log_q_corrected
+        n = ops.shape(items)[0]
         sampled = ops.matmul(v, ops.transpose(self.item_tower(negatives)))
         sampled = sampled + ops.reshape(corrected(negatives), (1, -1))
         if self._positives is not None:
@@ -467,15 +463,12 @@ class TwoTower(RatingModel):
             keras.losses.sparse_categorical_crossentropy(ops.arange(n), logits, from_logits=True)
         )
 
-    def _sampled_per_user(
-        self,
-        v: Any,
-        w: Any,
-        users: Any,
-        items: Any,
-        negatives: Any,
-        corrected: Callable[[Any], Any],
-    ) -> Any:
+    def _log_q_corrected(self, candidates: Any) -> Any:
+        """Each candidate's prior logit lowered by log-Q (row lookups: sparse gradients)."""
+        prior = ops.reshape(self.item_prior(candidates), (-1,))
+        return prior if self._log_q is None else prior - ops.take(self._log_q, candidates)
+
+    def _sampled_per_user(self, v: Any, w: Any, users: Any, items: Any, negatives: Any) -> Any:
         """The sampled softmax without in-batch negatives, scored once per distinct user.
 
         The cross-entropy of a positive against the sampled candidates, as the full softmax's
@@ -493,7 +486,7 @@ class TwoTower(RatingModel):
             tf.range(tf.shape(users)[0]), of_row, tf.shape(distinct)[0]
         )
         sampled = ops.matmul(ops.take(v, first, axis=0), ops.transpose(self.item_tower(negatives)))
-        sampled = sampled + ops.reshape(corrected(negatives), (1, -1))
+        sampled = sampled + ops.reshape(self._log_q_corrected(negatives), (1, -1))
         if self._positives is not None:
             # The row's own item is one of its user's train positives (the mask holds the rows
             # trained on), so the mask covers a drawn copy of it too.
@@ -503,7 +496,7 @@ class TwoTower(RatingModel):
             sampled = ops.take(sampled, of_row, axis=0)
             of_row = ops.arange(ops.shape(items)[0])
         others = ops.take(ops.logsumexp(ops.where(own, _NEVER, sampled), axis=1), of_row)
-        positive = ops.sum(v * w, axis=-1) + corrected(items)
+        positive = ops.sum(v * w, axis=-1) + self._log_q_corrected(items)
         return ops.sum(ops.softplus(others - positive))
 
     def compute_loss(

@@ -102,10 +102,10 @@ def user_blocks(users: np.ndarray, block: int, seed: int) -> tuple[np.ndarray, n
     ``rows`` (a block never spans two users)."""
     rows = np.lexsort((np.random.default_rng(seed).random(len(users)), users))
     grouped = users[rows]
-    first = np.r_[True, grouped[1:] != grouped[:-1]]
-    user_start = np.flatnonzero(first)
-    position = np.arange(len(rows)) - np.repeat(user_start, np.diff(np.r_[user_start, len(rows)]))
-    return rows.astype(np.int64), np.flatnonzero(position % block == 0).astype(np.int64)
+    at = np.arange(len(rows))
+    # Each row's position within its user: its index less where its user's rows begin.
+    user_start = np.maximum.accumulate(np.where(np.r_[True, grouped[1:] != grouped[:-1]], at, 0))
+    return rows.astype(np.int64), np.flatnonzero((at - user_start) % block == 0).astype(np.int64)
 
 
 def shard_batches(
