@@ -135,8 +135,30 @@ def test_split_invariants(split, id_type):
 
 def test_random_split_sizes_follow_the_fractions():
     p = run("random", test_fraction=0.25, val_fraction=0.2)
-    assert len(p.test) == round(0.25 * 401)
-    assert len(p.val) == round(0.2 * (401 - len(p.test)))
+    # A hash per rating: binomial counts, within 4 standard deviations of the fractions.
+    n, p_val = 401, 0.75 * 0.2
+    assert abs(len(p.test) - 0.25 * n) < 4 * np.sqrt(n * 0.25 * 0.75)
+    assert abs(len(p.val) - p_val * n) < 4 * np.sqrt(n * p_val * (1 - p_val))
+
+
+@pytest.mark.parametrize("split", ["random", "leave_last_n", "given"])
+def test_a_ratings_side_depends_on_the_rating_not_on_the_row_order(split):
+    data = make_dataset()
+    p = run(split, data=data)
+    shuffled = make_dataset()
+    shuffled.ratings = shuffled.ratings.sample(frac=1, random_state=5).reset_index(drop=True)
+    q = run(split, data=shuffled)
+    for part in ("train", "val", "test"):
+        assert pairs(getattr(p, part)) == pairs(getattr(q, part)), part
+    # Another seed, another split.
+    assert pairs(run(split, data=data, seed=7).val) != pairs(p.val)
+
+
+def test_random_split_of_too_few_ratings_says_a_side_is_empty():
+    data = make_dataset()
+    data.ratings = data.ratings.iloc[:3]
+    with pytest.raises(DataError, match="split empty"):
+        run("random", data=data, test_fraction=0.01)
 
 
 def test_temporal_split_has_no_training_rating_after_the_cut():
@@ -443,5 +465,7 @@ def test_movielens_100k_u1_given_split(ml100k_dir: Path):
 
     # With the default val_fraction, val comes out of u1.base only.
     p = run("given", data=data, val_fraction=0.1)
-    assert p.summary["rows"] == {"train": 72_000, "val": 8_000, "test": 20_000, "total": 100_000}
+    rows = p.summary["rows"]
+    assert (rows["test"], rows["total"], rows["train"] + rows["val"]) == (20_000, 100_000, 80_000)
+    assert abs(rows["val"] - 8_000) < 4 * np.sqrt(80_000 * 0.1 * 0.9)  # a hash: binomial
     assert pairs(p.test) == pairs(data.ratings[data.ratings["given_split"] == "test"])

@@ -71,12 +71,32 @@ class DataConfig(Section):
     """Where the ratings come from (shared by every stage)."""
 
     source: Source = "synthetic"
+    #: What runs ingest, validate and preprocess: ``pandas`` (in this process) or ``spark`` (on
+    #: the ``spark`` section's master; same outputs, as Parquet part folders).
+    engine: Literal["pandas", "spark"] = "pandas"
     #: Folder of a MovieLens download or a ratings file for ``csv``; default ``data/raw/<source>/``.
     path: str | None = None
     #: Allow downloading a missing MovieLens archive (never happens for ``synthetic`` or ``csv``).
     download: bool = True
     #: Override the source's own rating scale (needed for ``csv`` files not on 1-5).
     rating_scale: RatingScale | None = None
+
+
+class SparkConfig(Section):
+    """Where the data stages run when ``data.engine`` is ``spark``."""
+
+    #: Any master Spark accepts: ``local[N]`` (this machine, N cores), ``spark://host:port`` (a
+    #: standalone cluster), ``yarn``, ``k8s://...``.
+    master: str = Field("local[2]", min_length=1)
+    #: The driver JVM's heap (a JVM size, e.g. ``4g``); with ``local[N]`` the executors live in it.
+    driver_memory: str = Field("4g", pattern=r"^[0-9]+[kmgt]?$")
+    #: Each executor's heap on a cluster.
+    executor_memory: str = Field("2g", pattern=r"^[0-9]+[kmgt]?$")
+    #: Partitions after a shuffle (a dedupe, a join): 2-4 per core of the cluster.
+    shuffle_partitions: int = Field(4, ge=1)
+    #: Spark's web UI, bound to 127.0.0.1:``ui_port`` (off: one listener fewer).
+    ui: bool = False
+    ui_port: int = Field(4050, ge=1, le=65_535)
 
 
 class SyntheticConfig(Section):
@@ -578,6 +598,7 @@ class Params(Section):
 
     seed: int = 42
     data: DataConfig = DataConfig()
+    spark: SparkConfig = SparkConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     csv: CsvConfig = CsvConfig()
     ingest: IngestConfig = IngestConfig()

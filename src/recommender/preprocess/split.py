@@ -29,13 +29,9 @@ from recommender.core.schema import (
 from recommender.dataset.features import FeatureSpec, catalog_items, catalog_users
 from recommender.dataset.processed import Processed
 from recommender.dataset.vocabulary import Vocabulary
+from recommender.preprocess.hashsplit import unit_values, val_bound
 
 # --- splits -------------------------------------------------------------------------------------
-
-
-def _n_of(fraction: float, n: int) -> int:
-    """``round(fraction * n)``, kept within 1..n-1 so neither side of a split is empty."""
-    return min(max(round(fraction * n), 1), n - 1)
 
 
 def _latest(ts: np.ndarray, fraction: float) -> tuple[int, np.ndarray]:
@@ -48,23 +44,17 @@ def _latest(ts: np.ndarray, fraction: float) -> tuple[int, np.ndarray]:
     return cut, ts > cut
 
 
-def _random_mask(n: int, n_pick: int, rng: np.random.Generator) -> np.ndarray:
-    mask = np.zeros(n, dtype=bool)
-    mask[rng.permutation(n)[:n_pick]] = True
-    return mask
-
-
 def _test_mask(
     ratings: pd.DataFrame,
     cfg: PreprocessConfig,
-    rng: np.random.Generator,
+    unit: np.ndarray,
     info: DatasetInfo,
     path: str,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Which rows are test rows under ``cfg.split``, and split facts for the summary."""
     n = len(ratings)
     if cfg.split == "random":
-        return _random_mask(n, _n_of(cfg.test_fraction, n), rng), {}
+        return unit < cfg.test_fraction, {}
     if cfg.split == "temporal":
         cut, after = _latest(ratings[TIMESTAMP].to_numpy(), cfg.test_fraction)
         if not after.any():
@@ -116,7 +106,7 @@ def _test_mask(
 
 
 def _val_mask(
-    ratings: pd.DataFrame, test: np.ndarray, cfg: PreprocessConfig, rng: np.random.Generator
+    ratings: pd.DataFrame, test: np.ndarray, cfg: PreprocessConfig, unit: np.ndarray
 ) -> np.ndarray:
     """Carve validation rows out of the non-test rows (never out of test)."""
     rest = np.flatnonzero(~test)
@@ -127,9 +117,26 @@ def _val_mask(
         # Validate on the most recent training period, as the test split does on the next one.
         _, after = _latest(ratings[TIMESTAMP].to_numpy()[rest], cfg.val_fraction)
         val[rest[after]] = True
+    elif cfg.split == "random":
+        # The same hash value: [0, test_fraction) is test, the next band validation.
+        val = ~test & (unit < val_bound(cfg.test_fraction, cfg.val_fraction))
     else:
-        val[rest[_random_mask(len(rest), _n_of(cfg.val_fraction, len(rest)), rng)]] = True
+        val = ~test & (unit < cfg.val_fraction)
     return val
+
+
+def _check_sides(train: np.ndarray, test: np.ndarray, cfg: PreprocessConfig, path: str) -> None:
+    """A hash split of very few ratings can leave a side empty: say so instead of training on
+    nothing."""
+    for name, mask in (("train", train), ("test", test)):
+        if not mask.any():
+            raise DataError(
+                path,
+                f"{len(mask)} ratings leave the {name} split empty under preprocess.split "
+                f"{cfg.split!r} (test_fraction {cfg.test_fraction}, val_fraction "
+                f"{cfg.val_fraction})",
+                expected="enough ratings for every split (validate.min_ratings guards this)",
+            )
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -197,7 +204,8 @@ def preprocess(
     Args:
         dataset: Canonical tables from the ingest stage.
         cfg: ``params.preprocess``.
-        seed: ``params.seed``; the same seed gives the same split, byte for byte.
+        seed: ``params.seed``; the random split (and the validation rows of every split but
+            ``temporal``) is a hash of (seed, user_id, item_id): :mod:`.hashsplit`.
         ratings_path: Named in error messages about the ratings.
 
     Raises:
@@ -207,10 +215,11 @@ def preprocess(
     """
     ratings = dataset.ratings.reset_index(drop=True)
     _check_ratings(ratings, str(ratings_path))
-    rng = np.random.default_rng(seed)
-    test, facts = _test_mask(ratings, cfg, rng, dataset.info, str(ratings_path))
-    val = _val_mask(ratings, test, cfg, rng)
+    unit = unit_values(ratings[USER], ratings[ITEM], seed)
+    test, facts = _test_mask(ratings, cfg, unit, dataset.info, str(ratings_path))
+    val = _val_mask(ratings, test, cfg, unit)
     train = ~test & ~val
+    _check_sides(train, test, cfg, str(ratings_path))
 
     user_vocab = Vocabulary.from_ids(ratings.loc[train, USER])
     item_vocab = Vocabulary.from_ids(ratings.loc[train, ITEM])
