@@ -24,6 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def preprocess(params: Params, args: argparse.Namespace) -> None:
+    if params.data.engine == "spark":
+        return preprocess_on_spark(params, args)
     from recommender.core import memory
     from recommender.dataset.processed import write_processed
     from recommender.preprocess import split
@@ -35,7 +37,24 @@ def preprocess(params: Params, args: argparse.Namespace) -> None:
         dataset, params.preprocess, params.seed, ratings_path=Path(args.data) / "ratings.parquet"
     )
     write_processed(processed, args.out, args.summary)
-    log.info("%s split: %s -> %s", params.preprocess.split, processed.summary["rows"], args.out)
+    rows = (processed.summary or {}).get("rows")
+    log.info("%s split: %s -> %s", params.preprocess.split, rows, args.out)
+
+
+def preprocess_on_spark(params: Params, args: argparse.Namespace) -> None:
+    """``data.engine: spark``: the ratings go from the interim Parquet to the split folders
+    without passing through this process."""
+    from recommender.core.spark import spark_session
+    from recommender.dataset.processed import write_processed
+    from recommender.preprocess.split_spark import preprocess_spark
+
+    with spark_session(params.spark, "preprocess") as spark:
+        processed, write_splits = preprocess_spark(spark, args.data, params.preprocess, params.seed)
+        write_processed(processed, args.out, args.summary, write_splits=write_splits)
+    assert processed.summary is not None
+    log.info(
+        "%s split on Spark: %s -> %s", params.preprocess.split, processed.summary["rows"], args.out
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -219,10 +219,14 @@ def rows_estimate(stage: str, rows: int, what: str) -> Estimate:
 
 
 def parquet_rows(path: str | Path) -> int:
-    """Rows of a Parquet file, from its footer (no data read); 0 if it is not there."""
+    """Rows of a Parquet file, or of a folder of part files (Spark's output), from their footers
+    (no data read); 0 if it is not there."""
     import pyarrow.parquet as pq
 
     path = Path(path)
+    if path.is_dir():
+        parts = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", "."))]
+        return sum(int(pq.read_metadata(p).num_rows) for p in parts)
     return int(pq.read_metadata(path).num_rows) if path.is_file() else 0
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,24 @@ def with_val_in_train(processed: Processed) -> Processed:
 
 
 def write_processed(
-    processed: Processed, out_dir: str | Path, summary_path: str | Path | None = None
+    processed: Processed,
+    out_dir: str | Path,
+    summary_path: str | Path | None = None,
+    *,
+    write_splits: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write the output folder atomically, then the summary metric (when a path is given)."""
+    """Write the output folder atomically, then the summary metric (when a path is given).
+
+    ``write_splits`` writes ``<name>.parquet`` for each of :data:`SPLITS` into the staged folder
+    it is given, instead of ``processed``'s frames (Spark writes them as folders of parts, which
+    every reader here reads as one table).
+    """
     with staged_dir(out_dir) as tmp:
-        for name in SPLITS:
-            getattr(processed, name).to_parquet(tmp / f"{name}.parquet", index=False)
+        if write_splits is not None:
+            write_splits(tmp)
+        else:
+            for name in SPLITS:
+                getattr(processed, name).to_parquet(tmp / f"{name}.parquet", index=False)
         vocab = {"user": processed.user_vocab.to_json(), "item": processed.item_vocab.to_json()}
         (tmp / "vocab.json").write_text(json.dumps(vocab, indent=2) + "\n")
         processed.item_features.to_parquet(tmp / "item_features.parquet", index=False)

@@ -39,9 +39,81 @@ def _latest(ts: np.ndarray, fraction: float) -> tuple[int, np.ndarray]:
 
     Returns the cut timestamp and the mask of rows after it.
     """
-    n_before = len(ts) - round(fraction * len(ts))
-    cut = int(np.sort(ts)[max(n_before, 1) - 1])
+    cut = int(np.sort(ts)[latest_row(len(ts), fraction) - 1])
     return cut, ts > cut
+
+
+# --- what a split refuses (both engines raise the same errors) ----------------------------------
+
+
+def temporal_error(cut: int) -> ConfigError:
+    return ConfigError(
+        f"preprocess.split is 'temporal' but no rating is later than the cut ({cut}): the "
+        "timestamps are (nearly) all equal, e.g. a file without timestamps; use "
+        "split: random or leave_last_n"
+    )
+
+
+def given_missing_error(info: DatasetInfo) -> ConfigError:
+    return ConfigError(
+        f"preprocess.split is 'given' but the ratings of source {info.source!r} have no "
+        f"'{GIVEN_SPLIT}' column: this source has no canonical train/test split. "
+        "MovieLens-100K has one (u1..u5, ua, ub: choose it with ingest.ml100k_fold); for a "
+        "csv source, set csv.test_path to your test file; otherwise use split: random, "
+        "temporal or leave_last_n"
+    )
+
+
+def given_value_error(path: str, value: Any, row: int) -> DataError:
+    """``row`` is 0-based."""
+    return DataError(
+        path,
+        f"given_split is {value!r}",
+        row=row + 1,
+        column=GIVEN_SPLIT,
+        expected="'train' or 'test'",
+    )
+
+
+def given_one_sided_error(path: str, side: str) -> DataError:
+    return DataError(
+        path,
+        f"every row has given_split {side!r}",
+        column=GIVEN_SPLIT,
+        expected="both train and test rows",
+    )
+
+
+def null_error(path: str, column: str, row: int) -> DataError:
+    """``row`` is 0-based."""
+    return DataError(path, "null value", row=row + 1, column=column, expected="no nulls")
+
+
+def duplicate_error(path: str, n_rows: int, pair: tuple[Any, Any], row: int) -> DataError:
+    """``n_rows`` rows repeat a pair; the first of them is ``row`` (0-based), holding ``pair``."""
+    u, i = (v.item() if isinstance(v, np.generic) else v for v in pair)
+    return DataError(
+        path,
+        f"{n_rows} rows repeat a (user_id, item_id) pair, e.g. ({u!r}, {i!r})",
+        row=row + 1,
+        expected="one rating per pair (set ingest.duplicates to keep_first, keep_last or mean)",
+    )
+
+
+def empty_side_error(path: str, n: int, side: str, cfg: PreprocessConfig) -> DataError:
+    """A hash split of very few ratings can leave a side empty: say so instead of training on
+    nothing."""
+    return DataError(
+        path,
+        f"{n} ratings leave the {side} split empty under preprocess.split {cfg.split!r} "
+        f"(test_fraction {cfg.test_fraction}, val_fraction {cfg.val_fraction})",
+        expected="enough ratings for every split (validate.min_ratings guards this)",
+    )
+
+
+def latest_row(n: int, fraction: float) -> int:
+    """The 1-based position, in timestamp order, of the temporal cut (see :func:`_latest`)."""
+    return max(n - round(fraction * n), 1)
 
 
 def _test_mask(
@@ -58,11 +130,7 @@ def _test_mask(
     if cfg.split == "temporal":
         cut, after = _latest(ratings[TIMESTAMP].to_numpy(), cfg.test_fraction)
         if not after.any():
-            raise ConfigError(
-                f"preprocess.split is 'temporal' but no rating is later than the cut ({cut}): the "
-                "timestamps are (nearly) all equal, e.g. a file without timestamps; use "
-                "split: random or leave_last_n"
-            )
+            raise temporal_error(cut)
         return after, {"temporal_cut": cut}
     if cfg.split == "leave_last_n":
         # Sorting by item id too breaks timestamp ties the same way whatever the row order.
@@ -75,33 +143,15 @@ def _test_mask(
         return mask, {"n_last": cfg.n_last}
     # split == "given"
     if GIVEN_SPLIT not in ratings.columns:
-        raise ConfigError(
-            f"preprocess.split is 'given' but the ratings of source {info.source!r} have no "
-            f"'{GIVEN_SPLIT}' column: this source has no canonical train/test split. "
-            "MovieLens-100K has one (u1..u5, ua, ub: choose it with ingest.ml100k_fold); for a "
-            "csv source, set csv.test_path to your test file; otherwise use split: random, "
-            "temporal or leave_last_n"
-        )
+        raise given_missing_error(info)
     given = ratings[GIVEN_SPLIT]
     bad = ~given.isin(["train", "test"])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(
-            path,
-            f"given_split is {given.iloc[row]!r}",
-            row=row + 1,
-            column=GIVEN_SPLIT,
-            expected="'train' or 'test'",
-        )
+        raise given_value_error(path, given.iloc[row], row)
     mask = (given == "test").to_numpy()
     if not mask.any() or mask.all():
-        side = "train" if not mask.any() else "test"
-        raise DataError(
-            path,
-            f"every row has given_split {side!r}",
-            column=GIVEN_SPLIT,
-            expected="both train and test rows",
-        )
+        raise given_one_sided_error(path, "train" if not mask.any() else "test")
     return mask, {}
 
 
@@ -126,17 +176,9 @@ def _val_mask(
 
 
 def _check_sides(train: np.ndarray, test: np.ndarray, cfg: PreprocessConfig, path: str) -> None:
-    """A hash split of very few ratings can leave a side empty: say so instead of training on
-    nothing."""
     for name, mask in (("train", train), ("test", test)):
         if not mask.any():
-            raise DataError(
-                path,
-                f"{len(mask)} ratings leave the {name} split empty under preprocess.split "
-                f"{cfg.split!r} (test_fraction {cfg.test_fraction}, val_fraction "
-                f"{cfg.val_fraction})",
-                expected="enough ratings for every split (validate.min_ratings guards this)",
-            )
+            raise empty_side_error(path, len(mask), name, cfg)
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -152,19 +194,13 @@ def _check_ratings(ratings: pd.DataFrame, path: str) -> None:
     for col in (USER, ITEM, TIMESTAMP):
         nulls = ratings[col].isna().to_numpy()
         if nulls.any():
-            row = int(np.flatnonzero(nulls)[0]) + 1
-            raise DataError(path, "null value", row=row, column=col, expected="no nulls")
+            raise null_error(path, col, int(np.flatnonzero(nulls)[0]))
     # A (user, item) pair rated twice could land in train and test: a leak no split can prevent.
     dup = ratings.duplicated([USER, ITEM], keep=False).to_numpy()
     if dup.any():
         first = int(np.flatnonzero(dup)[0])
-        u, i = ratings[USER].iloc[first], ratings[ITEM].iloc[first]
-        raise DataError(
-            path,
-            f"{int(dup.sum())} rows repeat a (user_id, item_id) pair, e.g. ({u!r}, {i!r})",
-            row=first + 1,
-            expected="one rating per pair (set ingest.duplicates to keep_first, keep_last or mean)",
-        )
+        pair = (ratings[USER].iloc[first], ratings[ITEM].iloc[first])
+        raise duplicate_error(path, int(dup.sum()), pair, first)
 
 
 def _encode(part: pd.DataFrame, users: Vocabulary, items: Vocabulary) -> pd.DataFrame:
@@ -227,35 +263,56 @@ def preprocess(
         name: _encode(ratings.loc[mask], user_vocab, item_vocab)
         for name, mask in (("train", train), ("val", val), ("test", test))
     }
+    rows = {name: len(part) for name, part in parts.items()} | {"total": len(ratings)}
+    split_facts = {"split": cfg.split, "seed": seed, "rows": rows, **facts}
+    split_facts |= {"test": _cold(parts["test"]), "val": _cold(parts["val"])}
+    rated = (ratings[USER].drop_duplicates(), ratings[ITEM].drop_duplicates())
+    return featurized(dataset, rated, (user_vocab, item_vocab), split_facts, parts)
 
+
+def featurized(
+    dataset: Dataset,
+    rated: tuple[pd.Series, pd.Series],
+    vocabularies: tuple[Vocabulary, Vocabulary],
+    split_facts: dict[str, Any],
+    parts: dict[str, pd.DataFrame],
+) -> Processed:
+    """The catalog, the item and user features and the summary, around the split ``parts``.
+
+    Catalog-sized work, shared by both engines: ``rated`` holds the distinct user and item ids
+    of every rating, ``split_facts`` the split's rows, cold counts and facts.
+    """
+    user_vocab, item_vocab = vocabularies
+    rated_users, rated_items = rated
     spec = FeatureSpec.fit(dataset.items, dataset.users)
-    catalog = catalog_items(dataset.items, ratings[ITEM])
+    catalog = catalog_items(dataset.items, rated_items)
     catalog.insert(1, "item_idx", item_vocab.encode(catalog[ITEM]))
     items = spec.encode_items(catalog)
     items.insert(1, "item_idx", catalog["item_idx"].to_numpy())
     if dataset.users is not None:
-        users = spec.encode_users(catalog_users(dataset.users, ratings[USER]))
+        users = spec.encode_users(catalog_users(dataset.users, rated_users))
         users.insert(1, "user_idx", user_vocab.encode(users[USER]))
     else:
         users = pd.DataFrame(
             {
-                USER: pd.Series([], dtype=ratings[USER].dtype),
+                USER: pd.Series([], dtype=rated_users.dtype),
                 "user_idx": pd.Series([], dtype="int32"),
             }
         )
 
     n_users, n_items = len(user_vocab) - 1, len(item_vocab) - 1
+    facts = dict(split_facts)
     summary: dict[str, Any] = {
-        "split": cfg.split,
-        "seed": seed,
-        "rows": {name: len(part) for name, part in parts.items()} | {"total": len(ratings)},
+        "split": facts.pop("split"),
+        "seed": facts.pop("seed"),
+        "rows": facts.pop("rows"),
         "n_users": n_users,
         "n_items": n_items,
         "catalog_items": len(items),
         "cold_catalog_items": int((items["item_idx"] == 0).sum()),
-        "density": round(len(parts["train"]) / (n_users * n_items), 6),
-        "test": _cold(parts["test"]),
-        "val": _cold(parts["val"]),
+        "density": round(split_facts["rows"]["train"] / (n_users * n_items), 6),
+        "test": facts.pop("test"),
+        "val": facts.pop("val"),
         **facts,
     }
     return Processed(
@@ -273,10 +330,14 @@ def preprocess(
     )
 
 
+def require_interim(in_dir: str | Path) -> None:
+    """A clear error when the ingest stage's folder lacks a file."""
+    for name in ("dataset.json", "ratings.parquet", "items.parquet"):
+        if not (Path(in_dir) / name).exists():
+            raise DataError(Path(in_dir) / name, "missing", expected="the ingest stage's output")
+
+
 def read_interim(in_dir: str | Path) -> Dataset:
     """Read the ingest stage's folder, with a clear error when it is missing."""
-    in_dir = Path(in_dir)
-    for name in ("dataset.json", "ratings.parquet", "items.parquet"):
-        if not (in_dir / name).exists():
-            raise DataError(in_dir / name, "missing", expected="the ingest stage's output")
+    require_interim(in_dir)
     return read_dataset(in_dir)
