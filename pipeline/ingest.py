@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def ingest(params: Params, args: argparse.Namespace) -> None:
+    if params.data.engine == "spark":
+        return ingest_on_spark(params, args)
     from recommender.core import memory
     from recommender.core.schema import write_dataset
     from recommender.data import ingest_estimate, load_dataset
@@ -44,6 +46,15 @@ def ingest(params: Params, args: argparse.Namespace) -> None:
         r["item_id"].nunique(),
         args.out,
     )
+
+
+def ingest_on_spark(params: Params, args: argparse.Namespace) -> None:
+    """``data.engine: spark``: the duplicate policy and the interim ratings on Spark."""
+    from recommender.core.spark import spark_session
+    from recommender.data.spark_ingest import ingest_spark
+
+    with spark_session(params.spark, "ingest") as spark:
+        ingest_spark(spark, params, args.out, feedback=args.feedback)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ def preprocess(params: Params, args: argparse.Namespace) -> None:
         dataset, params.preprocess, params.seed, ratings_path=Path(args.data) / "ratings.parquet"
     )
     write_processed(processed, args.out, args.summary)
-    rows = (processed.summary or {}).get("rows")
-    log.info("%s split: %s -> %s", params.preprocess.split, rows, args.out)
+    split_rows = (processed.summary or {}).get("rows")
+    log.info("%s split: %s -> %s", params.preprocess.split, split_rows, args.out)
 
 
 def preprocess_on_spark(params: Params, args: argparse.Namespace) -> None:

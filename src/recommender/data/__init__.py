@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recommender.core.config import Params
-    from recommender.core.schema import Dataset
+    from recommender.core.schema import Dataset, DatasetInfo
 
-__all__ = ["ingest_estimate", "load_dataset", "resolve_duplicates"]
+__all__ = ["ingest_estimate", "load_dataset", "read_source", "resolve_duplicates", "with_merged"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,26 @@ def resolve_duplicates(ratings: pd.DataFrame, policy: str) -> tuple[pd.DataFrame
 
 
 def load_dataset(params: Params, feedback: str | Path | None = None) -> Dataset:
-    """Read ``params.data.source`` into canonical tables.
+    """Read ``params.data.source`` into canonical tables, ``ingest.duplicates`` applied.
+
+    See :func:`read_source` for the arguments and errors; the info's ``extra`` counts the
+    merged duplicates.
+    """
+    dataset = read_source(params, feedback)
+    ratings, merged = resolve_duplicates(dataset.ratings, params.ingest.duplicates)
+    return dataclasses.replace(dataset, ratings=ratings, info=with_merged(dataset.info, merged))
+
+
+def with_merged(info: DatasetInfo, merged: int) -> DatasetInfo:
+    """``info`` with the number of duplicates merged away under ``extra`` (when there were)."""
+    extra = dict(info.extra)
+    if merged:
+        extra["duplicates_merged"] = merged
+    return dataclasses.replace(info, extra=extra)
+
+
+def read_source(params: Params, feedback: str | Path | None = None) -> Dataset:
+    """Read ``params.data.source`` into canonical tables, duplicates as they come.
 
     Args:
         params: Reads ``seed``, ``data``, ``synthetic``, ``csv`` and ``ingest``.
@@ -80,7 +99,7 @@ def load_dataset(params: Params, feedback: str | Path | None = None) -> Dataset:
 
     Returns:
         The dataset, its info carrying the rating scale (``data.rating_scale`` if set, else the
-        source's own) and the number of merged duplicates under ``extra``.
+        source's own).
 
     Raises:
         DataError: A file is missing or cannot be parsed (the message names file, line, column).
@@ -112,12 +131,7 @@ def load_dataset(params: Params, feedback: str | Path | None = None) -> Dataset:
         from recommender.data.feedback import merge_feedback, read_snapshot
 
         dataset = merge_feedback(dataset, read_snapshot(feedback, dataset.info.id_type))
-    ratings, merged = resolve_duplicates(dataset.ratings, params.ingest.duplicates)
-    extra = dict(dataset.info.extra)
-    if merged:
-        extra["duplicates_merged"] = merged
-    info = dataclasses.replace(dataset.info, rating_scale=scale, extra=extra)
-    return dataclasses.replace(dataset, ratings=ratings, info=info)
+    return dataclasses.replace(dataset, info=dataclasses.replace(dataset.info, rating_scale=scale))
 
 
 #: Bytes per line of a ratings text file, at the short end (ML-100K's u.data: 20.0; ML-25M's
