@@ -1,0 +1,96 @@
+"""A real standalone Spark cluster on 127.0.0.1 (recommender.stack.spark_cluster): a master and a
+worker from the pyspark wheel, a session running a job on it through an executor, every listener
+on loopback, nothing left running afterwards. Four JVMs at once; ~30-40 s on 2 busy cores."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from recommender.core.config import SparkConfig
+from recommender.core.processes import group_alive
+from recommender.core.spark import spark_session
+from recommender.stack.spark_cluster import standalone_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def listeners(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of each TCP socket process ``pid`` listens on (IPv4-mapped IPv6 shown as
+    IPv4): its socket inodes matched against the namespace's /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            # Each 32-bit word is in host (little-endian) byte order.
+            words = [bytes.fromhex(hex_addr[i : i + 8])[::-1] for i in range(0, len(hex_addr), 8)]
+            addr = ipaddress.ip_address(b"".join(words))
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+                addr = addr.ipv4_mapped
+            found.add((str(addr), int(hex_port, 16)))
+    return found
+
+
+def processes_naming(*words: str) -> dict[int, int]:
+    """pid -> process group of each live process whose command line holds every word."""
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if all(w.encode() in args for w in words):
+                stat = (proc / "stat").read_text().rpartition(")")[2].split()
+                if stat[0] not in ("Z", "X"):
+                    found[int(proc.name)] = int(stat[2])
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[2]) == pgid:
+                members.append(int(stat.parent.name))
+    return members
+
+
+def test_a_job_runs_on_a_standalone_cluster_on_loopback_and_nothing_outlives_it(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with standalone_cluster() as url:
+        host, _, port = url.removeprefix("spark://").partition(":")
+        assert host == "127.0.0.1"
+        master_words = ("org.apache.spark.deploy.master.Master", "--port", port)
+        master = processes_naming(*master_words)
+        worker = processes_naming("org.apache.spark.deploy.worker.Worker", url)
+        assert len(master) == 1 and len(worker) == 1, (master, worker)
+        # Each leads a process group of its own (stopped as one), the JVM itself.
+        assert all(pid == pgid for pid, pgid in {**master, **worker}.items())
+        with spark_session(SparkConfig(master=url), "test_spark_cluster") as spark:
+            assert spark.sparkContext.master == url
+            assert spark.range(1000).selectExpr("sum(id)").first()[0] == 999 * 1000 // 2
+            # Master, worker and the worker's executor (a child in its group).
+            daemons = [*master, *group_members(next(iter(worker)))]
+            assert len(daemons) >= 3, daemons
+            found = {pid: listeners(pid) for pid in daemons}
+        assert all(found.values()), found
+        addresses = {addr for ports in found.values() for addr, _ in ports}
+        assert addresses == {"127.0.0.1"}, found
+        master_ports = {p for _, p in found[next(iter(master))]}
+        assert int(port) in master_ports and 6066 not in master_ports  # REST server off
+    for pgid in {**master, **worker}:
+        assert not group_alive(pgid)
+    assert not processes_naming(*master_words) and not processes_naming(url)
+    assert capfd.readouterr().err == ""
