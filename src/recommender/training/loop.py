@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from recommender.dataset.stream import ParquetRatings
+
 #: Batches per call into the compiled train function (at most). Removes Python's per-step cost,
 #: which dominates for models this small, while a large epoch's progress line still moves.
 STEPS_PER_CALL = 100
@@ -231,7 +233,7 @@ def _clock(seconds: float) -> str:
 def train(
     model: Any,
     strategy: Any,
-    train_rows: Ratings,
+    train_rows: Ratings | ParquetRatings,
     val_rows: Ratings | None,
     *,
     epochs: int,
@@ -250,7 +252,9 @@ def train(
         model: A compiled family (its optimizer and loss are used).
         strategy: ``tf.distribute.get_strategy()`` for one process, or the strategy the model
             was built under.
-        train_rows: What the model learns from.
+        train_rows: What the model learns from: rows in memory, or a split's Parquet files
+            read a window at a time (:class:`~recommender.dataset.stream.ParquetRatings`; one
+            replica; ``user_block`` does not apply).
         val_rows: The validation part: adds ``val_rmse`` to each epoch's logs.
         epochs: At most this many epochs (a callback may stop sooner).
         batch_size: Rows per global batch (split across the replicas).
@@ -312,7 +316,7 @@ def train(
 
 def _batches(
     strategy: Any,
-    train_rows: Ratings,
+    train_rows: Ratings | ParquetRatings,
     batch_size: int,
     epochs: int,
     seed: int,
@@ -321,6 +325,12 @@ def _batches(
     """Every epoch's batches, each replica's share gathered from the rows kept on the device;
     blocks of one user's rows as :func:`resolve_user_block` settles ``user_block``."""
     import tensorflow as tf
+
+    if isinstance(train_rows, ParquetRatings):
+        if strategy.num_replicas_in_sync != 1:
+            raise ValueError("training from Parquet pieces takes one replica")
+        stream = train_rows.dataset(batch_size, epochs, seed).prefetch(tf.data.AUTOTUNE)
+        return iter(strategy.experimental_distribute_dataset(stream))
 
     n_users = int(np.count_nonzero(np.bincount(train_rows.users)))
     block = resolve_user_block(user_block, n_users, batch_size)
