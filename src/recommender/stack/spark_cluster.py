@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -225,3 +226,25 @@ def standalone_cluster(
     yields the master's URL, ``spark://127.0.0.1:<port>``, and stops both after the block."""
     with start_standalone_cluster(folder, cores=cores, memory=memory, timeout=timeout) as cluster:
         yield cluster.master_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recommender.stack.spark_cluster`` (``make spark-cluster``): a master and a
+    worker on 127.0.0.1 in the foreground, until Ctrl-C; run the pipeline against the URL it
+    prints (``dvc exp run -S data.engine=spark -S spark.master=<url>``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--cores", type=int, default=2, help="the worker's cores")
+    parser.add_argument("--memory", default="2g", help="the worker's memory for executors")
+    args = parser.parse_args(argv)
+    with start_standalone_cluster(cores=args.cores, memory=args.memory) as cluster:
+        print(f"Spark master {cluster.master_url}, web UI {cluster.web_url}; Ctrl-C stops it")
+        with contextlib.suppress(KeyboardInterrupt):
+            while cluster.master.poll() is None:
+                time.sleep(1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
