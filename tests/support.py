@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import ipaddress
 import os
 import shutil
 import socket
@@ -337,3 +338,28 @@ def imported_names(path: Path, package: str) -> set[str]:
             names.add(base)
             names |= {f"{base}.{alias.name}" for alias in node.names}  # may be submodules
     return names
+
+
+def listeners(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of each TCP socket process ``pid`` listens on (IPv4-mapped IPv6 shown as
+    IPv4): its socket inodes matched against the namespace's /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            # Each 32-bit word is in host (little-endian) byte order.
+            words = [bytes.fromhex(hex_addr[i : i + 8])[::-1] for i in range(0, len(hex_addr), 8)]
+            addr = ipaddress.ip_address(b"".join(words))
+            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+                addr = addr.ipv4_mapped
+            found.add((str(addr), int(hex_port, 16)))
+    return found

@@ -5,11 +5,10 @@ on loopback, nothing left running afterwards. Four JVMs at once; ~30-40 s on 2 b
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import os
 from pathlib import Path
 
 import pytest
+from support import listeners
 
 from recommender.core.config import SparkConfig
 from recommender.core.processes import group_alive
@@ -17,31 +16,6 @@ from recommender.core.spark import spark_session
 from recommender.stack.spark_cluster import standalone_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-
-def listeners(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of each TCP socket process ``pid`` listens on (IPv4-mapped IPv6 shown as
-    IPv4): its socket inodes matched against the namespace's /proc/net/tcp{,6}."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
-                continue
-            hex_addr, hex_port = fields[1].split(":")
-            # Each 32-bit word is in host (little-endian) byte order.
-            words = [bytes.fromhex(hex_addr[i : i + 8])[::-1] for i in range(0, len(hex_addr), 8)]
-            addr = ipaddress.ip_address(b"".join(words))
-            if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-                addr = addr.ipv4_mapped
-            found.add((str(addr), int(hex_port, 16)))
-    return found
 
 
 def processes_naming(*words: str) -> dict[int, int]:
