@@ -28,7 +28,7 @@ DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
 .PHONY: help install run test test-fast lint format clean ui bench bench-scale bench-synthetic tune bento serve bench-serve \
-	tracking-server tracking-server-stop bench-ann bench-distributed push pull monitor retrain bench-loop bench-monitor
+	tracking-server tracking-server-stop bench-ann bench-distributed push pull monitor retrain bench-loop bench-monitor bench-spark
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -122,6 +122,16 @@ bench-scale: install $(SURPRISE_VENV)/.installed ## Pipeline cost per stage vs d
 	$(BIN)/python benchmarks/scale.py --sizes $(SCALE_SIZES) $(if $(SCALE_25M),--with-25m) \
 		--surprise-python $(SURPRISE_VENV)/bin/python \
 		--out reports/bench_scale.md --json reports/bench_scale.json --plot reports/bench_scale.png
+
+# make bench-spark: which sizes (1m: ML-1M's shape, the quick check; 25m: ML-25M's, pandas and
+# Spark side by side; 100m: the Netflix Prize's, Spark, and pandas' ingest until it stops);
+# SPARK_TRAIN_EPOCH=1 adds one training epoch streamed from Spark's Parquet output.
+SPARK_SIZES ?= 25m,100m
+SPARK_TRAIN_EPOCH ?=
+
+bench-spark: install ## Data stages on pandas vs Spark local[2] (25M) and Spark at 100M: time, every process's peak RSS -> reports/bench_spark.md (long)
+	$(BIN)/python benchmarks/spark.py --sizes $(SPARK_SIZES) $(if $(SPARK_TRAIN_EPOCH),--train-epoch) \
+		--out reports/bench_spark.md --json reports/bench_spark.json
 
 tune: install ## Search tune.family's knobs on the validation split (MLflow runs), write the best to params.yaml
 	@[ -d .git ] || { echo "dvc needs a git repository: run from a clone of this project"; exit 1; }
