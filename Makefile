@@ -28,7 +28,8 @@ DURATION ?= 60
 PACKAGED = $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))$(1))'
 
 .PHONY: help install run test test-fast lint format clean ui bench bench-scale bench-synthetic tune bento serve bench-serve \
-	tracking-server tracking-server-stop bench-ann bench-distributed push pull monitor retrain bench-loop bench-monitor bench-spark
+	tracking-server tracking-server-stop bench-ann bench-distributed push pull monitor retrain bench-loop bench-monitor bench-spark \
+	spark-cluster
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,6 +80,9 @@ STACK_DIR ?= .stack
 tracking-server: install ## Shared MLflow server with login (PostgreSQL + SeaweedFS S3 + basic-auth) on 127.0.0.1:$MLFLOW_PORT (default 5000)
 	bash scripts/ensure_debian_package.sh postgresql '/usr/lib/postgresql/*/bin/pg_ctl'
 	$(BIN)/python -m recommender.stack up --dir $(STACK_DIR) --port $${MLFLOW_PORT:-5000}
+
+spark-cluster: install ## A standalone Spark master + worker on 127.0.0.1 until Ctrl-C (prints the spark:// URL for spark.master)
+	$(BIN)/python -m recommender.stack.spark_cluster --cores $${SPARK_CORES:-2} --memory $${SPARK_MEMORY:-2g}
 
 tracking-server-stop: ## Stop what make tracking-server started (the data stays in .stack/)
 	$(BIN)/python -m recommender.stack down --dir $(STACK_DIR)
