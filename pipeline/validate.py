@@ -1,5 +1,8 @@
 """DVC stage ``validate``: check the canonical tables with the Great Expectations suite.
 
+GX runs on pandas in this process, or with ``data.engine: spark`` on a Spark session of its own
+(``params.spark``), through GX's Spark engine: the same checks and messages.
+
 On success: Data Docs in ``--docs``, the summary (a DVC metric) in ``--summary``. On failure: exit 1
 with each failed expectation on stderr; the last good reports stay and this run's go to
 ``validation_failed/`` beside ``--docs``.
@@ -24,12 +27,20 @@ def validate(params: Params, args: argparse.Namespace) -> None:
     # Imported here so that --help does not pay for the library's imports.
     from pathlib import Path
 
-    from recommender.core import memory
     from recommender.validation import run_validate
 
-    rows = memory.parquet_rows(Path(args.data) / "ratings.parquet")
-    memory.check(memory.rows_estimate("validate", rows, "ratings"))
-    report = run_validate(args.data, args.docs, args.summary, params.validate_)
+    if params.data.engine == "spark":
+        # Spark holds the rows (spark.driver_memory bounds its heap): no estimate for this process.
+        from recommender.core.spark import spark_session
+
+        with spark_session(params.spark, "validate") as spark:
+            report = run_validate(args.data, args.docs, args.summary, params.validate_, spark=spark)
+    else:
+        from recommender.core import memory
+
+        rows = memory.parquet_rows(Path(args.data) / "ratings.parquet")
+        memory.check(memory.rows_estimate("validate", rows, "ratings"))
+        report = run_validate(args.data, args.docs, args.summary, params.validate_)
     print(f"validate: OK, {report.evaluated} expectations passed; Data Docs in {args.docs}")
 
 

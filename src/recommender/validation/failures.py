@@ -1,8 +1,14 @@
-"""Reading a GX suite result: each failed expectation as a :class:`Failure`, with example rows."""
+"""Reading a GX suite result: each failed expectation as a :class:`Failure`, with example rows.
+
+The example rows come from the table GX validated, through :class:`Rows`: :class:`FrameRows`
+for a pandas DataFrame, :class:`~recommender.validation.spark_frames.SparkRows` for a Spark one.
+Either way a row is named by its 0-based position in the table.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -17,10 +23,56 @@ PARTIAL_UNEXPECTED = 20
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED}
 #: Arguments that say where an expectation looks, not what it expects.
 _NOT_EXPECTED = {"column", "column_list", "batch_id", "result_format", "catch_exceptions"}
+_TYPE_LIST = "expect_column_values_to_be_in_type_list"
+_UNIQUE = {"expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique"}
 
 
-def failures(table: str, df: pd.DataFrame, suite_result: Any, order: list[str]) -> list[Failure]:
-    """Turn one suite's GX result into :class:`Failure` objects, in the suite's order."""
+class Rows(Protocol):
+    """A validated table's rows as a failure shows them, found by their 0-based position."""
+
+    #: The key naming a row's position where GX reports unexpected rows as dicts.
+    index_key: str
+
+    def at(self, positions: list[int]) -> list[dict[str, Any]]:
+        """The rows at ``positions``, in that order, without our helper columns."""
+        ...
+
+    def not_integer(self, column: str, limit: int) -> list[int]:
+        """The positions of the first ``limit`` rows whose ``column`` holds no integer."""
+        ...
+
+    def first_duplicates(self, columns: list[str], limit: int) -> list[int] | None:
+        """The positions of the first ``limit`` rows whose ``columns`` repeat another row's, or
+        ``None`` when GX's own list of them is in row order."""
+        ...
+
+
+class FrameRows:
+    """:class:`Rows` of a pandas DataFrame whose index is the rows' positions (a RangeIndex)."""
+
+    index_key = "index"  # some expectations report {"index": i, ...} rows
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.df = df
+
+    def at(self, positions: list[int]) -> list[dict[str, Any]]:
+        return self.df.iloc[positions].to_dict("records")
+
+    def not_integer(self, column: str, limit: int) -> list[int]:
+        if column not in self.df.columns:
+            return []
+        not_int = ~self.df[column].map(lambda v: isinstance(v, int | np.integer))
+        return np.flatnonzero(not_int.to_numpy())[:limit].tolist()
+
+    def first_duplicates(self, columns: list[str], limit: int) -> None:
+        return None  # GX's pandas engine lists the offending rows by their index
+
+
+def failures(table: str, rows: Rows, suite_result: Any, order: list[str]) -> list[Failure]:
+    """Turn one suite's GX result into :class:`Failure` objects, in the suite's order.
+
+    ``rows`` is the table GX validated; the example rows of every failure are looked up at once.
+    """
     position = {expectation_id: i for i, expectation_id in enumerate(order)}
     failed = []
     for r in suite_result.results:
@@ -41,11 +93,21 @@ def failures(table: str, df: pd.DataFrame, suite_result: Any, order: list[str]) 
             unexpected_count=result.get("unexpected_count"),
             observed_value=result.get("observed_value"),
             expected=expected,
-            examples=_examples(df, result, config.type, columns),
             error=_error_message(r.exception_info),
         )
-        failed.append((position.get(config.id, len(order)), failure))
-    return [f for _, f in sorted(failed, key=lambda pf: pf[0])]
+        shown = _positions(rows, result, config.type, columns)
+        failed.append((position.get(config.id, len(order)), failure, shown))
+    return _with_examples(rows, sorted(failed, key=lambda pfs: pfs[0]))
+
+
+def _with_examples(rows: Rows, failed: list[tuple[int, Failure, list[int]]]) -> list[Failure]:
+    """Each failure with its example rows, read from ``rows`` in one look-up."""
+    wanted = sorted({p for _, _, positions in failed for p in positions})
+    found = dict(zip(wanted, rows.at(wanted), strict=True))
+    return [
+        dataclasses.replace(f, examples=[{"row": p, **jsonable(found[p])} for p in positions])
+        for _, f, positions in failed
+    ]
 
 
 def _describe(kwargs: dict[str, Any], notes: Any) -> str:
@@ -73,23 +135,24 @@ def _error_message(exception_info: Any) -> str | None:
     return "; ".join(messages) or None
 
 
-def _examples(df: pd.DataFrame, result: dict[str, Any], expectation: str, columns: list[str]):
-    """Up to ``MAX_EXAMPLES`` offending rows, from GX's unexpected indices or, failing that, us."""
-    positions: list[int] = []
+def _positions(
+    rows: Rows, result: dict[str, Any], expectation: str, columns: list[str]
+) -> list[int]:
+    """Up to ``MAX_EXAMPLES`` offending rows' positions, lowest first: from GX's unexpected
+    indices or, for a column of the wrong type as a whole, from ``rows``."""
+    positions: set[int] = set()
     for index in result.get("partial_unexpected_index_list") or []:
-        if isinstance(index, dict):  # some expectations report {"index": i, ...} rows
-            index = index.get("index")
-        if isinstance(index, int | np.integer) and int(index) not in positions:
-            positions.append(int(index))
-    if (
-        not positions
-        and expectation == "expect_column_values_to_be_in_type_list"
-        and columns
-        and columns[0] in df.columns
-    ):
-        # A column of pandas' ``str`` dtype fails as a whole (observed type ``str``): show the
-        # rows whose id is not an integer, as GX does for an ``object`` column.
-        not_int = ~df[columns[0]].map(lambda v: isinstance(v, int | np.integer))
-        positions = np.flatnonzero(not_int.to_numpy())[:MAX_EXAMPLES].tolist()
-    rows = df.iloc[positions[:MAX_EXAMPLES]].to_dict("records")
-    return [{"row": p, **jsonable(r)} for p, r in zip(positions, rows, strict=False)]
+        if isinstance(index, dict):
+            index = index.get(rows.index_key)
+        if isinstance(index, int | np.integer):
+            positions.add(int(index))
+    if not positions and expectation == _TYPE_LIST and columns:
+        # A column of pandas' ``str`` dtype (or any Spark column: it has one type) fails as a
+        # whole (observed type ``str``): show the rows whose id is not an integer, as GX does for
+        # an ``object`` column.
+        positions = set(rows.not_integer(columns[0], MAX_EXAMPLES))
+    if expectation in _UNIQUE and len(positions) < (result.get("unexpected_count") or 0):
+        # GX keeps the first offending rows it meets: on Spark, after grouping the rows by key,
+        # those are not the first by position.
+        positions = set(rows.first_duplicates(columns, MAX_EXAMPLES) or positions)
+    return sorted(positions)[:MAX_EXAMPLES]

@@ -1,7 +1,10 @@
 """Running the suites with Great Expectations, and the ``validate`` stage around it.
 
-GX runs on its own pandas engine; with a docs folder, through checkpoints that also render the
-Data Docs, made to load nothing from another host (:func:`recommender.datadocs.make_offline`).
+GX runs on its own pandas engine (:func:`validate_dataset`, a :class:`Dataset` in memory) or, given
+a SparkSession, on its Spark engine (:func:`validate_spark`, the interim folder read by Spark,
+``data.engine: spark``): the same suites, results and messages. With a docs folder, through
+checkpoints that also render the Data Docs, made to load nothing from another host
+(:func:`recommender.datadocs.make_offline`).
 """
 
 from __future__ import annotations
@@ -9,25 +12,32 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from recommender.core.config import ValidateConfig
 from recommender.core.errors import DataError, ValidationFailed
 from recommender.core.io import staged_dir, write_json
-from recommender.core.schema import GIVEN_SPLIT, ITEM, USER, Dataset, read_dataset
+from recommender.core.schema import GIVEN_SPLIT, ITEM, USER, Dataset, DatasetInfo, read_dataset
 from recommender.core.telemetry import disable_telemetry
 from recommender.datadocs import make_offline
-from recommender.validation.failures import RESULT_FORMAT, failures
+from recommender.validation.failures import RESULT_FORMAT, FrameRows, Rows, failures
 from recommender.validation.report import Failure, ValidationReport
-from recommender.validation.suites import ITEM_KNOWN, build_suites
+from recommender.validation.spark_frames import (
+    SPARK_RESULT_FORMAT,
+    SparkRows,
+    read_tables,
+    table_counts,
+)
+from recommender.validation.suites import ITEM_KNOWN, Engine, build_suites
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
     from great_expectations.core import ExpectationSuiteValidationResult
     from great_expectations.core.batch_definition import BatchDefinition
     from great_expectations.data_context import AbstractDataContext
+    from pyspark.sql import SparkSession
 
 
 def validate_dataset(
@@ -49,45 +59,15 @@ def validate_dataset(
     Returns:
         The report; a failed expectation is a result, not an exception.
     """
-    disable_telemetry()  # before GX is imported: it reads GX_ANALYTICS_ENABLED once
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    info = dataset.info
     frames = _frames(dataset)
-    given_split = info.has_given_split or GIVEN_SPLIT in frames["ratings"].columns
-    suites = build_suites(
-        cfg, info.rating_scale, id_type=info.id_type, given_split=given_split, now=now
+    # Example rows come from the caller's table, without our helper column.
+    rows: dict[str, Rows] = {
+        table: FrameRows(frame.drop(columns=[ITEM_KNOWN], errors="ignore"))
+        for table, frame in frames.items()
+    }
+    failed, evaluated, successful = _run_suites(
+        frames, rows, dataset.info, cfg, docs_dir, now=now, engine="pandas"
     )
-    with tempfile.TemporaryDirectory(prefix="gx-") as project:
-        if docs_dir is None:
-            ctx = gx.get_context(mode="ephemeral")
-        else:
-            ctx = gx.get_context(mode="file", project_root_dir=project)
-        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        source = ctx.data_sources.add_pandas("canonical")
-        failed: list[Failure] = []
-        evaluated = successful = 0
-        for table, suite in suites.items():
-            suite = ctx.suites.add(suite)  # gives each expectation the id its result carries
-            batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
-            suite_result = _run_suite(
-                ctx, batch, suite, frames[table], data_docs=docs_dir is not None
-            )
-            stats = suite_result.statistics
-            evaluated += int(stats["evaluated_expectations"])
-            successful += int(stats["successful_expectations"])
-            # Example rows come from the caller's table, without our helper column.
-            shown = frames[table].drop(columns=[ITEM_KNOWN], errors="ignore")
-            failed += failures(table, shown, suite_result, [e.id for e in suite.expectations])
-
-        if docs_dir is not None:
-            site = Path(project) / "gx" / "uncommitted" / "data_docs" / "local_site"
-            # GX's pages load their libraries from CDNs and a logo beacon from a GX host: point
-            # them at pinned local copies so that the docs render offline and call nobody.
-            make_offline(site)
-            shutil.copytree(site, docs_dir, dirs_exist_ok=True)
-
     return ValidationReport(
         success=not failed,
         failures=failed,
@@ -95,6 +75,106 @@ def validate_dataset(
         successful=successful,
         tables=_table_counts(dataset),
     )
+
+
+def validate_spark(
+    spark: SparkSession,
+    data_dir: str | Path,
+    cfg: ValidateConfig,
+    docs_dir: str | Path | None = None,
+    *,
+    now: float | None = None,
+) -> ValidationReport:
+    """:func:`validate_dataset` on GX's Spark engine, for the tables of an interim folder.
+
+    ``<data_dir>/ratings.parquet`` and ``items.parquet`` may be files or folders of part files;
+    ``dataset.json`` says the scale and id type. The report is the one pandas gives for the same
+    tables: same results, example rows at the same positions (see
+    :mod:`~recommender.validation.spark_frames`). Only GX's observed Spark type names differ
+    (``StringType`` where pandas says ``str``). No table comes to the driver.
+
+    Args:
+        spark: The session to run on.
+        data_dir: The ``ingest`` stage's folder.
+        cfg, docs_dir, now: As for :func:`validate_dataset`.
+    """
+    info = DatasetInfo.read(Path(data_dir) / "dataset.json")
+    frames = read_tables(spark, data_dir)
+    rows: dict[str, Rows] = {table: SparkRows(f) for table, f in frames.items()}
+    try:
+        failed, evaluated, successful = _run_suites(
+            frames, rows, info, cfg, docs_dir, now=now, engine="spark"
+        )
+        counts = table_counts(frames)  # while GX's cached copies are there
+    finally:
+        for frame in frames.values():
+            frame.unpersist()  # GX persists each batch's DataFrame and leaves it so
+    return ValidationReport(
+        success=not failed,
+        failures=failed,
+        evaluated=evaluated,
+        successful=successful,
+        tables=counts,
+    )
+
+
+def _run_suites(
+    frames: dict[str, Any],
+    rows: dict[str, Rows],
+    info: DatasetInfo,
+    cfg: ValidateConfig,
+    docs_dir: str | Path | None,
+    *,
+    now: float | None,
+    engine: Engine,
+) -> tuple[list[Failure], int, int]:
+    """Both suites on ``frames`` (pandas or Spark DataFrames, as ``engine`` says): the failures,
+    how many expectations ran and how many passed; the Data Docs into ``docs_dir``."""
+    disable_telemetry()  # before GX is imported: it reads GX_ANALYTICS_ENABLED once
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    given_split = info.has_given_split or GIVEN_SPLIT in frames["ratings"].columns
+    suites = build_suites(
+        cfg,
+        info.rating_scale,
+        id_type=info.id_type,
+        given_split=given_split,
+        now=now,
+        engine=engine,
+    )
+    spark = engine == "spark"
+    result_format = RESULT_FORMAT | SPARK_RESULT_FORMAT if spark else RESULT_FORMAT
+    with tempfile.TemporaryDirectory(prefix="gx-") as project:
+        if docs_dir is None:
+            ctx = gx.get_context(mode="ephemeral")
+        else:
+            ctx = gx.get_context(mode="file", project_root_dir=project)
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        if spark:  # persist: GX's many jobs read the (sorted) frame once; validate_spark frees it
+            source = ctx.data_sources.add_spark("canonical", persist=True)
+        else:
+            source = ctx.data_sources.add_pandas("canonical")
+        failed: list[Failure] = []
+        evaluated = successful = 0
+        for table, suite in suites.items():
+            suite = ctx.suites.add(suite)  # gives each expectation the id its result carries
+            batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+            suite_result = _run_suite(
+                ctx, batch, suite, frames[table], result_format, data_docs=docs_dir is not None
+            )
+            stats = suite_result.statistics
+            evaluated += int(stats["evaluated_expectations"])
+            successful += int(stats["successful_expectations"])
+            failed += failures(table, rows[table], suite_result, [e.id for e in suite.expectations])
+
+        if docs_dir is not None:
+            site = Path(project) / "gx" / "uncommitted" / "data_docs" / "local_site"
+            # GX's pages load their libraries from CDNs and a logo beacon from a GX host: point
+            # them at pinned local copies so that the docs render offline and call nobody.
+            make_offline(site)
+            shutil.copytree(site, docs_dir, dirs_exist_ok=True)
+    return failed, evaluated, successful
 
 
 def _frames(dataset: Dataset) -> dict[str, pd.DataFrame]:
@@ -111,11 +191,13 @@ def _run_suite(
     ctx: AbstractDataContext,
     batch: BatchDefinition,
     suite: ExpectationSuite,
-    frame: pd.DataFrame,
+    frame: Any,
+    result_format: dict[str, Any],
     *,
     data_docs: bool,
 ) -> ExpectationSuiteValidationResult:
-    """Run ``suite`` on ``frame``; with ``data_docs``, also render the result into ``ctx``'s site.
+    """Run ``suite`` on ``frame`` (pandas or Spark); with ``data_docs``, also render the result
+    into ``ctx``'s site.
 
     Without Data Docs the batch validates the suite and nothing more (about 0.3 s for our small
     test tables, against 0.45 s through a checkpoint). Data Docs are rendered from what a
@@ -124,7 +206,7 @@ def _run_suite(
     """
     if not data_docs:
         return batch.get_batch(batch_parameters={"dataframe": frame}).validate(
-            suite, result_format=RESULT_FORMAT
+            suite, result_format=result_format
         )
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -138,7 +220,7 @@ def _run_suite(
             name=name,
             validation_definitions=[definition],
             actions=[UpdateDataDocsAction(name="docs")],
-            result_format=RESULT_FORMAT,
+            result_format=result_format,
         )
     )
     (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
@@ -155,13 +237,20 @@ def _table_counts(dataset: Dataset) -> dict[str, dict[str, int]]:
 
 
 def run_validate(
-    data_dir: str | Path, docs_dir: str | Path, summary_path: str | Path, cfg: ValidateConfig
+    data_dir: str | Path,
+    docs_dir: str | Path,
+    summary_path: str | Path,
+    cfg: ValidateConfig,
+    *,
+    spark: SparkSession | None = None,
 ) -> ValidationReport:
     """The stage: validate ``data_dir``; publish the reports, or keep the last good ones.
 
-    On success the Data Docs go to ``docs_dir`` and the summary to ``summary_path`` (both written
-    atomically) and a stale ``validation_failed/`` beside ``docs_dir`` is removed. On failure the
-    last good reports stay untouched, this run's Data Docs and summary go to
+    With ``spark``, GX runs on Spark (:func:`validate_spark`; the tables may be folders of part
+    files), else on pandas (:func:`validate_dataset`); the rest is the same. On success the Data
+    Docs go to ``docs_dir`` and the summary to ``summary_path`` (both written atomically) and a
+    stale ``validation_failed/`` beside ``docs_dir`` is removed. On failure the last good reports
+    stay untouched, this run's Data Docs and summary go to
     ``<parent of docs_dir>/validation_failed/``, and :class:`ValidationFailed` is raised with
     :meth:`ValidationReport.format_failures` as its message.
     """
@@ -170,9 +259,11 @@ def run_validate(
     for name in ("dataset.json", "ratings.parquet", "items.parquet"):
         if not (data_dir / name).exists():
             raise DataError(data_dir / name, "no such file", expected="the output of ingest")
-    dataset = read_dataset(data_dir)
     with tempfile.TemporaryDirectory(prefix=".validate-") as scratch:
-        report = validate_dataset(dataset, cfg, docs_dir=scratch)
+        if spark is None:
+            report = validate_dataset(read_dataset(data_dir), cfg, docs_dir=scratch)
+        else:
+            report = validate_spark(spark, data_dir, cfg, docs_dir=scratch)
         with staged_dir(docs_dir if report.success else failed_dir) as out:
             shutil.copytree(scratch, out, dirs_exist_ok=True)
             if not report.success:

@@ -7,7 +7,7 @@ imported inside :func:`build_suites` only: importing it costs seconds.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -36,10 +36,15 @@ YEAR_MIN, YEAR_MAX = 1870, 2100
 #: for the Python ints in an ``object`` column (where one stray string turns the dtype to object).
 INT_TYPES = ["int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
              "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"]  # fmt: skip
+#: The same for GX's Spark engine, which reports Spark SQL type names (``LongType``, ...).
+SPARK_INT_TYPES = ["IntegerType", "LongType", "ShortType", "ByteType"]
+#: What GX runs the suites on: its pandas engine, or its Spark one (``data.engine: spark``).
+Engine = Literal["pandas", "spark"]
 #: A column :func:`~recommender.validation.run.validate_dataset` adds to the ratings GX sees: is
 #: the row's item in the items table? GX has no cross-table check for pandas, and an ``in_set``
 #: over the items' ids is slow (GX copies its kwargs many times: 10 s for 60k items); a boolean
-#: column costs milliseconds.
+#: column costs milliseconds. On Spark it comes from a left join with the items' distinct ids
+#: (:mod:`~recommender.validation.spark_frames`).
 ITEM_KNOWN = "item_id_in_items"
 SPLITS = ["train", "test"]
 #: Clock skew tolerated when ``timestamp_max`` is ``null`` ("no later than now").
@@ -87,6 +92,7 @@ def build_suites(
     id_type: str = "int",
     given_split: bool = False,
     now: float | None = None,
+    engine: Engine = "pandas",
 ) -> dict[str, ExpectationSuite]:
     """Build the GX suites for the ``ratings`` and ``items`` tables.
 
@@ -101,6 +107,9 @@ def build_suites(
             ids of 1 to ``MAX_ID_LENGTH`` characters, the longest the service's requests take.
         given_split: Whether ratings carry a ``given_split`` column (``train``/``test`` only).
         now: Unix time standing for "now" when ``timestamp_max`` is ``null`` (default: the clock).
+        engine: The GX engine the suites will run on: it names the integer types its own way
+            (:data:`INT_TYPES` for pandas, :data:`SPARK_INT_TYPES` for Spark). Nothing else
+            differs.
 
     Returns:
         ``{"ratings": suite, "items": suite}``, not yet added to any GX context.
@@ -109,8 +118,9 @@ def build_suites(
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    ratings = _ratings_expectations(gxe, cfg, scale, id_type, given_split, now)
-    items = _items_expectations(gxe, id_type)
+    int_types = SPARK_INT_TYPES if engine == "spark" else INT_TYPES
+    ratings = _ratings_expectations(gxe, cfg, scale, id_type, given_split, now, int_types)
+    items = _items_expectations(gxe, id_type, int_types)
     # Built whole: ``suite.add_expectation`` would need an active GX context.
     return {
         "ratings": gx.ExpectationSuite(name=SUITE_NAMES["ratings"], expectations=ratings),
@@ -125,6 +135,7 @@ def _ratings_expectations(
     id_type: str,
     given_split: bool,
     now: float | None,
+    int_types: list[str],
 ) -> list[Any]:
     """The ratings table's expectations: columns, ids, values, then the table's size."""
     rating_columns = RATING_COLUMNS + ([GIVEN_SPLIT] if given_split else [])
@@ -133,7 +144,7 @@ def _ratings_expectations(
     if id_type == "int":
         ratings += [
             gxe.ExpectColumnValuesToBeInTypeList(
-                column=c, type_list=INT_TYPES, notes=f"id_type is 'int': {c} must be an integer"
+                column=c, type_list=int_types, notes=f"id_type is 'int': {c} must be an integer"
             )
             for c in (USER, ITEM)
         ]
@@ -186,7 +197,7 @@ def _timestamp_expectation(gxe: Any, cfg: ValidateConfig, now: float | None) -> 
     )
 
 
-def _items_expectations(gxe: Any, id_type: str) -> list[Any]:
+def _items_expectations(gxe: Any, id_type: str, int_types: list[str]) -> list[Any]:
     """The items table's expectations: its columns, one row per well-formed id, plausible years."""
     items: list[Any] = [gxe.ExpectColumnToExist(column=c) for c in ITEM_COLUMNS]
     items += [
@@ -198,7 +209,7 @@ def _items_expectations(gxe: Any, id_type: str) -> list[Any]:
         ),
     ]
     if id_type == "int":
-        items.append(gxe.ExpectColumnValuesToBeInTypeList(column=ITEM, type_list=INT_TYPES))
+        items.append(gxe.ExpectColumnValuesToBeInTypeList(column=ITEM, type_list=int_types))
     else:
         items.append(_id_length(gxe, ITEM))
     return items
