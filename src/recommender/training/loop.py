@@ -252,9 +252,7 @@ def train(
         model: A compiled family (its optimizer and loss are used).
         strategy: ``tf.distribute.get_strategy()`` for one process, or the strategy the model
             was built under.
-        train_rows: What the model learns from: rows in memory, or a split's Parquet files
-            read a window at a time (:class:`~recommender.dataset.stream.ParquetRatings`; one
-            replica; ``user_block`` does not apply).
+        train_rows: Rows in memory, or a split read a window at a time (``ParquetRatings``).
         val_rows: The validation part: adds ``val_rmse`` to each epoch's logs.
         epochs: At most this many epochs (a callback may stop sooner).
         batch_size: Rows per global batch (split across the replicas).

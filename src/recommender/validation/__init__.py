@@ -1,8 +1,9 @@
 """The ``validate`` stage: a Great Expectations (GX Core 1.x) suite over the canonical tables.
 
 Two suites, one per table, are built from ``params.validate`` and the dataset's rating scale
-(:mod:`~recommender.validation.suites`), and run by GX's own pandas engine
-(:mod:`~recommender.validation.run`). The outcome is a :class:`ValidationReport`
+(:mod:`~recommender.validation.suites`), and run by GX's own pandas engine, or with
+``data.engine: spark`` through its Spark datasource (:mod:`~recommender.validation.run`,
+:mod:`~recommender.validation.spark_frames`). The outcome is a :class:`ValidationReport`
 (:mod:`~recommender.validation.report`): a byte-stable summary for DVC (no wall-clock time in it)
 and a text block naming each failed expectation, its column, how many rows broke it and a few of
 those rows (read from GX's results by :mod:`~recommender.validation.failures`), so the user can fix
