@@ -363,3 +363,19 @@ def listeners(pid: int) -> set[tuple[str, int]]:
                 addr = addr.ipv4_mapped
             found.add((str(addr), int(hex_port, 16)))
     return found
+
+
+def load_benchmark(name: str, filename: str, heavy: frozenset[str]) -> Any:
+    """``benchmarks/<filename>`` imported as module ``name``; fails if importing it loads any
+    of ``heavy`` (a benchmark's report code must stay cheap to test)."""
+    import importlib.util
+
+    before = set(sys.modules)
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / filename)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    loaded = heavy & (set(sys.modules) - before)
+    assert not loaded, f"importing benchmarks/{filename} loads {loaded}"
+    return module

@@ -7,32 +7,23 @@ nothing runs a stage or trains a model)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import load_benchmark
 
 from recommender.core.config import parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_benchmark(name: str, filename: str):
-    before = set(sys.modules)
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / filename)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    heavy = {"tensorflow", "keras", "mlflow", "matplotlib", "pyarrow"} & (set(sys.modules) - before)
-    assert not heavy, f"importing benchmarks/{filename} loads {heavy}"
-    return module
+HEAVY = frozenset({"tensorflow", "keras", "mlflow", "matplotlib", "pyarrow"})
 
 
-scale = _load_benchmark("bench_scale", "scale.py")
-family_throughput = _load_benchmark("bench_family_throughput", "family_throughput.py")
+scale = load_benchmark("bench_scale", "scale.py", HEAVY)
+family_throughput = load_benchmark("bench_family_throughput", "family_throughput.py", HEAVY)
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 

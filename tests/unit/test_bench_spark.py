@@ -6,32 +6,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support import load_benchmark
 
 from recommender.core.config import parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_benchmark(name: str, filename: str):
-    before = set(sys.modules)
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / filename)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    heavy = {"tensorflow", "keras", "mlflow", "pyspark", "pyarrow"} & (set(sys.modules) - before)
-    assert not heavy, f"importing benchmarks/{filename} loads {heavy}"
-    return module
+HEAVY = frozenset({"tensorflow", "keras", "mlflow", "pyspark", "pyarrow"})
 
 
-bench = _load_benchmark("bench_spark", "spark.py")
+bench = load_benchmark("bench_spark", "spark.py", HEAVY)
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 GB = 1024**3
 
