@@ -133,12 +133,10 @@ def engine_params(base: dict[str, Any], size: Size, engine: str, master: str) ->
     return raw
 
 
-def plan(size: Size) -> list[tuple[str, tuple[str, ...]]]:
-    """``(engine, stages)`` to run at ``size``, in order: pandas then Spark; at the probe sizes
-    pandas only up to its ingest."""
-    probe = size.name in PANDAS_PROBE_SIZES
-    pandas = STAGES[: STAGES.index("ingest") + 1] if probe else STAGES
-    return [("pandas", pandas), ("spark", STAGES)]
+def plan(size: Size, engines: tuple[str, ...] = ENGINES) -> list[tuple[str, tuple[str, ...]]]:
+    """``(engine, stages)`` to run at ``size``, in order: pandas then Spark, every stage (at
+    the probe sizes pandas runs until a stage stops, fails or passes the harness's limits)."""
+    return [(engine, STAGES) for engine in ENGINES if engine in engines]
 
 
 def scrub(text: str, scratch: str | None = None) -> str:
@@ -262,11 +260,24 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         add(name, measured, done and top["gb"] <= limit)
     for size in PANDAS_PROBE_SIZES:
         pandas = ((sizes.get(size) or {}).get("runs") or {}).get("pandas")
-        ingest = (pandas or {}).get("stages", {}).get("ingest")
-        name = f"{size.upper()}: where pandas stops (its ingest, run until it stops)"
-        add(name, "not run" if ingest is None else f"ingest {outcome(ingest)}", None)
+        name = f"{size.upper()}: where pandas stops (its data stages, run until one stops)"
+        add(name, pandas_stops(pandas, PROCESS_PEAK_MAX_GB.get(size, 8.0)), None)
     add(*epoch_target(result))
     return rows
+
+
+def pandas_stops(run: dict[str, Any] | None, limit_gb: float) -> str:
+    """Where the pandas run of a probe size stopped, or passed ``limit_gb`` in one process."""
+    if run is None:
+        return "not run"
+    said = []
+    for name in DATA_STAGES:
+        m = run["stages"].get(name)
+        if m is None:
+            break
+        over = (max_peak(m) or 0.0) > limit_gb
+        said.append(f"{name} {outcome(m)}" + (f" (**over {limit_gb:g} GB**)" if over else ""))
+    return "; ".join(said) or "not run"
 
 
 def epoch_target(result: dict[str, Any]) -> tuple[str, str, bool | None]:
@@ -380,9 +391,10 @@ def size_section(name: str, entry: dict[str, Any]) -> list[str]:
             f"{_fmt(run.get('disk_gb'))} GB."
         )
     lines += ["", *stage_table(entry), "", "Every process:", "", *process_table(entry)]
-    probe = (entry["runs"].get("pandas") or {}).get("stages", {}).get("ingest")
-    if name in PANDAS_PROBE_SIZES and probe is not None:
-        lines += ["", f"**pandas at {name.upper()}**: its ingest {outcome(probe)}."]
+    pandas = entry["runs"].get("pandas")
+    if name in PANDAS_PROBE_SIZES and pandas is not None:
+        stops = pandas_stops(pandas, PROCESS_PEAK_MAX_GB.get(name, 8.0))
+        lines += ["", f"**pandas at {name.upper()}**: {stops}."]
     lines += epoch_section(entry.get("train_epoch"))
     return lines
 
@@ -420,6 +432,8 @@ def report_markdown(result: dict[str, Any]) -> str:
         f"Reproduce: {how}. Generated on {result['date']} from commit `{result['commit']}`.",
         "",
     ]
+    for kept in result.get("merged", []):
+        lines += [f"Kept from an earlier run (`--merge`): {kept}.", ""]
     busy = busy_runs(result)
     if busy:
         lines += [
@@ -728,6 +742,10 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--probe-timeout {args.probe_timeout:g}")
     if args.train_epoch:
         parts.append("--train-epoch")
+    if args.engines != ",".join(ENGINES):
+        parts.append(f"--engines {args.engines}")
+    if args.merge:
+        parts.append(f"--merge {portable(args.merge)}")
     parts += [f"--{k} {portable(getattr(args, k))}" for k in ("out", "json")]
     return " ".join(parts)
 
@@ -735,6 +753,7 @@ def command_line(args: argparse.Namespace) -> str:
 def make_command(args: argparse.Namespace) -> str | None:
     """The ``make`` line for the same run, when make can express it."""
     plain = args.master == MASTER and args.probe_timeout == PROBE_TIMEOUT_S
+    plain = plain and args.engines == ",".join(ENGINES) and not args.merge
     if not plain or (args.out, args.json) != ("reports/bench_spark.md", "reports/bench_spark.json"):
         return None
     sizes = "" if args.sizes == DEFAULT_SIZES else f" SPARK_SIZES={args.sizes}"
@@ -764,6 +783,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         help="stop a stage whose process tree holds more (default: 80%% of RAM)",
     )
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help="which engines to run (%(default)s)"
+    )
+    parser.add_argument(
+        "--merge",
+        help="a previous run's JSON: its runs of engines not run now are kept in the report",
+    )
     parser.add_argument("--workdir", help="scratch folder (default: a temp dir; same disk as /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch repositories")
     parser.add_argument("--out", default="reports/bench_spark.md")
@@ -773,6 +799,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.size_list = parse_sizes(args.sizes)
     except ValueError as exc:
         parser.error(str(exc))
+    args.engine_list = tuple(e for e in args.engines.split(",") if e)
+    if set(args.engine_list) - set(ENGINES) or not args.engine_list:
+        parser.error(f"--engines: of {', '.join(ENGINES)}")
     if args.rss_limit_gb is None:
         args.rss_limit_gb = round(0.8 * _meminfo()["ram_gb"], 1) or None
     return args
@@ -813,7 +842,7 @@ def run_size(
     """Every engine of :func:`plan` at ``size``, each in a scratch repository deleted after."""
     entry: dict[str, Any] = {"label": size.label, "runs": {}}
     entry["data"] = {k: getattr(size, k) for k in ("n_users", "n_items", "n_ratings")}
-    for engine, stages in plan(size):
+    for engine, stages in plan(size, args.engine_list):
         label = f"{size.name}-{engine}"
         repo, env = prepare_repo(
             workdir / label, engine_params(base, size, engine, args.master), label
@@ -831,6 +860,22 @@ def run_size(
     return entry
 
 
+def merged(result: dict[str, Any], previous: dict[str, Any]) -> None:
+    """Keep ``previous``'s runs (and streamed epochs) that ``result`` did not run again, noting
+    each kept run's commit and date in ``result["merged"]``."""
+    for name, old in previous["sizes"].items():
+        entry = result["sizes"].setdefault(name, {**old, "runs": {}})
+        for engine, run in old["runs"].items():
+            if engine not in entry["runs"]:
+                entry["runs"][engine] = run
+                result.setdefault("merged", []).append(
+                    f"{name} {engine}: from {previous['commit'][:7]}, {previous['date']}"
+                )
+        if "train_epoch" in old and "train_epoch" not in entry:
+            entry["train_epoch"] = old["train_epoch"]
+    result["sizes"] = {n: result["sizes"][n] for n in SPARK_SIZES if n in result["sizes"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from recommender.core.config import parse_params
@@ -841,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     for size in args.size_list:  # every run's params pass the strict check before any work
-        for engine, _ in plan(size):
+        for engine, _ in plan(size, args.engine_list):
             parse_params(engine_params(base, size, engine, args.master), f"bench-spark {size.name}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-spark-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -865,12 +910,16 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.size_list:
         result["sizes"][size.name] = run_size(size, base, args, workdir)
     result["machine"]["load_after"] = _load()
+    if args.merge:
+        merged(result, json.loads(Path(args.merge).read_text()))
     result["targets"] = targets(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(json.dumps(result, indent=2, default=str) + "\n", args.json)
     write_text(report_markdown(result), args.out)
     print(report_markdown(result))
-    spark_failed = any(not e["runs"]["spark"]["complete"] for e in result["sizes"].values())
+    spark_failed = any(
+        not e["runs"].get("spark", {"complete": True})["complete"] for e in result["sizes"].values()
+    )
     if args.keep or spark_failed:
         print(f"[spark] logs kept under {workdir}", file=sys.stderr)
     else:

@@ -57,14 +57,25 @@ def test_engine_params_change_only_the_data_engine_master_and_shape():
     ] == ("pandas")
 
 
-def test_plan_pandas_only_ingests_at_100m():
-    assert bench.plan(bench.SPARK_SIZES["25m"]) == [
-        ("pandas", bench.STAGES),
-        ("spark", bench.STAGES),
-    ]
-    (pandas, stages), (spark, all_stages) = bench.plan(bench.SPARK_SIZES["100m"])
-    assert (pandas, stages[-1], spark, all_stages) == ("pandas", "ingest", "spark", bench.STAGES)
-    assert stages == ("check_params", "feedback", "ingest")
+def test_plan_runs_every_stage_of_the_chosen_engines():
+    for size in ("25m", "100m"):
+        assert bench.plan(bench.SPARK_SIZES[size]) == [
+            ("pandas", bench.STAGES),
+            ("spark", bench.STAGES),
+        ]
+    assert bench.plan(bench.SPARK_SIZES["100m"], ("pandas",)) == [("pandas", bench.STAGES)]
+
+
+def test_a_merged_run_keeps_the_earlier_runs_not_run_again():
+    old_runs = {"pandas": {"old": 1}, "spark": {"s": 1}}
+    old = {"label": "x", "data": {}, "runs": old_runs, "train_epoch": {"rows": 5}}
+    earlier = {"commit": "abcdef123", "date": "2026-12-07 22:44", "sizes": {"100m": old}}
+    now = {"sizes": {"100m": {"label": "x", "data": {}, "runs": {"pandas": {"new": 1}}}}}
+    bench.merged(now, earlier)
+    runs = now["sizes"]["100m"]["runs"]
+    assert runs == {"pandas": {"new": 1}, "spark": {"s": 1}}
+    assert now["sizes"]["100m"]["train_epoch"] == {"rows": 5}
+    assert now["merged"] == ["100m spark: from abcdef1, 2026-12-07 22:44"]
 
 
 def _stage(wall: float, gb: float, returncode: int = 0, **extra: Any) -> dict[str, Any]:
@@ -285,7 +296,7 @@ def test_report_renders_the_fixed_result():
     )
     assert "| **ingest + validate + preprocess** | **60.0** | **96.0** | **1.60x** |" in text
     assert "| spark | ingest | Spark driver JVM (local[N]: executors inside) | 6.000 |" in text
-    assert "**pandas at 100M**: its ingest exited with 1 after 2.5 s" in text
+    assert "**pandas at 100M**: ingest exited with 1 after 2.5 s" in text
     assert "| ingest | 2.5 (stopped) | 400.0 |" in text  # the stage where pandas stopped
     assert "| validate | n/a | 400.0 | n/a |" in text  # pandas never reached it
     assert "| ratings_per_second | 250000.0 |" in text and "| loss | [7.1] |" in text
@@ -304,6 +315,8 @@ def test_command_lines():
         master="local[2]",
         probe_timeout=3600.0,
         train_epoch=False,
+        engines="pandas,spark",
+        merge=None,
         out="reports/bench_spark.md",
         json="reports/bench_spark.json",
     )
@@ -317,3 +330,6 @@ def test_command_lines():
     args.probe_timeout = 60.0
     assert bench.make_command(args) is None
     assert "--probe-timeout 60 --train-epoch" in bench.command_line(args)
+    args.probe_timeout, args.engines, args.merge = 3600.0, "pandas", "reports/bench_spark.json"
+    assert bench.make_command(args) is None
+    assert "--engines pandas --merge reports/bench_spark.json" in bench.command_line(args)
