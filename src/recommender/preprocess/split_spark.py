@@ -191,22 +191,26 @@ def _encoded(
 
 
 def _cold_counts(encoded: DataFrame) -> dict[int, dict[str, int]]:
-    """:func:`.split._cold` of every side, in one pass."""
+    """:func:`.split._cold` of every side: sums over every row, distinct ids over the cold
+    rows only (a few percent of them; a distinct count over all rows costs a shuffle of all)."""
     from pyspark.sql import functions as F
 
     cold_user, cold_item = F.col("user_idx") == 0, F.col("item_idx") == 0
-    rows = (
-        encoded.groupBy(SIDE)
+    sums = encoded.groupBy(SIDE).agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(cold_user.cast("long")).alias("unknown_user_rows"),
+        F.sum(cold_item.cast("long")).alias("unknown_item_rows"),
+        F.sum((cold_user | cold_item).cast("long")).alias("unknown_either_rows"),
+    )
+    distinct = (
+        encoded.filter(cold_user | cold_item)
+        .groupBy(SIDE)
         .agg(
-            F.count(F.lit(1)).alias("rows"),
-            F.sum(cold_user.cast("long")).alias("unknown_user_rows"),
-            F.sum(cold_item.cast("long")).alias("unknown_item_rows"),
-            F.sum((cold_user | cold_item).cast("long")).alias("unknown_either_rows"),
             F.countDistinct(F.when(cold_user, F.col(USER))).alias("cold_users"),
             F.countDistinct(F.when(cold_item, F.col(ITEM))).alias("cold_items"),
         )
-        .collect()
     )
+    rows = sums.join(distinct, SIDE, "left").collect()
     zero = dict.fromkeys(
         ("rows", "unknown_user_rows", "unknown_item_rows", "unknown_either_rows", "cold_users",
          "cold_items"), 0,
@@ -256,7 +260,9 @@ def preprocess_spark(
     train = sided.filter(F.col(SIDE) == TRAIN)
     users, items = _vocabulary(train, USER), _vocabulary(train, ITEM)
     id_type = catalog.info.id_type
-    encoded = _encoded(spark, sided, (users, items), id_type).persist(StorageLevel.MEMORY_AND_DISK)
+    # Sorted once by the interim row: each split filtered from it keeps that order, part by part.
+    encoded = _encoded(spark, sided, (users, items), id_type).orderBy(ROW)
+    encoded = encoded.persist(StorageLevel.MEMORY_AND_DISK)
     counts = _cold_counts(encoded)
     for side, name in ((TRAIN, "train"), (TEST, "test")):
         if counts[side]["rows"] == 0:
@@ -267,13 +273,13 @@ def preprocess_spark(
     for side, name in ((TEST, "test"), (VAL, "val")):
         split_facts[name] = {k: v for k, v in counts[side].items() if k != "rows"}
     split_facts |= facts
-    rated = (_distinct(ratings, USER, id_type), _distinct(ratings, ITEM, id_type))
+    rated = (_distinct(sided, USER, id_type), _distinct(sided, ITEM, id_type))
     empty = {name: pd.DataFrame() for name in SPLITS}
     processed = split.featurized(catalog, rated, (users, items), split_facts, empty)
 
     def write_splits(folder: Path) -> None:
         for side, name in enumerate(SPLITS):
-            part = encoded.filter(F.col(SIDE) == side).orderBy(ROW).drop(SIDE, ROW)
+            part = encoded.filter(F.col(SIDE) == side).drop(SIDE, ROW)
             part.write.parquet(str(folder / f"{name}.parquet"))
         encoded.unpersist()
         sided.unpersist()
