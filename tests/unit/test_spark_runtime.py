@@ -26,6 +26,8 @@ from recommender.core.spark import (
     java_home,
     java_version,
     read_parquet_rows,
+    scale_shuffle,
+    spark_failure,
     spark_session,
 )
 
@@ -164,3 +166,41 @@ def test_read_parquet_rows_counts_rows_in_file_name_order(
     one = sorted(sizes)[1]
     single = read_parquet_rows(spark, tmp_path / "parts" / one).orderBy(ROW).toPandas()
     assert single[ROW].tolist() == list(range(sizes[one]))
+
+
+def test_a_failure_inside_spark_becomes_one_clear_error(session: tuple) -> None:
+    spark, _ = session
+    cfg = SparkConfig()
+    with pytest.raises(Exception) as info:
+        spark.sql("select raise_error('the rows are bad')").collect()
+    failure = spark_failure(info.value, cfg, "preprocess")
+    assert failure is not None
+    assert str(failure).startswith("Spark failed in preprocess on local[2]: ")
+    assert "the rows are bad" in str(failure)
+    # Our own errors pass through untouched.
+    assert spark_failure(ConfigError("no"), cfg, "ingest") is None
+
+
+def test_a_dead_jvm_names_the_memory_knobs() -> None:
+    class Dead(Exception):
+        """What py4j raises once its JVM is gone: asking for the message needs the JVM."""
+
+        __module__ = "py4j.protocol"
+
+        def __str__(self) -> str:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    failure = spark_failure(Dead(), SparkConfig(driver_memory="3g"), "preprocess")
+    assert failure is not None
+    assert "raise spark.driver_memory (now 3g" in str(failure)
+    assert "spark.shuffle_partitions (now 4)" in str(failure)
+
+
+def test_shuffle_partitions_grow_with_the_rows_never_below_the_setting(session: tuple) -> None:
+    spark, _ = session
+    try:
+        assert scale_shuffle(spark, 1_000) == 4
+        assert scale_shuffle(spark, 100_000_000) == 50
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "50"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "4")

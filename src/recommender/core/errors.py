@@ -142,9 +142,18 @@ def secrets_of(uri: str) -> list[str]:
     return [s for s in dict.fromkeys([secret, unquote(secret)]) if s and s != "***"]
 
 
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, or ``""`` where that itself fails (py4j's errors ask the JVM for their
+    text: a JVM that died cannot answer)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any failure to describe it is the same to us
+        return ""
+
+
 def first_line(exc: BaseException) -> str:
     """``Type: first line of the message`` with any password redacted, for one-line errors."""
-    text = str(exc).strip()
+    text = message_of(exc).strip()
     first = text.splitlines()[0][:300] if text else repr(exc)
     return f"{type(exc).__name__}: {redact(first)}"
 
@@ -169,7 +178,7 @@ def lost_tracking_server(exc: BaseException) -> str | None:
 
     chain = exception_chain(exc)
     roots = {type(e).__module__.split(".")[0] for e in chain}
-    text = " ".join(str(e) for e in chain)
+    text = " ".join(message_of(e) for e in chain)
     if roots & {"requests", "urllib3"} or (
         "mlflow" in roots and ("Max retries exceeded" in text or "Connection refused" in text)
     ):

@@ -36,7 +36,7 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recommender.core.errors import ConfigError, DataError
+from recommender.core.errors import ConfigError, DataError, RecommenderError
 from recommender.core.processes import LOOPBACK
 from recommender.core.telemetry import disable_telemetry
 
@@ -317,11 +317,57 @@ def spark_session(cfg: SparkConfig, app: str) -> Iterator[SparkSession]:
             spark = builder.getOrCreate()
         try:
             yield spark
+        except Exception as exc:
+            failure = spark_failure(exc, cfg, app)
+            if failure is None:
+                raise
+            raise failure from exc
         finally:
-            spark.stop()
+            with contextlib.suppress(Exception):  # a JVM that died has nothing to stop
+                spark.stop()
     finally:
         if launched:
             _stop_jvm()
+
+
+#: Rows per shuffle partition the data stages aim for: a sort or an aggregation task holds one
+#: partition (at 25M rows per task, 100M ratings on 4 partitions, a sort's buffers overran a 4 GB
+#: driver).
+ROWS_PER_PARTITION = 2_000_000
+
+
+def scale_shuffle(spark: SparkSession, rows: int) -> int:
+    """Raise ``spark.sql.shuffle.partitions`` (``spark.shuffle_partitions``, never lowered) to
+    one per :data:`ROWS_PER_PARTITION` rows of a table of ``rows``; returns the number."""
+    current = int(spark.conf.get("spark.sql.shuffle.partitions") or 1)
+    wanted = max(current, -(-rows // ROWS_PER_PARTITION))
+    spark.conf.set("spark.sql.shuffle.partitions", str(wanted))
+    return wanted
+
+
+def spark_failure(exc: BaseException, cfg: SparkConfig, app: str) -> RecommenderError | None:
+    """A clear error for a failure inside Spark (a Java exception, a JVM that died), naming the
+    knobs that help; ``None`` for anything else (our own errors pass through)."""
+    from recommender.core.errors import exception_chain, message_of
+
+    chain = exception_chain(exc)
+    if not any(type(e).__module__.split(".")[0] in ("py4j", "pyspark") for e in chain):
+        return None
+    text = " ".join(message_of(e) for e in chain)
+    java = next(
+        (line.strip() for line in text.splitlines() if "Exception" in line or "Error:" in line),
+        "",
+    )
+    if "OutOfMemoryError" in text or not text.strip():
+        hint = (
+            f"the driver JVM ran out of memory or died (a java.lang.OutOfMemoryError above says "
+            f"which): raise spark.driver_memory (now {cfg.driver_memory}; under local[N] the "
+            f"executors share it), or spark.executor_memory (now {cfg.executor_memory}) on a "
+            f"cluster, or spark.shuffle_partitions (now {cfg.shuffle_partitions})"
+        )
+    else:
+        hint = java[:500] or "see Spark's error above"
+    return RecommenderError(f"Spark failed in {app} on {cfg.master}: {hint}")
 
 
 def _stop_jvm(timeout: float = 30) -> None:

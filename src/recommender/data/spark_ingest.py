@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from recommender.core.io import staged_dir
 from recommender.core.schema import ITEM, RATING, TIMESTAMP, USER, Dataset, empty_users
-from recommender.core.spark import read_parquet_rows
+from recommender.core.spark import read_parquet_rows, scale_shuffle
 from recommender.data import read_source, with_merged
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def resolve_duplicates_spark(ratings: DataFrame, policy: str) -> tuple[DataFrame
     from pyspark.sql import functions as F
 
     n = ratings.count()
+    scale_shuffle(ratings.sparkSession, n)
     merged = n - ratings.select(USER, ITEM).distinct().count()
     if merged == 0:
         return ratings, 0

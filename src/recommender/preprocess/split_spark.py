@@ -26,7 +26,7 @@ from recommender.core.schema import (
     Dataset,
     DatasetInfo,
 )
-from recommender.core.spark import read_parquet_rows
+from recommender.core.spark import read_parquet_rows, scale_shuffle
 from recommender.dataset.processed import SPLITS, Processed
 from recommender.dataset.vocabulary import Vocabulary
 from recommender.preprocess import split
@@ -60,6 +60,7 @@ def _check_ratings(ratings: DataFrame, path: str) -> None:
     facts = _one(ratings.agg(F.count(F.lit(1)).alias("n"), *first_null))
     if facts["n"] < 2:
         raise DataError(path, f"{facts['n']} rating(s)", expected="at least 2 to split")
+    scale_shuffle(ratings.sparkSession, facts["n"])
     for col in (USER, ITEM, TIMESTAMP):
         if facts[col] is not None:
             raise split.null_error(path, col, facts[col])
