@@ -200,7 +200,8 @@ def test_shuffle_partitions_grow_with_the_rows_never_below_the_setting(session: 
     spark, _ = session
     try:
         assert scale_shuffle(spark, 1_000) == 4
-        assert scale_shuffle(spark, 100_000_000) == 50
-        assert spark.conf.get("spark.sql.shuffle.partitions") == "50"
+        assert scale_shuffle(spark, 25_000_000) == 4
+        assert scale_shuffle(spark, 100_000_000) == 13
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "13"
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", "4")
