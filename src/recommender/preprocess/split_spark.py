@@ -257,14 +257,18 @@ def preprocess_spark(
     ratings = read_parquet_rows(spark, in_dir / "ratings.parquet")
     _check_ratings(ratings, path)
     sided, facts = _sides(ratings, cfg, seed, catalog.info, path)
-    sided = sided.persist(StorageLevel.MEMORY_AND_DISK)
+    # Kept on local disk, not in the heap: cached rows in memory leave the sorts too little of
+    # it (100M ratings ran a 4 GB driver out of heap), and a re-read from disk is cheap.
+    sided = sided.persist(StorageLevel.DISK_ONLY)
     train = sided.filter(F.col(SIDE) == TRAIN)
     users, items = _vocabulary(train, USER), _vocabulary(train, ITEM)
     id_type = catalog.info.id_type
+    rated = (_distinct(sided, USER, id_type), _distinct(sided, ITEM, id_type))
     # Sorted once by the interim row: each split filtered from it keeps that order, part by part.
     encoded = _encoded(spark, sided, (users, items), id_type).orderBy(ROW)
-    encoded = encoded.persist(StorageLevel.MEMORY_AND_DISK)
+    encoded = encoded.persist(StorageLevel.DISK_ONLY)
     counts = _cold_counts(encoded)
+    sided.unpersist()
     for side, name in ((TRAIN, "train"), (TEST, "test")):
         if counts[side]["rows"] == 0:
             n = sum(c["rows"] for c in counts.values())
@@ -274,7 +278,6 @@ def preprocess_spark(
     for side, name in ((TEST, "test"), (VAL, "val")):
         split_facts[name] = {k: v for k, v in counts[side].items() if k != "rows"}
     split_facts |= facts
-    rated = (_distinct(sided, USER, id_type), _distinct(sided, ITEM, id_type))
     empty = {name: pd.DataFrame() for name in SPLITS}
     processed = split.featurized(catalog, rated, (users, items), split_facts, empty)
 
@@ -283,6 +286,5 @@ def preprocess_spark(
             part = encoded.filter(F.col(SIDE) == side).drop(SIDE, ROW)
             part.write.parquet(str(folder / f"{name}.parquet"))
         encoded.unpersist()
-        sided.unpersist()
 
     return processed, write_splits
