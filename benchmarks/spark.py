@@ -862,15 +862,16 @@ def run_size(
 
 def merged(result: dict[str, Any], previous: dict[str, Any]) -> None:
     """Keep ``previous``'s runs (and streamed epochs) that ``result`` did not run again, noting
-    each kept run's commit and date in ``result["merged"]``."""
+    where each kept run came from (its commit and date, kept across merges) in
+    ``result["merged"]``."""
+    made = f"{previous['commit'][:7]}, {previous['date']}"
     for name, old in previous["sizes"].items():
         entry = result["sizes"].setdefault(name, {**old, "runs": {}})
         for engine, run in old["runs"].items():
             if engine not in entry["runs"]:
+                run.setdefault("origin", made)
                 entry["runs"][engine] = run
-                result.setdefault("merged", []).append(
-                    f"{name} {engine}: from {previous['commit'][:7]}, {previous['date']}"
-                )
+                result.setdefault("merged", []).append(f"{name} {engine}: from {run['origin']}")
         if "train_epoch" in old and "train_epoch" not in entry:
             entry["train_epoch"] = old["train_epoch"]
     result["sizes"] = {n: result["sizes"][n] for n in SPARK_SIZES if n in result["sizes"]}

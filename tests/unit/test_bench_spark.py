@@ -76,6 +76,10 @@ def test_a_merged_run_keeps_the_earlier_runs_not_run_again():
     assert runs == {"pandas": {"new": 1}, "spark": {"s": 1}}
     assert now["sizes"]["100m"]["train_epoch"] == {"rows": 5}
     assert now["merged"] == ["100m spark: from abcdef1, 2026-12-07 22:44"]
+    # Merged again later, a kept run still names the run that made it.
+    later = {"sizes": {"100m": {"label": "x", "data": {}, "runs": {"pandas": {"newer": 1}}}}}
+    bench.merged(later, {**now, "commit": "9999999aa", "date": "2026-12-08 00:10"})
+    assert later["merged"] == ["100m spark: from abcdef1, 2026-12-07 22:44"]
 
 
 def _stage(wall: float, gb: float, returncode: int = 0, **extra: Any) -> dict[str, Any]:
