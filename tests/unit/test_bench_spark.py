@@ -73,7 +73,7 @@ def test_a_merged_run_keeps_the_earlier_runs_not_run_again():
     now = {"sizes": {"100m": {"label": "x", "data": {}, "runs": {"pandas": {"new": 1}}}}}
     bench.merged(now, earlier)
     runs = now["sizes"]["100m"]["runs"]
-    assert runs == {"pandas": {"new": 1}, "spark": {"s": 1}}
+    assert runs == {"pandas": {"new": 1}, "spark": {"s": 1, "origin": "abcdef1, 2026-12-07 22:44"}}
     assert now["sizes"]["100m"]["train_epoch"] == {"rows": 5}
     assert now["merged"] == ["100m spark: from abcdef1, 2026-12-07 22:44"]
     # Merged again later, a kept run still names the run that made it.
