@@ -473,12 +473,16 @@ def family_section(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def reproduce(run: dict[str, Any]) -> str:
+    """How to reproduce a report: its command, and the ``make`` line that runs it if any."""
+    how = f"`{run['command']}`"
+    return f"`{run['make']}` (that is, {how})" if run.get("make") else how
+
+
 def report_markdown(result: dict[str, Any]) -> str:
     """The report: how to reproduce it, a table per size, side-by-side ratios, targets, machine."""
     run = result["run"]
-    how = f"`{run['command']}`"
-    if run.get("make"):
-        how = f"`{run['make']}` (that is, {how})"
+    how = reproduce(run)
     lines = [
         "# Scale benchmark: the pipeline on synthetic data of growing size",
         "",

@@ -71,6 +71,7 @@ from scale import (  # noqa: E402
     _tail,
     _versions,
     portable,
+    reproduce,
     scale_params,
     stage_order,
 )
@@ -423,9 +424,7 @@ def epoch_section(epoch: dict[str, Any] | None) -> list[str]:
 def report_markdown(result: dict[str, Any]) -> str:
     """The report: how to reproduce it, warnings, targets, a section per size, the machine."""
     run = result["run"]
-    how = f"`{run['command']}`"
-    if run.get("make"):
-        how = f"`{run['make']}` (that is, {how})"
+    how = reproduce(run)
     lines = [
         "# Spark benchmark: the data stages on pandas and on Spark side by side",
         "",

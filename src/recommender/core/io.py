@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recommender.core.disk import FULL_DISK_ERRNOS
+from recommender.core.errors import DataError
 
 
 def pid_alive(pid: int) -> bool:
@@ -122,3 +123,26 @@ def write_text(text: str, path: str | Path) -> None:
     """Write ``text`` atomically."""
     with staged_file(path) as tmp:
         tmp.write_text(text)
+
+
+def parquet_parts(path: str | Path) -> list[Path]:
+    """``path`` itself if it is a file, else the files of folder ``path`` in the order pyarrow and
+    pandas read them: sorted by name, those starting with ``_`` or ``.`` left out.
+
+    Raises:
+        DataError: ``path`` is missing, holds no part file or holds a (partition) folder.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(path, "no such Parquet file or folder")
+    parts = sorted(
+        (p for p in path.iterdir() if not p.name.startswith(("_", "."))), key=lambda p: p.name
+    )
+    folders = [p.name for p in parts if p.is_dir()]
+    if folders:
+        raise DataError(path, f"holds folders ({', '.join(folders[:3])})", expected="part files")
+    if not parts:
+        raise DataError(path, "holds no Parquet part file")
+    return parts

@@ -223,11 +223,11 @@ def parquet_rows(path: str | Path) -> int:
     (no data read); 0 if it is not there."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if path.is_dir():
-        parts = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", "."))]
-        return sum(int(pq.read_metadata(p).num_rows) for p in parts)
-    return int(pq.read_metadata(path).num_rows) if path.is_file() else 0
+    from recommender.core.io import parquet_parts
+
+    if not Path(path).exists():
+        return 0
+    return sum(int(pq.read_metadata(p).num_rows) for p in parquet_parts(path))
 
 
 def tensorflow_part() -> Part:

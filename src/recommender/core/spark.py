@@ -36,7 +36,8 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recommender.core.errors import ConfigError, DataError, RecommenderError
+from recommender.core.errors import ConfigError, RecommenderError
+from recommender.core.io import parquet_parts
 from recommender.core.processes import LOOPBACK
 from recommender.core.telemetry import disable_telemetry
 
@@ -396,29 +397,6 @@ def _stop_jvm(timeout: float = 30) -> None:
 
 
 # --- reading ------------------------------------------------------------------------------------
-
-
-def parquet_parts(path: str | Path) -> list[Path]:
-    """``path`` itself if it is a file, else the files of folder ``path`` in the order pyarrow and
-    pandas read them: sorted by name, those starting with ``_`` or ``.`` left out.
-
-    Raises:
-        DataError: ``path`` is missing, holds no part file or holds a (partition) folder.
-    """
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise DataError(path, "no such Parquet file or folder")
-    parts = sorted(
-        (p for p in path.iterdir() if not p.name.startswith(("_", "."))), key=lambda p: p.name
-    )
-    folders = [p.name for p in parts if p.is_dir()]
-    if folders:
-        raise DataError(path, f"holds folders ({', '.join(folders[:3])})", expected="part files")
-    if not parts:
-        raise DataError(path, "holds no Parquet part file")
-    return parts
 
 
 def read_parquet_rows(spark: SparkSession, path: str | Path) -> DataFrame:

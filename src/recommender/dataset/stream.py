@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from recommender.core.errors import DataError
+from recommender.core.io import parquet_parts
 
 #: What the training loop reads of a split.
 COLUMNS = ("user_idx", "item_idx", "rating")
@@ -39,17 +39,6 @@ class Piece:
     rows: int
 
 
-def parquet_files(path: str | Path) -> list[Path]:
-    """The Parquet file ``path``, or a folder's part files in name order (``_``/``.`` skipped:
-    Spark's ``_SUCCESS`` and checksums), as pandas and pyarrow read a folder."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise DataError(path, "no such file or folder", expected="a processed split (Parquet)")
-    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
-
-
 class ParquetRatings:
     """The ``(user_idx, item_idx, rating)`` rows of a processed split, read piece by piece.
 
@@ -62,7 +51,7 @@ class ParquetRatings:
         self.path = Path(path)
         self.window_rows = window_rows
         self.pieces: list[Piece] = []
-        for file in parquet_files(path):
+        for file in parquet_parts(path):
             meta = pq.read_metadata(file)
             self.pieces += [
                 Piece(file, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
