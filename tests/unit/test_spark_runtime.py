@@ -153,16 +153,27 @@ def write_parts(folder: Path, sizes: dict[str, int]) -> pd.DataFrame:
     ],
     ids=["plain", "quoted-names"],
 )
-def test_read_parquet_rows_counts_rows_in_file_name_order(
+def test_read_parquet_rows_reads_rows_in_file_name_order_and_counts_them(
     session: tuple, tmp_path: Path, sizes: dict[str, int]
 ) -> None:
     spark, _ = session
     expected = write_parts(tmp_path / "parts", sizes)
-    frame = read_parquet_rows(spark, tmp_path / "parts")
-    assert dict(frame.dtypes)[ROW] == "bigint"
-    got = frame.orderBy(ROW).toPandas()
+    # Splits of a few row groups each, so that one scan would order them by size.
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "64")
+    spark.conf.set("spark.sql.files.openCostInBytes", "0")
+    try:
+        frame = read_parquet_rows(spark, tmp_path / "parts")
+        assert frame.rdd.getNumPartitions() > len(sizes)
+        assert dict(frame.dtypes)[ROW] == "bigint"
+        # No sort: the partitions hold the rows in order, and a narrow job keeps it.
+        got = frame.toPandas()
+        kept = frame.where(frame["v"] % 2 == 0).toPandas()
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        spark.conf.unset("spark.sql.files.openCostInBytes")
     assert got[ROW].tolist() == list(range(len(expected)))
     assert got["v"].tolist() == expected["v"].tolist()
+    assert kept["v"].tolist() == [v for v in expected["v"] if v % 2 == 0]
     one = sorted(sizes)[1]
     single = read_parquet_rows(spark, tmp_path / "parts" / one).orderBy(ROW).toPandas()
     assert single[ROW].tolist() == list(range(sizes[one]))

@@ -54,8 +54,6 @@ CONF_DIR = Path(__file__).resolve().parent / "spark_conf"
 DROPPED_FLAG = "--add-modules=jdk.incubator.vector"
 #: The column :func:`read_parquet_rows` adds.
 ROW = "_row"
-#: File names Spark's ``_metadata.file_name`` gives unchanged (a URI path quotes the others).
-_URI_SAFE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=@-]+")
 #: Seconds ``java -version`` may take (a JVM starts in well under a second, more when busy).
 _VERSION_TIMEOUT_S = 60
 _SHIM_MARK = "# recommender.core.spark: a java without " + DROPPED_FLAG
@@ -404,24 +402,22 @@ def read_parquet_rows(spark: SparkSession, path: str | Path) -> DataFrame:
     0-based position in it, counting the parts in :func:`parquet_parts`' order (the positions
     pandas' index gives the rows of ``pd.read_parquet(path)``).
 
+    The DataFrame's partitions hold the rows in that order too, so a job that neither shuffles
+    nor sorts (a filter, a broadcast join, a write) keeps it with no sort: each part is read on
+    its own (Spark orders one scan's file splits by size, largest first, which would put a long
+    part ahead of a short one), its splits come in file order, and the parts are unioned in order.
     A row's position is its index in its file (``_metadata.row_index``) plus the rows of the
-    files before it, read here from the Parquet footers.
+    files before it, read from the Parquet footers.
     """
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    parts = parquet_parts(path)
-    offsets: dict[str, int] = {}
-    total = 0
-    for part in parts:
-        offsets[part.name] = total
-        total += pq.read_metadata(part).num_rows
-    first = F.create_map(*(F.lit(x) for pair in offsets.items() for x in pair))
-    name = F.col("_metadata.file_name")
-    if not all(_URI_SAFE.fullmatch(n) for n in offsets):
-        # Spark gives the name URI-quoted (a space as %20, % as %25); '+' stays as it is.
-        name = F.url_decode(F.regexp_replace(name, r"\+", "%2B"))
-    row = F.col("_metadata.row_index") + first[name].cast("long")
-    # Spark takes each path for a glob pattern: a name holding one of {}[]*?\ is escaped.
-    paths = [re.sub(r"([{}\[\]*?\\])", r"\\\1", str(p.resolve())) for p in parts]
-    return spark.read.parquet(*paths).select("*", row.cast("long").alias(ROW))
+    frames = []
+    offset = 0
+    for part in parquet_parts(path):
+        # Spark takes each path for a glob pattern: a name holding one of {}[]*?\ is escaped.
+        escaped = re.sub(r"([{}\[\]*?\\])", r"\\\1", str(part.resolve()))
+        row = (F.col("_metadata.row_index") + F.lit(offset)).cast("long").alias(ROW)
+        frames.append(spark.read.parquet(escaped).select("*", row))
+        offset += pq.read_metadata(part).num_rows
+    return functools.reduce(lambda a, b: a.unionByName(b), frames)

@@ -3,7 +3,8 @@
 The ratings stay in Spark from the interim Parquet to the split folders; what is catalog-sized
 (the vocabularies, the items' and users' features, the summary) is collected and built by the
 same code as the pandas path (:func:`.split.featurized`). Each split is written in the interim
-table's row order, so both engines write the same rows in the same order: the same training run.
+table's row order (:func:`read_parquet_rows` reads it in that order, and only leave_last_n's window
+needs a sort back), so both engines write the same rows in the same order: the same training run.
 """
 
 from __future__ import annotations
@@ -153,10 +154,15 @@ def _sides(
     return ratings.withColumn(SIDE, side.cast("byte")), facts
 
 
-def _vocabulary(part: DataFrame, column: str) -> Vocabulary:
-    """The distinct ids of ``part``'s ``column``, sorted: what ``Vocabulary.from_ids`` builds."""
-    ids = [r[0] for r in part.select(column).distinct().collect()]
-    return Vocabulary(sorted(ids))
+def _vocabularies(sided: DataFrame, column: str, id_type: str) -> tuple[Vocabulary, pd.Series]:
+    """The vocabulary of ``column`` (its distinct ids in the train side, sorted: what
+    ``Vocabulary.from_ids`` builds) and every id rated on any side: one aggregate job."""
+    from pyspark.sql import functions as F
+
+    in_train = F.max((F.col(SIDE) == TRAIN).cast("byte")).alias("in_train")
+    ids = sided.groupBy(column).agg(in_train).collect()
+    vocab = Vocabulary(sorted(r[0] for r in ids if r[1]))
+    return vocab, pd.Series([r[0] for r in ids], dtype="int64" if id_type == "int" else "str")
 
 
 def _index_frame(
@@ -230,11 +236,6 @@ def _catalog_tables(in_dir: Path) -> Dataset:
     return Dataset(ratings=pd.DataFrame(), items=items, users=users, info=info)
 
 
-def _distinct(ratings: DataFrame, column: str, id_type: str) -> pd.Series:
-    ids = [r[0] for r in ratings.select(column).distinct().collect()]
-    return pd.Series(ids, dtype="int64" if id_type == "int" else "str")
-
-
 def preprocess_spark(
     spark: SparkSession, in_dir: str | Path, cfg: PreprocessConfig, seed: int
 ) -> tuple[Processed, Any]:
@@ -257,18 +258,23 @@ def preprocess_spark(
     ratings = read_parquet_rows(spark, in_dir / "ratings.parquet")
     _check_ratings(ratings, path)
     sided, facts = _sides(ratings, cfg, seed, catalog.info, path)
-    # Kept on local disk, not in the heap: cached rows in memory leave the sorts too little of
-    # it (100M ratings ran a 4 GB driver out of heap), and a re-read from disk is cheap.
-    sided = sided.persist(StorageLevel.DISK_ONLY)
-    train = sided.filter(F.col(SIDE) == TRAIN)
-    users, items = _vocabulary(train, USER), _vocabulary(train, ITEM)
+    # Every split but leave_last_n sides each row on its own: the jobs below re-read the interim
+    # Parquet (cheap) and keep its row order with no sort. leave_last_n's window shuffles the rows
+    # by user: its sides are computed once and kept on local disk (not in the heap, which the
+    # sorts need: 100M ratings ran a 4 GB driver out of it), and sorted back once.
+    shuffled = cfg.split == "leave_last_n"
+    if shuffled:
+        sided = sided.persist(StorageLevel.DISK_ONLY)
     id_type = catalog.info.id_type
-    rated = (_distinct(sided, USER, id_type), _distinct(sided, ITEM, id_type))
-    # Sorted once by the interim row: each split filtered from it keeps that order, part by part.
-    encoded = _encoded(spark, sided, (users, items), id_type).orderBy(ROW)
-    encoded = encoded.persist(StorageLevel.DISK_ONLY)
+    (users, rated_users), (items, rated_items) = (
+        _vocabularies(sided, column, id_type) for column in (USER, ITEM)
+    )
+    encoded = _encoded(spark, sided, (users, items), id_type)
+    if shuffled:
+        encoded = encoded.orderBy(ROW).persist(StorageLevel.DISK_ONLY)
     counts = _cold_counts(encoded)
-    sided.unpersist()
+    if shuffled:
+        sided.unpersist()
     for side, name in ((TRAIN, "train"), (TEST, "test")):
         if counts[side]["rows"] == 0:
             n = sum(c["rows"] for c in counts.values())
@@ -279,12 +285,14 @@ def preprocess_spark(
         split_facts[name] = {k: v for k, v in counts[side].items() if k != "rows"}
     split_facts |= facts
     empty = {name: pd.DataFrame() for name in SPLITS}
+    rated = (rated_users, rated_items)
     processed = split.featurized(catalog, rated, (users, items), split_facts, empty)
 
     def write_splits(folder: Path) -> None:
         for side, name in enumerate(SPLITS):
             part = encoded.filter(F.col(SIDE) == side).drop(SIDE, ROW)
             part.write.parquet(str(folder / f"{name}.parquet"))
-        encoded.unpersist()
+        if shuffled:
+            encoded.unpersist()
 
     return processed, write_splits
