@@ -16,9 +16,10 @@ import pytest
 
 from recommender.core.config import Params, PreprocessConfig, SparkConfig, parse_params
 from recommender.core.errors import ConfigError, DataError
-from recommender.core.schema import write_dataset
+from recommender.core.schema import SOURCE_SCALES, write_dataset
 from recommender.core.spark import spark_session
-from recommender.data import load_dataset
+from recommender.data import load_dataset, synthetic
+from recommender.data.feedback import write_snapshot
 from recommender.data.spark_ingest import ingest_spark
 from recommender.dataset.processed import load_processed, write_processed
 from recommender.preprocess import split
@@ -81,6 +82,43 @@ def test_synthetic_default_gives_the_same_outputs(spark, tmp_path, split_kind):
     summary = _preprocess_both(spark, interim, params, tmp_path, split_kind)
     assert summary["rows"]["total"] == params.synthetic.n_ratings
     assert summary["rows"]["val"] > 0 and summary["rows"]["test"] > 0
+
+
+def test_synthetic_made_in_blocks_on_the_executors_gives_the_same_outputs(
+    spark, tmp_path, monkeypatch
+):
+    """Above _DENSE_CELLS the generator runs block by block (here on Spark's executors, a task a
+    block); with the feedback's ratings appended, the rows are pandas' in pandas' order."""
+    monkeypatch.setattr(synthetic, "_DENSE_CELLS", 0)
+    monkeypatch.setattr(synthetic, "BLOCK_RATINGS", 2500)
+    params = _params(
+        synthetic={"n_users": 300, "n_items": 400, "n_ratings": 12_000},
+        ingest={"duplicates": "keep_last"},
+    )
+    rated = synthetic.generate(params.synthetic, params.seed).ratings.iloc[7]
+    feedback = tmp_path / "feedback"
+    rows = pd.DataFrame(
+        {
+            "user_id": [rated["user_id"], 301, 5],  # a pair the source has, a new user, item
+            "item_id": [rated["item_id"], 3, 401],
+            "rating": [4.0, 2.0, 5.0],
+            "timestamp": [1_700_000_000, 1_700_000_001, 1_700_000_002],
+        }
+    )
+    write_snapshot(rows, {}, feedback)
+    ours, theirs = tmp_path / "interim_spark", tmp_path / "interim_pandas"
+    ingest_spark(spark, params, ours, feedback=feedback)
+    write_dataset(load_dataset(params, feedback=feedback), theirs)
+    for table in ("ratings", "items", "users"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(ours / f"{table}.parquet"), pd.read_parquet(theirs / f"{table}.parquet")
+        )
+    _, plan = synthetic.catalog(params.synthetic, params.seed, SOURCE_SCALES["synthetic"])
+    assert len(synthetic.blocks(plan)) >= 4  # tasks on the executors
+    assert (ours / "dataset.json").read_text() == (theirs / "dataset.json").read_text()
+    interim = pd.read_parquet(ours / "ratings.parquet")
+    assert len(interim) == 12_000 + 3 - 1  # one feedback pair was rated already: merged
+    assert json.loads((ours / "dataset.json").read_text())["extra"]["duplicates_merged"] == 1
 
 
 @pytest.mark.parametrize("split_kind", ["given", "random"])

@@ -1,26 +1,40 @@
 """The ingest stage on Spark: the source's ratings through ``ingest.duplicates`` on Spark.
 
-Raw files are parsed by the same reader as the pandas path (:func:`recommender.data.read_source`:
-one implementation of the formats and of the broken-file messages naming file, line and column),
-then handed to Spark as canonical Parquet; the duplicate policy and the interim ratings folder
+Large synthetic sets are generated on Spark's executors, block by block. Raw files are parsed by
+the same reader as the pandas path (:func:`recommender.data.read_source`: one implementation of
+the formats and of the broken-file messages naming file, line and column), then handed to Spark
+as canonical Parquet; the duplicate policy and the interim ratings folder
 are Spark's. :func:`resolve_duplicates_spark` keeps what :func:`recommender.data.resolve_duplicates`
 keeps, rows in the same (first-seen) order.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recommender.core.io import staged_dir
-from recommender.core.schema import ITEM, RATING, TIMESTAMP, USER, Dataset, empty_users
+from recommender.core.schema import (
+    ITEM,
+    RATING,
+    RATING_COLUMNS,
+    TIMESTAMP,
+    USER,
+    Dataset,
+    empty_users,
+)
 from recommender.core.spark import read_parquet_rows, scale_shuffle
 from recommender.data import read_source, with_merged
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     import pandas as pd
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
     from recommender.core.config import Params
@@ -70,14 +84,56 @@ SLICE_ROWS = 4_000_000
 
 
 def _write_in_slices(ratings: pd.DataFrame, path: Path) -> None:
+    """``ratings`` as a folder ``path`` of one Parquet part (a folder, as Spark writes it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.Schema.from_pandas(ratings.iloc[:0], preserve_index=False)
-    with pq.ParquetWriter(path, schema) as writer:
+    path.mkdir()
+    with pq.ParquetWriter(path / "part-00000.parquet", schema) as writer:
         for lo in range(0, len(ratings), SLICE_ROWS):
             piece = ratings.iloc[lo : lo + SLICE_ROWS]
             writer.write_table(pa.Table.from_pandas(piece, schema=schema, preserve_index=False))
+
+
+def _synthetic_on_spark(
+    spark: SparkSession, params: Params, feedback: str | Path | None, raw: Path
+) -> Dataset:
+    """Above ``_DENSE_CELLS``: the synthetic ratings made block by block on Spark's executors (one
+    task a block, :func:`recommender.data.synthetic.block_ratings`: the rows pandas' generator
+    makes, in the same order), the feedback's appended, into ``raw``. Returns the catalog tables."""
+    from pyspark.sql import functions as F
+
+    from recommender.core.schema import SOURCE_SCALES
+    from recommender.data import synthetic
+    from recommender.data.feedback import merge_feedback, read_snapshot
+
+    cfg, seed = params.synthetic, params.seed
+    scale = params.data.rating_scale or SOURCE_SCALES["synthetic"]
+    dataset, plan = synthetic.catalog(cfg, seed, scale)
+    if feedback is not None:  # its ratings come after the source's, as read_source appends them
+        dataset = merge_feedback(dataset, read_snapshot(feedback, dataset.info.id_type))
+    spans = synthetic.blocks(plan)
+
+    def make(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow as pa
+
+        from recommender.data import synthetic
+
+        the_plan, _ = synthetic.plan(cfg, seed, scale)
+        for batch in batches:
+            for index in batch.column(0).to_pylist():
+                columns = synthetic.block_ratings(the_plan, index, spans[index])
+                yield pa.RecordBatch.from_pydict(columns)
+
+    schema = f"{USER} long, {ITEM} long, {RATING} double, {TIMESTAMP} long"
+    ratings = spark.range(0, len(spans), 1, numPartitions=len(spans)).mapInArrow(make, schema)
+    if len(dataset.ratings):
+        appended = spark.createDataFrame(dataset.ratings[list(RATING_COLUMNS)])
+        ratings = ratings.unionByName(appended.select(*(F.col(c).cast(t) for c, t in (
+            (USER, "long"), (ITEM, "long"), (RATING, "double"), (TIMESTAMP, "long")))))  # fmt: skip
+    ratings.write.parquet(str(raw))  # in block order: partitions and part files alike
+    return dataclasses.replace(dataset, ratings=dataset.ratings.iloc[:0])
 
 
 def ingest_spark(
@@ -85,27 +141,33 @@ def ingest_spark(
 ) -> Dataset:
     """Read the source, apply the duplicate policy on Spark, write the interim folder atomically.
 
-    Returns the dataset's catalog tables and info (its ``ratings`` empty: they are in
-    ``out_dir/ratings.parquet``, a folder of parts in file order).
+    The synthetic generator above ``_DENSE_CELLS`` cells runs on Spark's executors, block by
+    block; the other sources are read by :func:`recommender.data.read_source` here and handed to
+    Spark as Parquet. Returns the dataset's catalog tables and info (its ``ratings`` empty: they
+    are in ``out_dir/ratings.parquet``, a folder of parts in file order).
     """
-    source = read_source(params, feedback)
+    from recommender.data import synthetic
+
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=Path(out_dir).parent) as scratch:
         raw = Path(scratch) / "ratings.parquet"
-        _write_in_slices(source.ratings, raw)
+        if params.data.source == "synthetic" and synthetic.blocked(params.synthetic):
+            source = _synthetic_on_spark(spark, params, feedback, raw)
+        else:
+            source = read_source(params, feedback)
+            _write_in_slices(source.ratings, raw)
+            source = dataclasses.replace(source, ratings=source.ratings.iloc[:0])
         ratings = read_parquet_rows(spark, raw)
         kept, merged = resolve_duplicates_spark(ratings, params.ingest.duplicates)
+        n_kept = ratings.count() - merged
         info = with_merged(source.info, merged)
         with staged_dir(out_dir) as tmp:
-            kept.orderBy(ROW).drop(ROW).write.parquet(str(tmp / "ratings.parquet"))
+            if merged:  # grouped by pair: sorted back into file order
+                kept.orderBy(ROW).drop(ROW).write.parquet(str(tmp / "ratings.parquet"))
+            else:  # nothing merged: the canonical Parquet written above is the output
+                shutil.move(raw, tmp / "ratings.parquet")
             source.items.to_parquet(tmp / "items.parquet", index=False)
             users = source.users if source.users is not None else empty_users()
             users.to_parquet(tmp / "users.parquet", index=False)
             (tmp / "dataset.json").write_text(info.to_json())
-    counts = source.ratings[[USER, ITEM]].nunique()
-    log.info(
-        "%s on Spark: %d ratings, %d users, %d items -> %s",
-        info.source, len(source.ratings) - merged, counts[USER], counts[ITEM], out_dir,
-    )  # fmt: skip
-    return Dataset(
-        ratings=source.ratings.iloc[:0], items=source.items, users=source.users, info=info
-    )
+    log.info("%s on Spark: %d ratings -> %s", info.source, n_kept, out_dir)
+    return dataclasses.replace(source, info=info)

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -87,6 +88,11 @@ _DENSE_CELLS = 100_000_000
 _ROW_FACTOR = 8
 #: Ratings per group of users drawn together by rejection (bounds the draws' temporaries).
 _REJECTION_GROUP = 100_000
+#: Above ``_DENSE_CELLS`` the ratings are made in blocks of consecutive users holding about this
+#: many ratings, each block from a random stream of its own (:func:`block_ratings`): a block is a
+#: pure function of (config, seed, block), so the blocks can be made anywhere, in any order and
+#: in parallel (Spark's executors do) and concatenated. Part of the output's definition.
+BLOCK_RATINGS = 1_000_000
 
 
 def _per_user_counts(
@@ -495,8 +501,13 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
     Raises:
         ConfigError: The sizes cannot be met (more ratings than pairs, or too few ratings to give
             every user and item one), or a date is malformed.
+
+    Above ``_DENSE_CELLS`` user x item cells, the ratings are made block by block
+    (:func:`block_ratings`), in this process one after the other.
     """
     scale = scale or SOURCE_SCALES["synthetic"]
+    if blocked(cfg):
+        return _generate_blocked(cfg, seed, scale)
     n_users, n_items, n_ratings, k = cfg.n_users, cfg.n_items, cfg.n_ratings, cfg.n_factors
     start, end = _checked_period(cfg)
 
@@ -535,3 +546,115 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
         has_given_split=False,
     )  # fmt: skip
     return Dataset(ratings=ratings, items=items, users=_users(rng, p), info=info)
+
+
+# --- the blocked generator (above _DENSE_CELLS cells) -----------------------------------------
+
+
+class Plan(NamedTuple):
+    """What every block of ratings reads: the users' and items' traits, each user's number of
+    ratings and where they start (``starts[u]``: ratings of users before ``u``)."""
+
+    seed: int
+    scale: RatingScale
+    noise_std: float
+    p: np.ndarray
+    q: np.ndarray
+    popularity: np.ndarray
+    first_user: np.ndarray
+    counts: np.ndarray
+    starts: np.ndarray
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    first_seen: np.ndarray
+    active: np.ndarray
+
+
+def blocked(cfg: SyntheticConfig) -> bool:
+    """Whether ``cfg``'s ratings are made in blocks (more than ``_DENSE_CELLS`` user x item
+    cells)."""
+    return cfg.n_users * cfg.n_items > _DENSE_CELLS
+
+
+def plan(cfg: SyntheticConfig, seed: int, scale: RatingScale) -> tuple[Plan, np.random.Generator]:
+    """The blocked generator's global draws, O(users + items), from the seed's stream; that
+    stream is returned too (the items' and users' tables come from it next)."""
+    n_users, n_items, k = cfg.n_users, cfg.n_items, cfg.n_factors
+    start, end = _checked_period(cfg)
+    rng = np.random.default_rng(seed)
+    sigma = np.sqrt(INTERACTION_STD / np.sqrt(k))  # so that <p, q> has std INTERACTION_STD
+    p = rng.normal(0.0, sigma, size=(n_users, k))
+    q = rng.normal(0.0, sigma, size=(n_items, k))
+    activity = rng.lognormal(0.0, 1.0, size=n_users)
+    rank = np.arange(1, n_items + 1) + POPULARITY_OFFSET
+    popularity = (1.0 / rank**POPULARITY_EXPONENT)[rng.permutation(n_items)]
+    first_user = rng.choice(n_users, size=n_items, p=activity / activity.sum())
+    first = np.bincount(first_user, minlength=n_users)
+    counts = _per_user_counts(rng, activity, first, n_items, cfg.n_ratings)
+    log_pop = np.log(popularity)
+    user_bias = rng.normal(0.0, USER_BIAS_STD, size=n_users)
+    item_bias = rng.normal(0.0, ITEM_BIAS_STD, size=n_items)
+    item_bias += 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
+    span = end - start
+    first_seen = start + rng.random(n_users) * span
+    active = np.minimum(rng.exponential(span / 8.0, size=n_users), end - first_seen)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    traits = (p, q, popularity, first_user, counts, starts, user_bias, item_bias)
+    return Plan(seed, scale, cfg.noise_std, *traits, first_seen, active), rng
+
+
+def blocks(plan: Plan) -> list[tuple[int, int]]:
+    """The blocks' users, ``[lo, hi)`` ranges of about :data:`BLOCK_RATINGS` ratings each."""
+    return _runs(plan.counts, BLOCK_RATINGS)
+
+
+def block_ratings(plan: Plan, index: int, users: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Block ``index``'s ratings (users ``users[0]`` to ``users[1] - 1``), from the block's own
+    random stream: the canonical columns (ids from 1), sorted by user, time and item, which are
+    rows ``plan.starts[lo]`` to ``plan.starts[hi] - 1`` of the whole table."""
+    lo, hi = users
+    rng = np.random.default_rng([plan.seed, index])
+    who = np.arange(lo, hi)
+    n_users, n_items = len(plan.counts), len(plan.popularity)
+    base = int(plan.starts[lo])
+    out = np.empty(int(plan.starts[hi]) - base, np.int64)
+    job = _Draw(plan.counts, plan.popularity, plan.first_user, plan.p, plan.q,
+                plan.starts - base, out)  # fmt: skip
+    heavy = plan.counts[who] * _ROW_FACTOR >= n_items
+    _draw_rows(rng, who[heavy], job)
+    _draw_by_rejection(rng, who[~heavy], job)
+    u, i = np.repeat(who, plan.counts[who]), out
+    factors, biases = (plan.p, plan.q), (plan.user_bias, plan.item_bias)
+    rating = _ratings(rng, (u, i), factors, biases, plan.noise_std, plan.scale)
+    when = _times(rng, u, plan.first_seen, plan.active)
+    order = _user_time_item_order(u, when, i, n_users, n_items)
+    return {USER: u[order] + 1, ITEM: i[order] + 1, RATING: rating[order], TIMESTAMP: when[order]}
+
+
+def catalog(cfg: SyntheticConfig, seed: int, scale: RatingScale) -> tuple[Dataset, Plan]:
+    """The blocked generator's dataset without its ratings (an empty table of their columns):
+    items, users and info, and the plan the blocks are made from."""
+    the_plan, rng = plan(cfg, seed, scale)
+    items = _items(rng, cfg, the_plan.q)
+    users = _users(rng, the_plan.p)
+    empty = {USER: np.empty(0, np.int64), ITEM: np.empty(0, np.int64),
+             RATING: np.empty(0), TIMESTAMP: np.empty(0, np.int64)}  # fmt: skip
+    info = DatasetInfo(
+        source="synthetic", rating_scale=scale, id_type="int", has_users=True,
+        has_given_split=False,
+    )  # fmt: skip
+    ratings = pd.DataFrame(empty, columns=RATING_COLUMNS)
+    return Dataset(ratings=ratings, items=items, users=users, info=info), the_plan
+
+
+def _generate_blocked(cfg: SyntheticConfig, seed: int, scale: RatingScale) -> Dataset:
+    """:func:`generate` above ``_DENSE_CELLS``: every block in turn, into the whole table."""
+    dataset, the_plan = catalog(cfg, seed, scale)
+    columns = {c: np.empty(cfg.n_ratings, dataset.ratings[c].dtype) for c in RATING_COLUMNS}
+    for index, users in enumerate(blocks(the_plan)):
+        block = block_ratings(the_plan, index, users)
+        lo, hi = the_plan.starts[users[0]], the_plan.starts[users[1]]
+        for name in RATING_COLUMNS:
+            columns[name][lo:hi] = block[name]
+    ratings = pd.DataFrame(columns, columns=RATING_COLUMNS, copy=False)
+    return dataclasses.replace(dataset, ratings=ratings)
