@@ -414,10 +414,14 @@ def read_parquet_rows(spark: SparkSession, path: str | Path) -> DataFrame:
 
     frames = []
     offset = 0
+    reader = spark.read
     for part in parquet_parts(path):
         # Spark takes each path for a glob pattern: a name holding one of {}[]*?\ is escaped.
         escaped = re.sub(r"([{}\[\]*?\\])", r"\\\1", str(part.resolve()))
         row = (F.col("_metadata.row_index") + F.lit(offset)).cast("long").alias(ROW)
-        frames.append(spark.read.parquet(escaped).select("*", row))
+        frame = reader.parquet(escaped)
+        if not frames:  # the first part's schema for the others: no inference job per part
+            reader = spark.read.schema(frame.schema)
+        frames.append(frame.select("*", row))
         offset += pq.read_metadata(part).num_rows
     return functools.reduce(lambda a, b: a.unionByName(b), frames)
