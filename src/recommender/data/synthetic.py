@@ -487,6 +487,35 @@ def _items(rng: np.random.Generator, cfg: SyntheticConfig, q: np.ndarray) -> pd.
     )[ITEM_COLUMNS]
 
 
+def _traits(
+    rng: np.random.Generator, cfg: SyntheticConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The users' and items' factors, the items' popularity, who gives each item its first
+    rating and how many ratings each user gets (the draws both generators start with)."""
+    n_users, n_items, k = cfg.n_users, cfg.n_items, cfg.n_factors
+    sigma = np.sqrt(INTERACTION_STD / np.sqrt(k))  # so that <p, q> has std INTERACTION_STD
+    p = rng.normal(0.0, sigma, size=(n_users, k))
+    q = rng.normal(0.0, sigma, size=(n_items, k))
+    activity = rng.lognormal(0.0, 1.0, size=n_users)
+    rank = np.arange(1, n_items + 1) + POPULARITY_OFFSET
+    popularity = (1.0 / rank**POPULARITY_EXPONENT)[rng.permutation(n_items)]
+    first_user = rng.choice(n_users, size=n_items, p=activity / activity.sum())
+    first = np.bincount(first_user, minlength=n_users)
+    counts = _per_user_counts(rng, activity, first, n_items, cfg.n_ratings)
+    return p, q, popularity, first_user, counts
+
+
+def _biases(
+    rng: np.random.Generator, n_users: int, popularity: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """User and item biases; popular items are liked a little more."""
+    log_pop = np.log(popularity)
+    user_bias = rng.normal(0.0, USER_BIAS_STD, size=n_users)
+    item_bias = rng.normal(0.0, ITEM_BIAS_STD, size=len(popularity))
+    item_bias += 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
+    return user_bias, item_bias
+
+
 def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) -> Dataset:
     """Generate a MovieLens-like dataset.
 
@@ -508,26 +537,13 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
     scale = scale or SOURCE_SCALES["synthetic"]
     if blocked(cfg):
         return _generate_blocked(cfg, seed, scale)
-    n_users, n_items, n_ratings, k = cfg.n_users, cfg.n_items, cfg.n_ratings, cfg.n_factors
+    n_users, n_items = cfg.n_users, cfg.n_items
     start, end = _checked_period(cfg)
 
     rng = np.random.default_rng(seed)
-    sigma = np.sqrt(INTERACTION_STD / np.sqrt(k))  # so that <p, q> has std INTERACTION_STD
-    p = rng.normal(0.0, sigma, size=(n_users, k))
-    q = rng.normal(0.0, sigma, size=(n_items, k))
-    activity = rng.lognormal(0.0, 1.0, size=n_users)
-    rank = np.arange(1, n_items + 1) + POPULARITY_OFFSET
-    popularity = (1.0 / rank**POPULARITY_EXPONENT)[rng.permutation(n_items)]
-
-    first_user = rng.choice(n_users, size=n_items, p=activity / activity.sum())
-    first = np.bincount(first_user, minlength=n_users)
-    counts = _per_user_counts(rng, activity, first, n_items, n_ratings)
+    p, q, popularity, first_user, counts = _traits(rng, cfg)
     u, i = _sample_pairs(rng, counts, popularity, first_user, (p, q))
-
-    log_pop = np.log(popularity)
-    user_bias = rng.normal(0.0, USER_BIAS_STD, size=n_users)
-    item_bias = rng.normal(0.0, ITEM_BIAS_STD, size=n_items)
-    item_bias += 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
+    user_bias, item_bias = _biases(rng, n_users, popularity)
     rating = _ratings(rng, (u, i), (p, q), (user_bias, item_bias), cfg.noise_std, scale)
 
     # Each user is active in one window of the period (many rate in a burst, some for years).
@@ -579,22 +595,11 @@ def blocked(cfg: SyntheticConfig) -> bool:
 def plan(cfg: SyntheticConfig, seed: int, scale: RatingScale) -> tuple[Plan, np.random.Generator]:
     """The blocked generator's global draws, O(users + items), from the seed's stream; that
     stream is returned too (the items' and users' tables come from it next)."""
-    n_users, n_items, k = cfg.n_users, cfg.n_items, cfg.n_factors
+    n_users = cfg.n_users
     start, end = _checked_period(cfg)
     rng = np.random.default_rng(seed)
-    sigma = np.sqrt(INTERACTION_STD / np.sqrt(k))  # so that <p, q> has std INTERACTION_STD
-    p = rng.normal(0.0, sigma, size=(n_users, k))
-    q = rng.normal(0.0, sigma, size=(n_items, k))
-    activity = rng.lognormal(0.0, 1.0, size=n_users)
-    rank = np.arange(1, n_items + 1) + POPULARITY_OFFSET
-    popularity = (1.0 / rank**POPULARITY_EXPONENT)[rng.permutation(n_items)]
-    first_user = rng.choice(n_users, size=n_items, p=activity / activity.sum())
-    first = np.bincount(first_user, minlength=n_users)
-    counts = _per_user_counts(rng, activity, first, n_items, cfg.n_ratings)
-    log_pop = np.log(popularity)
-    user_bias = rng.normal(0.0, USER_BIAS_STD, size=n_users)
-    item_bias = rng.normal(0.0, ITEM_BIAS_STD, size=n_items)
-    item_bias += 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
+    p, q, popularity, first_user, counts = _traits(rng, cfg)
+    user_bias, item_bias = _biases(rng, n_users, popularity)
     span = end - start
     first_seen = start + rng.random(n_users) * span
     active = np.minimum(rng.exponential(span / 8.0, size=n_users), end - first_seen)
