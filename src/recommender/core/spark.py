@@ -412,7 +412,7 @@ def read_parquet_rows(spark: SparkSession, path: str | Path) -> DataFrame:
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    frames = []
+    frames: list[DataFrame] = []
     offset = 0
     reader = spark.read
     for part in parquet_parts(path):
