@@ -21,13 +21,12 @@ from recommender.core.io import staged_dir
 from recommender.core.schema import (
     ITEM,
     RATING,
-    RATING_COLUMNS,
     TIMESTAMP,
     USER,
     Dataset,
     empty_users,
 )
-from recommender.core.spark import read_parquet_rows, scale_shuffle
+from recommender.core.spark import ROW, read_parquet_rows, scale_shuffle
 from recommender.data import read_source, with_merged
 
 if TYPE_CHECKING:
@@ -41,19 +40,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The row's position in the source's file order (from :func:`read_parquet_rows`).
-ROW = "_row"
 
-
-def resolve_duplicates_spark(ratings: DataFrame, policy: str) -> tuple[DataFrame, int]:
-    """``ingest.duplicates`` on Spark; ``ratings`` carries :data:`ROW` (file order), kept.
+def resolve_duplicates_spark(ratings: DataFrame, n: int, policy: str) -> tuple[DataFrame, int]:
+    """``ingest.duplicates`` on Spark; ``ratings`` (``n`` rows) carries :data:`ROW` (file order),
+    kept.
 
     keep_first / keep_last keep the earliest / latest rating by timestamp (ties: file order);
     mean keeps the latest row with the mean rating, placed where its pair first appeared.
     """
     from pyspark.sql import functions as F
 
-    n = ratings.count()
     scale_shuffle(ratings.sparkSession, n)
     merged = n - ratings.select(USER, ITEM).distinct().count()
     if merged == 0:
@@ -96,6 +92,10 @@ def _write_in_slices(ratings: pd.DataFrame, path: Path) -> None:
             writer.write_table(pa.Table.from_pandas(piece, schema=schema, preserve_index=False))
 
 
+#: The canonical ratings' columns as Spark types (what pandas writes for the synthetic source).
+SPARK_TYPES = {USER: "long", ITEM: "long", RATING: "double", TIMESTAMP: "long"}
+
+
 def _synthetic_on_spark(
     spark: SparkSession, params: Params, feedback: str | Path | None, raw: Path
 ) -> Dataset:
@@ -126,12 +126,13 @@ def _synthetic_on_spark(
                 columns = synthetic.block_ratings(the_plan, index, spans[index])
                 yield pa.RecordBatch.from_pydict(columns)
 
-    schema = f"{USER} long, {ITEM} long, {RATING} double, {TIMESTAMP} long"
+    schema = ", ".join(f"{c} {t}" for c, t in SPARK_TYPES.items())
     ratings = spark.range(0, len(spans), 1, numPartitions=len(spans)).mapInArrow(make, schema)
     if len(dataset.ratings):
-        appended = spark.createDataFrame(dataset.ratings[list(RATING_COLUMNS)])
-        ratings = ratings.unionByName(appended.select(*(F.col(c).cast(t) for c, t in (
-            (USER, "long"), (ITEM, "long"), (RATING, "double"), (TIMESTAMP, "long")))))  # fmt: skip
+        appended = spark.createDataFrame(dataset.ratings[list(SPARK_TYPES)])
+        ratings = ratings.unionByName(
+            appended.select(*(F.col(c).cast(t) for c, t in SPARK_TYPES.items()))
+        )
     ratings.write.parquet(str(raw))  # in block order: partitions and part files alike
     return dataclasses.replace(dataset, ratings=dataset.ratings.iloc[:0])
 
@@ -157,8 +158,8 @@ def ingest_spark(
             _write_in_slices(source.ratings, raw)
             source = dataclasses.replace(source, ratings=source.ratings.iloc[:0])
         ratings = read_parquet_rows(spark, raw)
-        kept, merged = resolve_duplicates_spark(ratings, params.ingest.duplicates)
-        n_kept = ratings.count() - merged
+        n = ratings.count()
+        kept, merged = resolve_duplicates_spark(ratings, n, params.ingest.duplicates)
         info = with_merged(source.info, merged)
         with staged_dir(out_dir) as tmp:
             if merged:  # grouped by pair: sorted back into file order
@@ -169,5 +170,5 @@ def ingest_spark(
             users = source.users if source.users is not None else empty_users()
             users.to_parquet(tmp / "users.parquet", index=False)
             (tmp / "dataset.json").write_text(info.to_json())
-    log.info("%s on Spark: %d ratings -> %s", info.source, n_kept, out_dir)
+    log.info("%s on Spark: %d ratings -> %s", info.source, n - merged, out_dir)
     return dataclasses.replace(source, info=info)

@@ -516,6 +516,13 @@ def _biases(
     return user_bias, item_bias
 
 
+def _info(scale: RatingScale) -> DatasetInfo:
+    return DatasetInfo(
+        source="synthetic", rating_scale=scale, id_type="int", has_users=True,
+        has_given_split=False,
+    )  # fmt: skip
+
+
 def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) -> Dataset:
     """Generate a MovieLens-like dataset.
 
@@ -557,10 +564,7 @@ def generate(cfg: SyntheticConfig, seed: int, scale: RatingScale | None = None) 
     ratings = _ratings_table(columns, n_users, n_items)
     items = _items(rng, cfg, q)
 
-    info = DatasetInfo(
-        source="synthetic", rating_scale=scale, id_type="int", has_users=True,
-        has_given_split=False,
-    )  # fmt: skip
+    info = _info(scale)
     return Dataset(ratings=ratings, items=items, users=_users(rng, p), info=info)
 
 
@@ -644,10 +648,7 @@ def catalog(cfg: SyntheticConfig, seed: int, scale: RatingScale) -> tuple[Datase
     users = _users(rng, the_plan.p)
     empty = {USER: np.empty(0, np.int64), ITEM: np.empty(0, np.int64),
              RATING: np.empty(0), TIMESTAMP: np.empty(0, np.int64)}  # fmt: skip
-    info = DatasetInfo(
-        source="synthetic", rating_scale=scale, id_type="int", has_users=True,
-        has_given_split=False,
-    )  # fmt: skip
+    info = _info(scale)
     ratings = pd.DataFrame(empty, columns=RATING_COLUMNS)
     return Dataset(ratings=ratings, items=items, users=users, info=info), the_plan
 

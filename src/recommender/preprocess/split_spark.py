@@ -27,7 +27,7 @@ from recommender.core.schema import (
     Dataset,
     DatasetInfo,
 )
-from recommender.core.spark import read_parquet_rows, scale_shuffle
+from recommender.core.spark import ROW, read_parquet_rows, scale_shuffle
 from recommender.dataset.processed import SPLITS, Processed
 from recommender.dataset.vocabulary import Vocabulary
 from recommender.preprocess import split
@@ -36,8 +36,8 @@ from recommender.preprocess.hashsplit import spark_unit_values, val_bound
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Row, SparkSession
 
-#: The interim table's row position (added by :func:`read_parquet_rows`) and the split side.
-ROW, SIDE = "_row", "_side"
+#: The split side of a row (its interim position is :data:`ROW`, from :func:`read_parquet_rows`).
+SIDE = "_side"
 TRAIN, VAL, TEST = 0, 1, 2
 
 

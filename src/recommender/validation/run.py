@@ -102,16 +102,21 @@ def validate_spark(
     info = DatasetInfo.read(Path(data_dir) / "dataset.json")
     frames = read_tables(spark, data_dir)
     rows: dict[str, Rows] = {table: SparkRows(f) for table, f in frames.items()}
-    # First on the ratings clustered by pair (GX's uniqueness windows then shuffle nothing). If
-    # anything fails, again on the frames in row order: GX keeps the first offending rows it
-    # meets, and the examples must be the table's first, as pandas shows them.
+    # First on the ratings clustered by pair (GX's uniqueness windows then shuffle nothing), only
+    # to learn whether everything passes. If not, again on the frames in row order, for the
+    # failures: GX keeps the first offending rows it meets, and the examples must be the table's
+    # first, as pandas shows them. Each pass renders its own Data Docs; the last one's are kept.
     clustered = frames | {"ratings": clustered_by_pair(frames["ratings"])}
     try:
-        failed, evaluated, successful = _run_suites(
-            clustered, rows, info, cfg, docs_dir, now=now, engine="spark"
-        )
-        validated = clustered
-        if failed:
+        with tempfile.TemporaryDirectory(prefix="gx-docs-") as first_docs:
+            first = first_docs if docs_dir is not None else None
+            failed, evaluated, successful = _run_suites(
+                clustered, None, info, cfg, first, now=now, engine="spark"
+            )
+            validated = clustered
+            if successful == evaluated and docs_dir is not None:
+                shutil.copytree(first_docs, docs_dir, dirs_exist_ok=True)
+        if successful < evaluated:
             _unpersist(clustered)
             failed, evaluated, successful = _run_suites(
                 frames, rows, info, cfg, docs_dir, now=now, engine="spark"
@@ -137,7 +142,7 @@ def _unpersist(frames: dict[str, Any]) -> None:
 
 def _run_suites(
     frames: dict[str, Any],
-    rows: dict[str, Rows],
+    rows: dict[str, Rows] | None,
     info: DatasetInfo,
     cfg: ValidateConfig,
     docs_dir: str | Path | None,
@@ -145,8 +150,9 @@ def _run_suites(
     now: float | None,
     engine: Engine,
 ) -> tuple[list[Failure], int, int]:
-    """Both suites on ``frames`` (pandas or Spark DataFrames, as ``engine`` says): the failures,
-    how many expectations ran and how many passed; the Data Docs into ``docs_dir``."""
+    """Both suites on ``frames`` (pandas or Spark DataFrames, as ``engine`` says): the failures
+    (none without ``rows``: the counts say whether any), how many expectations ran and how many
+    passed; the Data Docs into ``docs_dir``."""
     disable_telemetry()  # before GX is imported: it reads GX_ANALYTICS_ENABLED once
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -168,7 +174,7 @@ def _run_suites(
         else:
             ctx = gx.get_context(mode="file", project_root_dir=project)
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-        if spark:  # persist: GX's many jobs read the (sorted) frame once; validate_spark frees it
+        if spark:  # persist: GX's many jobs read the frame once; validate_spark frees it
             source = ctx.data_sources.add_spark("canonical", persist=True)
         else:
             source = ctx.data_sources.add_pandas("canonical")
@@ -183,7 +189,9 @@ def _run_suites(
             stats = suite_result.statistics
             evaluated += int(stats["evaluated_expectations"])
             successful += int(stats["successful_expectations"])
-            failed += failures(table, rows[table], suite_result, [e.id for e in suite.expectations])
+            if rows is not None:
+                ids = [e.id for e in suite.expectations]
+                failed += failures(table, rows[table], suite_result, ids)
 
         if docs_dir is not None:
             site = Path(project) / "gx" / "uncommitted" / "data_docs" / "local_site"
