@@ -37,8 +37,9 @@ def validate(params: Params, args: argparse.Namespace) -> None:
             report = run_validate(args.data, args.docs, args.summary, params.validate_, spark=spark)
     else:
         from recommender.core import memory
+        from recommender.core.io import parquet_rows
 
-        rows = memory.parquet_rows(Path(args.data) / "ratings.parquet")
+        rows = parquet_rows(Path(args.data) / "ratings.parquet")
         memory.check(memory.rows_estimate("validate", rows, "ratings"))
         report = run_validate(args.data, args.docs, args.summary, params.validate_)
     print(f"validate: OK, {report.evaluated} expectations passed; Data Docs in {args.docs}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ import pytest
 
 from recommender.core.config import Params, PreprocessConfig, SparkConfig, parse_params
 from recommender.core.errors import ConfigError, DataError
+from recommender.core.io import parquet_digest
 from recommender.core.schema import SOURCE_SCALES, write_dataset
 from recommender.core.spark import spark_session
+from recommender.core.validated import RATINGS_DIGEST, passed_on
 from recommender.data import load_dataset, synthetic
 from recommender.data.feedback import write_snapshot
 from recommender.data.spark_ingest import ingest_spark
@@ -25,6 +28,7 @@ from recommender.dataset.processed import load_processed, write_processed
 from recommender.preprocess import split
 from recommender.preprocess.hashsplit import spark_unit_values, unit_values
 from recommender.preprocess.split_spark import preprocess_spark
+from recommender.validation import run_validate
 
 pytestmark = pytest.mark.slow
 
@@ -57,10 +61,14 @@ def _ingest_both(spark, params: Params, tmp: Path) -> tuple[Path, Path]:
     return ours, theirs
 
 
-def _preprocess_both(spark, interim: Path, params: Params, tmp: Path, split_kind: str) -> dict:
+def _preprocess_both(
+    spark, interim: Path, params: Params, tmp: Path, split_kind: str, validated: bool = False
+) -> dict:
     """Both engines' preprocess output, checked equal; returns the summary."""
     cfg = params.preprocess.model_copy(update={"split": split_kind})
-    processed, write_splits = preprocess_spark(spark, interim, cfg, params.seed)
+    processed, write_splits = preprocess_spark(
+        spark, interim, cfg, params.seed, tmp / "scratch", validated=validated
+    )
     write_processed(processed, tmp / "s", tmp / "s.json", write_splits=write_splits)
     reference = split.preprocess(split.read_interim(interim), cfg, params.seed)
     write_processed(reference, tmp / "p", tmp / "p.json")
@@ -99,10 +107,11 @@ def test_synthetic_made_in_blocks_on_the_executors_gives_the_same_outputs(
     feedback = tmp_path / "feedback"
     rows = pd.DataFrame(
         {
-            "user_id": [rated["user_id"], 301, 5],  # a pair the source has, a new user, item
-            "item_id": [rated["item_id"], 3, 401],
-            "rating": [4.0, 2.0, 5.0],
-            "timestamp": [1_700_000_000, 1_700_000_001, 1_700_000_002],
+            # a pair the source has, a new user, a new item, the new user's pair again
+            "user_id": [rated["user_id"], 301, 5, 301],
+            "item_id": [rated["item_id"], 3, 401, 3],
+            "rating": [4.0, 2.0, 5.0, 1.0],
+            "timestamp": [1_700_000_000, 1_700_000_001, 1_700_000_002, 1_700_000_003],
         }
     )
     write_snapshot(rows, {}, feedback)
@@ -117,8 +126,9 @@ def test_synthetic_made_in_blocks_on_the_executors_gives_the_same_outputs(
     assert len(synthetic.blocks(plan)) >= 4  # tasks on the executors
     assert (ours / "dataset.json").read_text() == (theirs / "dataset.json").read_text()
     interim = pd.read_parquet(ours / "ratings.parquet")
-    assert len(interim) == 12_000 + 3 - 1  # one feedback pair was rated already: merged
-    assert json.loads((ours / "dataset.json").read_text())["extra"]["duplicates_merged"] == 1
+    # One feedback pair was rated by the source already, another twice in the feedback: merged.
+    assert len(interim) == 12_000 + 4 - 2
+    assert json.loads((ours / "dataset.json").read_text())["extra"]["duplicates_merged"] == 2
 
 
 @pytest.mark.parametrize("split_kind", ["given", "random"])
@@ -202,20 +212,46 @@ def test_preprocess_refuses_what_pandas_refuses_naming_the_same_row(spark, tmp_p
     params = _params(data={"source": "csv", "path": str(_csv(tmp_path / "r.csv", frame))})
     write_dataset(load_dataset(params), interim)  # duplicates left in place (policy error)
     cfg = params.preprocess
-    ours = _error(lambda: preprocess_spark(spark, interim, cfg, 42))
+    ours = _error(lambda: preprocess_spark(spark, interim, cfg, 42, tmp_path / "s1"))
     assert ours == _pandas_error(interim, cfg)
     assert "line 30: 37 rows repeat a (user_id, item_id) pair, e.g. (88, 11)" in ours
     # A given split without the column, and a temporal split of equal timestamps.
     given = cfg.model_copy(update={"split": "given"})
-    assert _error(lambda: preprocess_spark(spark, interim, given, 42)) == _pandas_error(
-        interim, given
-    )
+    assert _error(
+        lambda: preprocess_spark(spark, interim, given, 42, tmp_path / "s2")
+    ) == _pandas_error(interim, given)
     ratings = frame.drop_duplicates(["user_id", "item_id"]).assign(timestamp=5)
     ratings.to_parquet(interim / "ratings.parquet", index=False)
     temporal = cfg.model_copy(update={"split": "temporal"})
-    ours = _error(lambda: preprocess_spark(spark, interim, temporal, 42))
+    ours = _error(lambda: preprocess_spark(spark, interim, temporal, 42, tmp_path / "s3"))
     assert ours == _pandas_error(interim, temporal)
     assert "no rating is later than the cut" in ours
+
+
+def test_preprocess_skips_validates_checks_only_for_the_ratings_that_passed_it(spark, tmp_path):
+    """With a validate summary that passed on these very ratings (their bytes' SHA-256), the
+    Spark preprocess does not repeat the null and pair checks, and its outputs are pandas'; a
+    summary of other ratings, or of a failed run, is no licence: the repeats are refused."""
+    params = _params()
+    interim, _ = _ingest_both(spark, params, tmp_path)
+    summary = tmp_path / "validation.json"
+    run_validate(interim, tmp_path / "docs", summary, params.validate_)
+    assert passed_on(summary, interim)
+    _preprocess_both(spark, interim, params, tmp_path, "random", validated=True)
+
+    repeated = tmp_path / "repeated"
+    frame = _repeats(600)
+    csv = _params(data={"source": "csv", "path": str(_csv(tmp_path / "r.csv", frame))})
+    write_dataset(load_dataset(csv), repeated)  # duplicates left in place (policy error)
+    shutil.copy(summary, repeated / "validation.json")  # passed, but on other ratings
+    assert not passed_on(repeated / "validation.json", repeated)
+    failed = json.loads(summary.read_text()) | {"success": False}
+    failed[RATINGS_DIGEST] = parquet_digest(repeated / "ratings.parquet")
+    (repeated / "failed.json").write_text(json.dumps(failed))
+    assert not passed_on(repeated / "failed.json", repeated)
+    assert not passed_on(tmp_path / "missing.json", repeated)
+    ours = _error(lambda: preprocess_spark(spark, repeated, csv.preprocess, 42, tmp_path / "s"))
+    assert "rows repeat a (user_id, item_id) pair" in ours
 
 
 BROKEN = {

@@ -25,7 +25,9 @@ import yaml
 
 from recommender.core.config import SparkConfig, ValidateConfig
 from recommender.core.errors import ValidationFailed
+from recommender.core.io import parquet_digest
 from recommender.core.schema import Dataset, empty_users, read_dataset
+from recommender.core.validated import RATINGS_DIGEST
 from recommender.validation.report import ValidationReport
 from recommender.validation.run import run_validate, validate_dataset, validate_spark
 
@@ -222,7 +224,8 @@ def test_stage_on_spark_publishes_the_pandas_summary_and_data_docs(published: Pa
     )
     assert (published / "err.txt").read_text() == ""  # no Spark, GX or log4j chatter
     summary = json.loads((published / "reports/validation.json").read_text())
-    assert summary == pandas_report.summary()
+    ratings = published / "data/interim/ratings.parquet"
+    assert summary == pandas_report.summary() | {RATINGS_DIGEST: parquet_digest(ratings)}
     assert summary["success"] and summary["tables"]["ratings"]["rows"] == 400
     index = (published / "reports/validation/index.html").read_text()
     assert "recommender_ratings" in index and "recommender_items" in index

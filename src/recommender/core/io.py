@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -146,3 +147,24 @@ def parquet_parts(path: str | Path) -> list[Path]:
     if not parts:
         raise DataError(path, "holds no Parquet part file")
     return parts
+
+
+def parquet_rows(path: str | Path) -> int:
+    """Rows of a Parquet file, or of a folder of part files (Spark's output), from their footers
+    (no data read); 0 if it is not there."""
+    import pyarrow.parquet as pq
+
+    if not Path(path).exists():
+        return 0
+    return sum(int(pq.read_metadata(p).num_rows) for p in parquet_parts(path))
+
+
+def parquet_digest(path: str | Path) -> str:
+    """The SHA-256 of a Parquet file's bytes, or of a folder's part files' bytes in
+    :func:`parquet_parts`' order: whether a table is byte for byte the one seen before."""
+    digest = hashlib.sha256()
+    for part in parquet_parts(path):
+        with part.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

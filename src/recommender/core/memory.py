@@ -218,18 +218,6 @@ def rows_estimate(stage: str, rows: int, what: str) -> Estimate:
     )
 
 
-def parquet_rows(path: str | Path) -> int:
-    """Rows of a Parquet file, or of a folder of part files (Spark's output), from their footers
-    (no data read); 0 if it is not there."""
-    import pyarrow.parquet as pq
-
-    from recommender.core.io import parquet_parts
-
-    if not Path(path).exists():
-        return 0
-    return sum(int(pq.read_metadata(p).num_rows) for p in parquet_parts(path))
-
-
 def tensorflow_part() -> Part:
     """TensorFlow's own memory, unless this process has already imported it (then it is in use,
     not to come)."""

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recommender.core.io import staged_dir
+from recommender.core.io import parquet_rows, staged_dir
 from recommender.core.schema import (
     ITEM,
     RATING,
@@ -41,17 +41,51 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def resolve_duplicates_spark(ratings: DataFrame, n: int, policy: str) -> tuple[DataFrame, int]:
+#: At most this many rows after a pair-unique prefix (the feedback after the generated blocks) are
+#: broadcast to look their pairs up in it; beyond, every pair is counted.
+BROADCAST_TAIL_ROWS = 2_000_000
+
+
+def merged_count(ratings: DataFrame, n: int, unique_prefix: int = 0) -> int:
+    """How many of ``ratings``' ``n`` rows repeat an earlier (user, item) pair: ``n`` minus the
+    distinct pairs.
+
+    The first ``unique_prefix`` rows (by :data:`ROW`) are known to hold each pair once: the
+    synthetic generator's blocks (each user's items are drawn without replacement, and the blocks'
+    users are disjoint). Then only the rows after them can repeat a pair: their own repeats, plus
+    their distinct pairs found among the prefix's rows (a broadcast lookup, no shuffle of the
+    prefix). Otherwise every pair is counted (a shuffle of all the rows).
+    """
+    from pyspark.sql import functions as F
+
+    tail_rows = n - unique_prefix
+    if unique_prefix and tail_rows == 0:
+        return 0
+    if unique_prefix and tail_rows <= BROADCAST_TAIL_ROWS:
+        tail = ratings.filter(F.col(ROW) >= unique_prefix).select(USER, ITEM).distinct().cache()
+        try:
+            distinct_tail = tail.count()
+            prefix = ratings.filter(F.col(ROW) < unique_prefix).select(USER, ITEM)
+            overlap = prefix.join(F.broadcast(tail), [USER, ITEM], "left_semi").count()
+        finally:
+            tail.unpersist()
+        return tail_rows - distinct_tail + overlap
+    scale_shuffle(ratings.sparkSession, n)
+    return n - ratings.select(USER, ITEM).distinct().count()
+
+
+def resolve_duplicates_spark(
+    ratings: DataFrame, n: int, policy: str, unique_prefix: int = 0
+) -> tuple[DataFrame, int]:
     """``ingest.duplicates`` on Spark; ``ratings`` (``n`` rows) carries :data:`ROW` (file order),
-    kept.
+    kept. ``unique_prefix``: as for :func:`merged_count`.
 
     keep_first / keep_last keep the earliest / latest rating by timestamp (ties: file order);
     mean keeps the latest row with the mean rating, placed where its pair first appeared.
     """
     from pyspark.sql import functions as F
 
-    scale_shuffle(ratings.sparkSession, n)
-    merged = n - ratings.select(USER, ITEM).distinct().count()
+    merged = merged_count(ratings, n, unique_prefix)
     if merged == 0:
         return ratings, 0
     if policy == "error":
@@ -59,6 +93,7 @@ def resolve_duplicates_spark(ratings: DataFrame, n: int, policy: str) -> tuple[D
         return ratings, 0
     columns = [c for c in ratings.columns if c != ROW]
     row, order = F.struct(*columns, ROW), F.struct(TIMESTAMP, ROW)
+    scale_shuffle(ratings.sparkSession, n)
     pick = F.min_by(row, order) if policy == "keep_first" else F.max_by(row, order)
     grouped = ratings.groupBy(USER, ITEM).agg(
         pick.alias("kept"), F.avg(RATING).alias("_mean"), F.min(ROW).alias("_first")
@@ -98,10 +133,11 @@ SPARK_TYPES = {USER: "long", ITEM: "long", RATING: "double", TIMESTAMP: "long"}
 
 def _synthetic_on_spark(
     spark: SparkSession, params: Params, feedback: str | Path | None, raw: Path
-) -> Dataset:
+) -> tuple[Dataset, int]:
     """Above ``_DENSE_CELLS``: the synthetic ratings made block by block on Spark's executors (one
     task a block, :func:`recommender.data.synthetic.block_ratings`: the rows pandas' generator
-    makes, in the same order), the feedback's appended, into ``raw``. Returns the catalog tables."""
+    makes, in the same order), the feedback's appended, into ``raw``. Returns the catalog tables
+    and how many rows the blocks made (the first rows, each pair once)."""
     from pyspark.sql import functions as F
 
     from recommender.core.schema import SOURCE_SCALES
@@ -134,7 +170,8 @@ def _synthetic_on_spark(
             appended.select(*(F.col(c).cast(t) for c, t in SPARK_TYPES.items()))
         )
     ratings.write.parquet(str(raw))  # in block order: partitions and part files alike
-    return dataclasses.replace(dataset, ratings=dataset.ratings.iloc[:0])
+    generated = parquet_rows(raw) - len(dataset.ratings)
+    return dataclasses.replace(dataset, ratings=dataset.ratings.iloc[:0]), generated
 
 
 def ingest_spark(
@@ -151,15 +188,16 @@ def ingest_spark(
 
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=Path(out_dir).parent) as scratch:
         raw = Path(scratch) / "ratings.parquet"
+        unique_prefix = 0
         if params.data.source == "synthetic" and synthetic.blocked(params.synthetic):
-            source = _synthetic_on_spark(spark, params, feedback, raw)
+            source, unique_prefix = _synthetic_on_spark(spark, params, feedback, raw)
         else:
             source = read_source(params, feedback)
             _write_in_slices(source.ratings, raw)
             source = dataclasses.replace(source, ratings=source.ratings.iloc[:0])
         ratings = read_parquet_rows(spark, raw)
-        n = ratings.count()
-        kept, merged = resolve_duplicates_spark(ratings, n, params.ingest.duplicates)
+        n = parquet_rows(raw)
+        kept, merged = resolve_duplicates_spark(ratings, n, params.ingest.duplicates, unique_prefix)
         info = with_merged(source.info, merged)
         with staged_dir(out_dir) as tmp:
             if merged:  # grouped by pair: sorted back into file order

@@ -9,6 +9,7 @@ needs a sort back), so both engines write the same rows in the same order: the s
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ import pandas as pd
 
 from recommender.core.config import PreprocessConfig
 from recommender.core.errors import DataError
+from recommender.core.io import parquet_rows
 from recommender.core.schema import (
     GIVEN_SPLIT,
     ITEM,
@@ -48,20 +50,24 @@ def _one(frame: DataFrame) -> Row:
     return row
 
 
-def _check_ratings(ratings: DataFrame, path: str) -> None:
-    """:func:`.split._check_ratings` on Spark: the same refusals, naming the same rows."""
-    from pyspark.sql import functions as F
-
+def _check_size(ratings: DataFrame, n: int, path: str) -> None:
+    """The refusals that need no pass over the rows: missing columns, fewer than 2 ratings."""
     missing = [c for c in RATING_COLUMNS if c not in ratings.columns]
     if missing:
         raise DataError(path, f"missing columns {missing}", expected=f"columns {RATING_COLUMNS}")
+    if n < 2:
+        raise DataError(path, f"{n} rating(s)", expected="at least 2 to split")
+
+
+def _check_rows(ratings: DataFrame, path: str) -> None:
+    """:func:`.split._check_ratings`' refusals that read the rows (nulls, repeated pairs) on
+    Spark, naming the same rows: an aggregate, then a shuffle of every pair."""
+    from pyspark.sql import functions as F
+
     first_null = [
         F.min(F.when(F.col(c).isNull(), F.col(ROW))).alias(c) for c in (USER, ITEM, TIMESTAMP)
     ]
-    facts = _one(ratings.agg(F.count(F.lit(1)).alias("n"), *first_null))
-    if facts["n"] < 2:
-        raise DataError(path, f"{facts['n']} rating(s)", expected="at least 2 to split")
-    scale_shuffle(ratings.sparkSession, facts["n"])
+    facts = _one(ratings.agg(*first_null))
     for col in (USER, ITEM, TIMESTAMP):
         if facts[col] is not None:
             raise split.null_error(path, col, facts[col])
@@ -130,9 +136,10 @@ def _given(ratings: DataFrame, info: DatasetInfo, path: str) -> Column:
 
 
 def _sides(
-    ratings: DataFrame, cfg: PreprocessConfig, seed: int, info: DatasetInfo, path: str
+    ratings: DataFrame, n: int, cfg: PreprocessConfig, seed: int, info: DatasetInfo, path: str
 ) -> tuple[DataFrame, dict[str, Any]]:
-    """``ratings`` with :data:`SIDE` (train, val or test), and split facts for the summary."""
+    """``ratings`` (``n`` rows) with :data:`SIDE` (train, val or test), and split facts for the
+    summary."""
     from pyspark.sql import functions as F
 
     unit = spark_unit_values(seed, text_ids=info.id_type == "str")
@@ -144,7 +151,7 @@ def _sides(
             .otherwise(TRAIN)
         )
     elif cfg.split == "temporal":
-        side, facts = _temporal(ratings, cfg, ratings.count())
+        side, facts = _temporal(ratings, cfg, n)
     else:
         test = _leave_last_n(cfg) if cfg.split == "leave_last_n" else _given(ratings, info, path)
         val = unit < cfg.val_fraction if cfg.val_fraction > 0 else F.lit(False)
@@ -154,15 +161,24 @@ def _sides(
     return ratings.withColumn(SIDE, side.cast("byte")), facts
 
 
-def _vocabularies(sided: DataFrame, column: str, id_type: str) -> tuple[Vocabulary, pd.Series]:
-    """The vocabulary of ``column`` (its distinct ids in the train side, sorted: what
-    ``Vocabulary.from_ids`` builds) and every id rated on any side: one aggregate job."""
+def _vocabularies(
+    sided: DataFrame, id_type: str
+) -> tuple[tuple[Vocabulary, pd.Series], tuple[Vocabulary, pd.Series]]:
+    """For the users, then the items: the vocabulary (the distinct ids of the train side, sorted:
+    what ``Vocabulary.from_ids`` builds) and every id rated on any side. One aggregate job, over
+    grouping sets (user) and (item): one pass over the rows for both."""
     from pyspark.sql import functions as F
 
     in_train = F.max((F.col(SIDE) == TRAIN).cast("byte")).alias("in_train")
-    ids = sided.groupBy(column).agg(in_train).collect()
-    vocab = Vocabulary(sorted(r[0] for r in ids if r[1]))
-    return vocab, pd.Series([r[0] for r in ids], dtype="int64" if id_type == "int" else "str")
+    by_user = (F.grouping(USER) == 0).alias("by_user")
+    rows = sided.groupingSets([[USER], [ITEM]], USER, ITEM).agg(in_train, by_user).collect()
+    dtype = "int64" if id_type == "int" else "str"
+    found = []
+    for column, users in ((USER, True), (ITEM, False)):
+        ids = [(r[column], r["in_train"]) for r in rows if r["by_user"] == users]
+        vocab = Vocabulary(sorted(i for i, train in ids if train))
+        found.append((vocab, pd.Series([i for i, _ in ids], dtype=dtype)))
+    return found[0], found[1]
 
 
 def _index_frame(
@@ -197,20 +213,21 @@ def _encoded(
     )
 
 
-def _cold_counts(encoded: DataFrame) -> dict[int, dict[str, int]]:
-    """:func:`.split._cold` of every side: sums over every row, distinct ids over the cold
-    rows only (a few percent of them; a distinct count over all rows costs a shuffle of all)."""
+def _cold_counts(splits: DataFrame) -> dict[int, dict[str, int]]:
+    """:func:`.split._cold` of every side, from the written splits (``splits``: their rows with
+    :data:`SIDE`): sums over every row, distinct ids over the cold rows only (a few percent of
+    them; a distinct count over all rows costs a shuffle of all)."""
     from pyspark.sql import functions as F
 
     cold_user, cold_item = F.col("user_idx") == 0, F.col("item_idx") == 0
-    sums = encoded.groupBy(SIDE).agg(
+    sums = splits.groupBy(SIDE).agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(cold_user.cast("long")).alias("unknown_user_rows"),
         F.sum(cold_item.cast("long")).alias("unknown_item_rows"),
         F.sum((cold_user | cold_item).cast("long")).alias("unknown_either_rows"),
     )
     distinct = (
-        encoded.filter(cold_user | cold_item)
+        splits.filter(cold_user | cold_item)
         .groupBy(SIDE)
         .agg(
             F.countDistinct(F.when(cold_user, F.col(USER))).alias("cold_users"),
@@ -228,6 +245,35 @@ def _cold_counts(encoded: DataFrame) -> dict[int, dict[str, int]]:
     return counts
 
 
+def _write_sides(encoded: DataFrame, scratch: Path) -> dict[str, Path]:
+    """Each side's rows of ``encoded`` as a folder of Parquet parts in ``scratch``, in one job
+    and in ``encoded``'s order; returns each split's folder.
+
+    One job partitioned by side rather than one filtered write per side: a single pass over the
+    rows. Spark's partitioned write sorts each task's rows by side first, unless it may keep a
+    writer open per side (``spark.sql.maxConcurrentOutputFileWriters``): then no sort, and each
+    part file keeps its task's rows in order. A side with no rows gets an empty part (its
+    schema), as a write of no rows gives.
+    """
+    spark = encoded.sparkSession
+    key = "spark.sql.maxConcurrentOutputFileWriters"
+    before = spark.conf.get(key)
+    spark.conf.set(key, str(len(SPLITS)))
+    try:
+        encoded.drop(ROW).write.partitionBy(SIDE).parquet(str(scratch / "sides"))
+    finally:
+        spark.conf.set(key, before)
+    folders = {}
+    for side, name in enumerate(SPLITS):
+        folder, written = scratch / f"{name}.parquet", scratch / "sides" / f"{SIDE}={side}"
+        if written.is_dir():
+            written.rename(folder)
+        else:
+            encoded.drop(SIDE, ROW).limit(0).write.parquet(str(folder))
+        folders[name] = folder
+    return folders
+
+
 def _catalog_tables(in_dir: Path) -> Dataset:
     """The interim folder's catalog-sized tables (the ratings stay in Spark)."""
     info = DatasetInfo.read(in_dir / "dataset.json")
@@ -237,13 +283,23 @@ def _catalog_tables(in_dir: Path) -> Dataset:
 
 
 def preprocess_spark(
-    spark: SparkSession, in_dir: str | Path, cfg: PreprocessConfig, seed: int
+    spark: SparkSession,
+    in_dir: str | Path,
+    cfg: PreprocessConfig,
+    seed: int,
+    scratch: Path,
+    *,
+    validated: bool = False,
 ) -> tuple[Processed, Any]:
     """Split, encode and featurize the interim folder on Spark.
 
-    Returns the :class:`Processed` tables (its ``train``/``val``/``test`` empty: the ratings
-    never leave Spark) and the function that writes the three split folders, for
-    :func:`~recommender.dataset.processed.write_processed`'s ``write_splits``.
+    The splits are written into ``scratch`` (a folder on the output's file system); returns the
+    :class:`Processed` tables (its ``train``/``val``/``test`` empty: the ratings never leave
+    Spark) and the function that moves the split folders into place, for
+    :func:`~recommender.dataset.processed.write_processed`'s ``write_splits``. ``validated``:
+    the validate stage passed on these very ratings (:mod:`recommender.core.validated`), so its
+    checks (no nulls, one rating per pair) are not repeated here: on Spark they cost a pass and
+    a shuffle of every rating.
 
     Raises:
         The same :class:`ConfigError` and :class:`DataError` as :func:`.split.preprocess`.
@@ -256,8 +312,12 @@ def preprocess_spark(
     split.require_interim(in_dir)
     catalog = _catalog_tables(in_dir)
     ratings = read_parquet_rows(spark, in_dir / "ratings.parquet")
-    _check_ratings(ratings, path)
-    sided, facts = _sides(ratings, cfg, seed, catalog.info, path)
+    n = parquet_rows(in_dir / "ratings.parquet")
+    _check_size(ratings, n, path)
+    scale_shuffle(spark, n)
+    if not validated:
+        _check_rows(ratings, path)
+    sided, facts = _sides(ratings, n, cfg, seed, catalog.info, path)
     # Every split but leave_last_n sides each row on its own: the jobs below re-read the interim
     # Parquet (cheap) and keep its row order with no sort. leave_last_n's window shuffles the rows
     # by user: its sides are computed once and kept on local disk (not in the heap, which the
@@ -266,15 +326,20 @@ def preprocess_spark(
     if shuffled:
         sided = sided.persist(StorageLevel.DISK_ONLY)
     id_type = catalog.info.id_type
-    (users, rated_users), (items, rated_items) = (
-        _vocabularies(sided, column, id_type) for column in (USER, ITEM)
-    )
+    (users, rated_users), (items, rated_items) = _vocabularies(sided, id_type)
     encoded = _encoded(spark, sided, (users, items), id_type)
     if shuffled:
-        encoded = encoded.orderBy(ROW).persist(StorageLevel.DISK_ONLY)
-    counts = _cold_counts(encoded)
-    if shuffled:
-        sided.unpersist()
+        encoded = encoded.orderBy(ROW)
+    try:
+        folders = _write_sides(encoded, scratch)
+    finally:
+        if shuffled:
+            sided.unpersist()
+    written = [
+        spark.read.parquet(str(folder)).withColumn(SIDE, F.lit(side))
+        for side, folder in enumerate(folders.values())
+    ]
+    counts = _cold_counts(functools.reduce(lambda a, b: a.unionByName(b), written))
     for side, name in ((TRAIN, "train"), (TEST, "test")):
         if counts[side]["rows"] == 0:
             n = sum(c["rows"] for c in counts.values())
@@ -289,10 +354,7 @@ def preprocess_spark(
     processed = split.featurized(catalog, rated, (users, items), split_facts, empty)
 
     def write_splits(folder: Path) -> None:
-        for side, name in enumerate(SPLITS):
-            part = encoded.filter(F.col(SIDE) == side).drop(SIDE, ROW)
-            part.write.parquet(str(folder / f"{name}.parquet"))
-        if shuffled:
-            encoded.unpersist()
+        for name, written_folder in folders.items():
+            written_folder.rename(folder / f"{name}.parquet")
 
     return processed, write_splits

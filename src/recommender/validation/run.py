@@ -18,9 +18,10 @@ import pandas as pd
 
 from recommender.core.config import ValidateConfig
 from recommender.core.errors import DataError, ValidationFailed
-from recommender.core.io import staged_dir, write_json
+from recommender.core.io import parquet_digest, staged_dir, write_json
 from recommender.core.schema import GIVEN_SPLIT, ITEM, USER, Dataset, DatasetInfo, read_dataset
 from recommender.core.telemetry import disable_telemetry
+from recommender.core.validated import RATINGS_DIGEST
 from recommender.datadocs import make_offline
 from recommender.validation.failures import RESULT_FORMAT, FrameRows, Rows, failures
 from recommender.validation.report import Failure, ValidationReport
@@ -284,6 +285,7 @@ def run_validate(
     for name in ("dataset.json", "ratings.parquet", "items.parquet"):
         if not (data_dir / name).exists():
             raise DataError(data_dir / name, "no such file", expected="the output of ingest")
+    digest = parquet_digest(data_dir / "ratings.parquet")  # what the suites are about to read
     with tempfile.TemporaryDirectory(prefix=".validate-") as scratch:
         if spark is None:
             report = validate_dataset(read_dataset(data_dir), cfg, docs_dir=scratch)
@@ -292,13 +294,14 @@ def run_validate(
         with staged_dir(docs_dir if report.success else failed_dir) as out:
             shutil.copytree(scratch, out, dirs_exist_ok=True)
             if not report.success:
-                write_json(report.summary(), out / summary_path.name)
+                write_json(report.summary() | {RATINGS_DIGEST: digest}, out / summary_path.name)
     if not report.success:
         raise ValidationFailed(
             f"{data_dir} does not pass the data checks.\n{report.format_failures()}\n"
             f"This run's Data Docs and summary: {failed_dir}/index.html and "
             f"{failed_dir / summary_path.name} (the last good {docs_dir} is kept)."
         )
-    write_json(report.summary(), summary_path)
+    # The digest tells preprocess that these very ratings passed (core.validated).
+    write_json(report.summary() | {RATINGS_DIGEST: digest}, summary_path)
     shutil.rmtree(failed_dir, ignore_errors=True)
     return report
