@@ -257,7 +257,7 @@ def _write_sides(encoded: DataFrame, scratch: Path) -> dict[str, Path]:
     """
     spark = encoded.sparkSession
     key = "spark.sql.maxConcurrentOutputFileWriters"
-    before = spark.conf.get(key)
+    before = spark.conf.get(key) or "0"
     spark.conf.set(key, str(len(SPLITS)))
     try:
         encoded.drop(ROW).write.partitionBy(SIDE).parquet(str(scratch / "sides"))
