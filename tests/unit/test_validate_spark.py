@@ -281,3 +281,25 @@ def test_the_pair_check_runs_on_the_clustered_cache_without_a_shuffle(spark, tmp
         assert sorted(r["_row"] for r in repeated.collect()) == [0, 2]
     finally:
         frame.unpersist()
+
+
+def test_table_counts_take_what_gx_observed_and_count_only_the_rest(spark, tmp_path) -> None:
+    """The summary's ratings counts come from GX's row-count and distinct-count expectations
+    (a distinct count shuffles every rating): taken as they are, the missing ones counted."""
+    from recommender.core.schema import DatasetInfo
+    from recommender.validation.run import _run_suites
+    from recommender.validation.spark_frames import read_tables, table_counts
+
+    ds = make_dataset()
+    write_interim(ds, tmp_path / "interim")
+    frames = read_tables(spark, tmp_path / "interim")
+    counted = table_counts(frames)
+    assert counted == validate_dataset(ds, CFG).tables  # pandas' counts
+
+    info = DatasetInfo.read(tmp_path / "interim" / "dataset.json")
+    *_, observed = _run_suites(frames, None, info, CFG, None, now=NOW, engine="spark")
+    assert observed["ratings"] == counted["ratings"]  # all three observed by GX
+    given = {"ratings": {"rows": 7, "users": 8, "items": 9}}
+    assert table_counts(frames, given)["ratings"] == given["ratings"]  # taken, not recounted
+    some = table_counts(frames, {"ratings": {"users": 8}})
+    assert some == counted | {"ratings": counted["ratings"] | {"users": 8}}

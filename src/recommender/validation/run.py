@@ -9,6 +9,7 @@ checkpoints that also render the Data Docs, made to load nothing from another ho
 
 from __future__ import annotations
 
+import numbers
 import shutil
 import tempfile
 from pathlib import Path
@@ -67,7 +68,7 @@ def validate_dataset(
         table: FrameRows(frame.drop(columns=[ITEM_KNOWN], errors="ignore"))
         for table, frame in frames.items()
     }
-    failed, evaluated, successful = _run_suites(
+    failed, evaluated, successful, _ = _run_suites(
         frames, rows, dataset.info, cfg, docs_dir, now=now, engine="pandas"
     )
     return ValidationReport(
@@ -111,7 +112,7 @@ def validate_spark(
     try:
         with tempfile.TemporaryDirectory(prefix="gx-docs-") as first_docs:
             first = first_docs if docs_dir is not None else None
-            failed, evaluated, successful = _run_suites(
+            failed, evaluated, successful, observed = _run_suites(
                 clustered, None, info, cfg, first, now=now, engine="spark"
             )
             validated = clustered
@@ -119,11 +120,11 @@ def validate_spark(
                 shutil.copytree(first_docs, docs_dir, dirs_exist_ok=True)
         if successful < evaluated:
             _unpersist(clustered)
-            failed, evaluated, successful = _run_suites(
+            failed, evaluated, successful, observed = _run_suites(
                 frames, rows, info, cfg, docs_dir, now=now, engine="spark"
             )
             validated = frames
-        counts = table_counts(validated)  # while GX's cached copies are there
+        counts = table_counts(validated, observed)  # while GX's cached copies are there
     finally:
         _unpersist(clustered)
         _unpersist(frames)
@@ -150,10 +151,11 @@ def _run_suites(
     *,
     now: float | None,
     engine: Engine,
-) -> tuple[list[Failure], int, int]:
+) -> tuple[list[Failure], int, int, dict[str, dict[str, int]]]:
     """Both suites on ``frames`` (pandas or Spark DataFrames, as ``engine`` says): the failures
     (none without ``rows``: the counts say whether any), how many expectations ran and how many
-    passed; the Data Docs into ``docs_dir``."""
+    passed, and the table counts GX observed (:func:`_observed_counts`); the Data Docs into
+    ``docs_dir``."""
     disable_telemetry()  # before GX is imported: it reads GX_ANALYTICS_ENABLED once
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -181,12 +183,14 @@ def _run_suites(
             source = ctx.data_sources.add_pandas("canonical")
         failed: list[Failure] = []
         evaluated = successful = 0
+        observed: dict[str, dict[str, int]] = {}
         for table, suite in suites.items():
             suite = ctx.suites.add(suite)  # gives each expectation the id its result carries
             batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
             suite_result = _run_suite(
                 ctx, batch, suite, frames[table], result_format, data_docs=docs_dir is not None
             )
+            observed[table] = _observed_counts(suite_result)
             stats = suite_result.statistics
             evaluated += int(stats["evaluated_expectations"])
             successful += int(stats["successful_expectations"])
@@ -200,7 +204,28 @@ def _run_suites(
             # them at pinned local copies so that the docs render offline and call nobody.
             make_offline(site)
             shutil.copytree(site, docs_dir, dirs_exist_ok=True)
-    return failed, evaluated, successful
+    return failed, evaluated, successful, observed
+
+
+#: The expectations whose observed value is a table count, and the count's key in the summary.
+_COUNTED = {
+    ("expect_table_row_count_to_be_between", None): "rows",
+    ("expect_column_unique_value_count_to_be_between", USER): "users",
+    ("expect_column_unique_value_count_to_be_between", ITEM): "items",
+}
+
+
+def _observed_counts(suite_result: ExpectationSuiteValidationResult) -> dict[str, int]:
+    """The rows and distinct users and items a suite's expectations observed (nulls not counted,
+    as :func:`~recommender.validation.spark_frames.table_counts` counts), where they ran."""
+    counts = {}
+    for result in suite_result.results:
+        config = result.expectation_config
+        key = _COUNTED.get((config.type, config.kwargs.get("column")))
+        observed = (result.result or {}).get("observed_value")
+        if key is not None and isinstance(observed, numbers.Integral):
+            counts[key] = int(observed)
+    return counts
 
 
 def _frames(dataset: Dataset) -> dict[str, pd.DataFrame]:
