@@ -29,6 +29,7 @@ from recommender.core.spark import (
     scale_shuffle,
     spark_failure,
     spark_session,
+    spark_setting,
 )
 
 pytestmark = [pytest.mark.slow]
@@ -216,3 +217,20 @@ def test_shuffle_partitions_grow_with_the_rows_never_below_the_setting(session: 
         assert spark.conf.get("spark.sql.shuffle.partitions") == "13"
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", "4")
+
+
+def test_a_setting_holds_inside_the_block_only(session: tuple) -> None:
+    spark, _ = session
+    cached, writers = (
+        "spark.sql.inMemoryColumnarStorage.compressed",
+        "spark.sql.maxConcurrentOutputFileWriters",
+    )
+    spark.conf.set(writers, "2")
+    with spark_setting(spark, cached, False), spark_setting(spark, writers, 3):
+        assert spark.conf.get(cached) == "false" and spark.conf.get(writers) == "3"
+    assert spark.conf.get(cached) == "true"  # Spark's default again (it was not set)
+    assert spark.conf.get(writers) == "2"  # as it was set
+    with pytest.raises(RuntimeError), spark_setting(spark, writers, 5):
+        raise RuntimeError("a failed job")
+    assert spark.conf.get(writers) == "2"
+    spark.conf.unset(writers)

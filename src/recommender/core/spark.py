@@ -329,6 +329,20 @@ def spark_session(cfg: SparkConfig, app: str) -> Iterator[SparkSession]:
             _stop_jvm()
 
 
+@contextlib.contextmanager
+def spark_setting(spark: SparkSession, key: str, value: str | int | bool) -> Iterator[None]:
+    """The session's SQL setting ``key`` set to ``value`` inside the block, as it was after."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
 #: Rows per shuffle partition the data stages aim for at most: a sort or an aggregation task holds
 #: one partition (at 25M rows a task, 100M ratings on 4 partitions, a sort's buffers overran a
 #: 4 GB driver), while on 2 cores every extra partition costs time (25M ratings: ingest 120 s on

@@ -29,7 +29,7 @@ from recommender.core.schema import (
     Dataset,
     DatasetInfo,
 )
-from recommender.core.spark import ROW, read_parquet_rows, scale_shuffle
+from recommender.core.spark import ROW, read_parquet_rows, scale_shuffle, spark_setting
 from recommender.dataset.processed import SPLITS, Processed
 from recommender.dataset.vocabulary import Vocabulary
 from recommender.preprocess import split
@@ -256,13 +256,8 @@ def _write_sides(encoded: DataFrame, scratch: Path) -> dict[str, Path]:
     schema), as a write of no rows gives.
     """
     spark = encoded.sparkSession
-    key = "spark.sql.maxConcurrentOutputFileWriters"
-    before = spark.conf.get(key) or "0"
-    spark.conf.set(key, str(len(SPLITS)))
-    try:
+    with spark_setting(spark, "spark.sql.maxConcurrentOutputFileWriters", len(SPLITS)):
         encoded.drop(ROW).write.partitionBy(SIDE).parquet(str(scratch / "sides"))
-    finally:
-        spark.conf.set(key, before)
     folders = {}
     for side, name in enumerate(SPLITS):
         folder, written = scratch / f"{name}.parquet", scratch / "sides" / f"{SIDE}={side}"
