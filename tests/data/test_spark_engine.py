@@ -92,6 +92,18 @@ def test_synthetic_default_gives_the_same_outputs(spark, tmp_path, split_kind):
     assert summary["rows"]["val"] > 0 and summary["rows"]["test"] > 0
 
 
+def test_a_split_with_no_validation_side_writes_an_empty_one_as_pandas_does(spark, tmp_path):
+    """val_fraction 0: Spark's write by side makes no val folder; an empty part with the split's
+    columns stands in, read as pandas' empty table."""
+    params = _params(preprocess={"val_fraction": 0.0})
+    interim, _ = _ingest_both(spark, params, tmp_path)
+    summary = _preprocess_both(spark, interim, params, tmp_path, "random")
+    assert summary["rows"]["val"] == 0 and summary["rows"]["test"] > 0
+    assert load_processed(tmp_path / "s").val.columns.tolist() == [
+        "user_idx", "item_idx", "rating", "timestamp", "user_id", "item_id"
+    ]  # fmt: skip
+
+
 def test_synthetic_made_in_blocks_on_the_executors_gives_the_same_outputs(
     spark, tmp_path, monkeypatch
 ):

@@ -337,7 +337,6 @@ def preprocess_spark(
     counts = _cold_counts(functools.reduce(lambda a, b: a.unionByName(b), written))
     for side, name in ((TRAIN, "train"), (TEST, "test")):
         if counts[side]["rows"] == 0:
-            n = sum(c["rows"] for c in counts.values())
             raise split.empty_side_error(path, n, name, cfg)
     rows = {name: counts[side]["rows"] for side, name in enumerate(SPLITS)}
     split_facts = {"split": cfg.split, "seed": seed, "rows": rows | {"total": sum(rows.values())}}
