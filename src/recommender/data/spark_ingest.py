@@ -137,7 +137,7 @@ def _synthetic_on_spark(
     """Above ``_DENSE_CELLS``: the synthetic ratings made block by block on Spark's executors (one
     task a block, :func:`recommender.data.synthetic.block_ratings`: the rows pandas' generator
     makes, in the same order), the feedback's appended, into ``raw``. Returns the catalog tables
-    and how many rows the blocks made (the first rows, each pair once)."""
+    and how many feedback rows follow the blocks' (which hold each pair once)."""
     from pyspark.sql import functions as F
 
     from recommender.core.schema import SOURCE_SCALES
@@ -170,8 +170,7 @@ def _synthetic_on_spark(
             appended.select(*(F.col(c).cast(t) for c, t in SPARK_TYPES.items()))
         )
     ratings.write.parquet(str(raw))  # in block order: partitions and part files alike
-    generated = parquet_rows(raw) - len(dataset.ratings)
-    return dataclasses.replace(dataset, ratings=dataset.ratings.iloc[:0]), generated
+    return dataclasses.replace(dataset, ratings=dataset.ratings.iloc[:0]), len(dataset.ratings)
 
 
 def ingest_spark(
@@ -188,15 +187,17 @@ def ingest_spark(
 
     with tempfile.TemporaryDirectory(prefix=".ingest-", dir=Path(out_dir).parent) as scratch:
         raw = Path(scratch) / "ratings.parquet"
-        unique_prefix = 0
-        if params.data.source == "synthetic" and synthetic.blocked(params.synthetic):
-            source, unique_prefix = _synthetic_on_spark(spark, params, feedback, raw)
+        blocks = params.data.source == "synthetic" and synthetic.blocked(params.synthetic)
+        appended = 0  # rows after the generator's blocks (the feedback's)
+        if blocks:
+            source, appended = _synthetic_on_spark(spark, params, feedback, raw)
         else:
             source = read_source(params, feedback)
             _write_in_slices(source.ratings, raw)
             source = dataclasses.replace(source, ratings=source.ratings.iloc[:0])
         ratings = read_parquet_rows(spark, raw)
         n = parquet_rows(raw)
+        unique_prefix = n - appended if blocks else 0
         kept, merged = resolve_duplicates_spark(ratings, n, params.ingest.duplicates, unique_prefix)
         info = with_merged(source.info, merged)
         with staged_dir(out_dir) as tmp:

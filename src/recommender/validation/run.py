@@ -114,9 +114,8 @@ def validate_spark(
     # GX caches each frame it validates (MEMORY_AND_DISK: what the heap cannot hold goes to local
     # disk). Kept uncompressed: compressing the columns cost 9 s of the 33 s it took to cache 25M
     # ratings, for memory the stage does not need.
-    uncompressed = spark_setting(spark, "spark.sql.inMemoryColumnarStorage.compressed", False)
     try:
-        with uncompressed:
+        with spark_setting(spark, "spark.sql.inMemoryColumnarStorage.compressed", False):
             with tempfile.TemporaryDirectory(prefix="gx-docs-") as first_docs:
                 first = first_docs if docs_dir is not None else None
                 failed, evaluated, successful, observed = _run_suites(
@@ -325,17 +324,18 @@ def run_validate(
             report = validate_dataset(read_dataset(data_dir), cfg, docs_dir=scratch)
         else:
             report = validate_spark(spark, data_dir, cfg, docs_dir=scratch)
+        # The digest tells preprocess that these very ratings passed (core.validated).
+        summary = report.summary() | {RATINGS_DIGEST: digest}
         with staged_dir(docs_dir if report.success else failed_dir) as out:
             shutil.copytree(scratch, out, dirs_exist_ok=True)
             if not report.success:
-                write_json(report.summary() | {RATINGS_DIGEST: digest}, out / summary_path.name)
+                write_json(summary, out / summary_path.name)
     if not report.success:
         raise ValidationFailed(
             f"{data_dir} does not pass the data checks.\n{report.format_failures()}\n"
             f"This run's Data Docs and summary: {failed_dir}/index.html and "
             f"{failed_dir / summary_path.name} (the last good {docs_dir} is kept)."
         )
-    # The digest tells preprocess that these very ratings passed (core.validated).
-    write_json(report.summary() | {RATINGS_DIGEST: digest}, summary_path)
+    write_json(summary, summary_path)
     shutil.rmtree(failed_dir, ignore_errors=True)
     return report
